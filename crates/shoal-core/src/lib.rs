@@ -1,0 +1,26 @@
+//! Shoal's protocol core: everything that decides, and nothing that waits.
+//!
+//! This crate holds the parts of Shoal that every process shares and that must behave the same in
+//! the daemon, in tests and in the simulator. It does no IO: no sockets, no files, no clocks and no
+//! ambient randomness. Callers pass bytes, times and random sources in, and get values out.
+//!
+//! - [`content`]: the content model. A payload is cut into power-of-two [pieces](content::PieceLayout);
+//!   each piece has a BLAKE3 chaining value, and the chaining values combine to the
+//!   [root](content::RootHash), which equals what `b3sum` prints for the payload.
+//! - [`keys`]: ed25519 keys for the four roles (root, publisher, coordinator, node) and their text
+//!   encodings.
+//! - [`trust`]: the trust document, signed by the root key, naming publisher and coordinator keys.
+//! - [`manifest`]: the signed release manifest and its verification chain.
+//! - [`bitfield`]: a fixed-length set of piece indices, used for "which pieces do I have".
+//! - [`wire`]: length-prefixed, versioned, size-checked frames of postcard-encoded messages.
+
+#![warn(missing_docs)]
+
+pub mod bitfield;
+pub mod content;
+pub mod keys;
+pub mod manifest;
+pub mod trust;
+pub mod wire;
+
+mod hexbytes;
