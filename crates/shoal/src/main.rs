@@ -1,1 +1,38 @@
-fn main() {}
+//! `shoal`: the command-line front of Shoal, a peer-to-peer payload distribution mesh.
+//!
+//! Each subcommand lives in [`commands`]; this file parses the command line, runs the command and
+//! turns its [`Failure`](failure::Failure) into a message on stderr and an exit code.
+
+mod commands;
+mod failure;
+mod files;
+mod keyfile;
+mod progress;
+mod units;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code as u8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use failure::Code;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        commands::Cli::command().debug_assert();
+        assert_eq!(Code::FileMismatch as u8, 8);
+    }
+}

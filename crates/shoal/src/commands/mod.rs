@@ -1,0 +1,81 @@
+//! The subcommands.
+
+mod keys;
+mod release;
+mod store;
+mod trust;
+
+use crate::failure::{Code, Failure, Outcome};
+use clap::{Parser, Subcommand};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Shoal ships large payloads to fleets of machines, peer to peer, and rolls them out in waves.
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate and inspect ed25519 keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Create the trust document that names publisher and coordinator keys.
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
+    /// Create and verify signed release manifests.
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
+    /// Inspect and manage a machine's piece store.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Keys(cmd) => keys::run(cmd),
+        Command::Trust(cmd) => trust::run(cmd),
+        Command::Release(cmd) => release::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Formats Unix seconds as an RFC 3339 UTC time.
+fn rfc3339(unix_secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(unix_secs))
+        .to_string()
+}
+
+/// Prints one JSON value on stdout.
+fn print_json(value: &serde_json::Value) -> Outcome {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::new(Code::General, format!("cannot format output: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// With `--json`, a failure is also printed as a JSON object on stdout, so a script reading stdout
+/// always gets one object.
+fn json_failure(json: bool, failure: Failure) -> Failure {
+    if json {
+        let _ = print_json(&serde_json::json!({
+            "ok": false,
+            "error": {
+                "kind": failure.code.name(),
+                "code": failure.code as u8,
+                "message": failure.message,
+            }
+        }));
+    }
+    failure
+}
