@@ -35,8 +35,9 @@ pub const MAX_MANIFEST_BYTES: usize = 34 * 1024 * 1024 + 64 * 1024;
 /// The longest service name or version string, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
 
-/// The signature domain of manifests.
-const DOMAIN: &[u8] = b"shoal/manifest/v1";
+/// The signature domain of manifests: signatures cover this, a zero byte, then
+/// [`Manifest::signed_bytes`].
+pub const SIGNATURE_DOMAIN: &[u8] = b"shoal/manifest/v1";
 
 /// What a publisher signs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,11 @@ impl Manifest {
     /// `service@version`.
     pub fn name(&self) -> String {
         format!("{}@{}", self.service, self.version)
+    }
+
+    /// The bytes a publisher signs: the postcard encoding of the manifest.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        signed_bytes(self)
     }
 }
 
@@ -190,7 +196,7 @@ impl SignedManifest {
             Some(manifest.root),
             "piece list does not combine to the root"
         );
-        let signature = key.sign(DOMAIN, &signed_bytes(&manifest));
+        let signature = key.sign(SIGNATURE_DOMAIN, &signed_bytes(&manifest));
         Ok(Self {
             manifest,
             signature,
@@ -253,7 +259,7 @@ impl SignedManifest {
         }
         if !m
             .publisher
-            .verify(DOMAIN, &signed_bytes(m), &self.signature)
+            .verify(SIGNATURE_DOMAIN, &signed_bytes(m), &self.signature)
         {
             return Err(ManifestError::BadSignature(m.publisher.fingerprint()));
         }
@@ -470,7 +476,7 @@ mod tests {
         m.publisher = f.publisher.public();
         m.pieces[1].0[5] ^= 1;
         // Sign by hand: `SignedManifest::sign` would refuse this, as a publisher must.
-        let signature = f.publisher.sign(DOMAIN, &signed_bytes(&m));
+        let signature = f.publisher.sign(SIGNATURE_DOMAIN, &signed_bytes(&m));
         let signed = SignedManifest {
             manifest: m,
             signature,
