@@ -265,7 +265,7 @@ fn list(store: &Store, json: bool) -> Outcome {
         }));
     }
     println!(
-        "{:<14} {:<32} {:>10} {:>13} {:<10}",
+        "{:<14} {:<32} {:>10} {:>13} {}",
         "ROOT", "RELEASE", "SIZE", "PIECES", "STATE"
     );
     for r in store.releases() {
