@@ -323,6 +323,45 @@ fn an_unwritable_output_leaves_no_file_behind() {
 }
 
 #[test]
+fn out_never_overwrites_a_file_that_is_not_a_manifest() {
+    let f = Fixture::new();
+    let payload = f.payload("p.bin", 100_000, 14);
+    let before = std::fs::read(&payload).unwrap();
+    let out = run(
+        f.path(),
+        &[
+            "release",
+            "create",
+            "p.bin",
+            "--service",
+            "api",
+            "--version",
+            "1",
+            "--key",
+            "publisher.key",
+            "--out",
+            "p.bin",
+        ],
+    );
+    assert_ne!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("p.bin exists and is not a shoal manifest"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(&payload).unwrap(),
+        before,
+        "the payload was overwritten"
+    );
+    // An earlier manifest is replaced, as a build script re-running expects.
+    f.create("p.bin", "m.manifest", &[]);
+    f.create("p.bin", "m.manifest", &["--piece-size", "16KiB"]);
+    let m = SignedManifest::decode(&std::fs::read(f.file("m.manifest")).unwrap()).unwrap();
+    assert_eq!(m.manifest.piece_size_bytes, 16384);
+}
+
+#[test]
 fn output_on_a_pipe_has_no_progress_bar() {
     let f = Fixture::new();
     f.payload("p.bin", 3 << 20, 13);

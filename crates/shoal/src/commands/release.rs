@@ -118,6 +118,10 @@ fn create(args: CreateArgs) -> Outcome {
     shoal_core::manifest::check_name("version", &args.version)
         .code(Code::Usage, || "--version".into())?;
     let key = keyfile::read_secret(&args.key, Role::Publisher)?;
+    files::check_replaceable(&args.out, "shoal manifest", |head| {
+        head.starts_with(shoal_core::manifest::MAGIC)
+    })
+    .map_err(|e| Failure::new(Code::General, e))?;
     let (file, before) = open_payload(&args.file)?;
     let size = before.len;
     let piece_size = args

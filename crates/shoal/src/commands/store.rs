@@ -265,8 +265,8 @@ fn list(store: &Store, json: bool) -> Outcome {
         }));
     }
     println!(
-        "{:<14} {:<32} {:>10} {:>13} {}",
-        "ROOT", "RELEASE", "SIZE", "PIECES", "STATE"
+        "{:<14} {:<32} {:>10} {:>13} STATE",
+        "ROOT", "RELEASE", "SIZE", "PIECES"
     );
     for r in store.releases() {
         let state = match (r.is_complete(), r.is_pinned()) {

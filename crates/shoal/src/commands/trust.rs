@@ -43,6 +43,10 @@ pub fn run(cmd: TrustCommand) -> Outcome {
             out,
         } => {
             let root = keyfile::read_secret(&root, Role::Root)?;
+            crate::files::check_replaceable(&out, "trust document", |head| {
+                head.trim_ascii_start().starts_with(b"{")
+            })
+            .map_err(|e| crate::failure::Failure::new(Code::General, e))?;
             let publishers = publishers
                 .iter()
                 .map(|p| keyfile::read_public(p, Role::Publisher))
