@@ -173,11 +173,12 @@ fn create(args: CreateArgs) -> Outcome {
     }
     println!("{}", m.root);
     eprintln!(
-        "{} {}: {} in {} pieces of {}, hashed in {seconds:.2} s ({}/s), signed by {}; manifest {}",
+        "{} {}: {} in {} piece{} of {}, hashed in {seconds:.2} s ({}/s), signed by {}; manifest {}",
         m.name(),
         m.release_counter,
         human_bytes(size),
         layout.piece_count(),
+        if layout.piece_count() == 1 { "" } else { "s" },
         human_bytes(u64::from(layout.piece_size_bytes())),
         human_bytes((size as f64 / seconds.max(1e-9)) as u64),
         m.publisher.fingerprint(),
