@@ -37,17 +37,23 @@ impl BitmapFile {
     }
 
     /// Opens the bitmap at `path` for a release of `pieces` pieces and reads it. A malformed file
-    /// is rewritten empty; the returned flag says whether that happened.
-    pub(crate) fn open(path: &Path, pieces: u32) -> io::Result<(Self, Bitfield, bool)> {
+    /// reads as empty and, when `writable`, is rewritten empty; the returned flag says whether it
+    /// was malformed. A read-only bitmap refuses every write.
+    pub(crate) fn open(
+        path: &Path,
+        pieces: u32,
+        writable: bool,
+    ) -> io::Result<(Self, Bitfield, bool)> {
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
-            .create(true)
+            .write(writable)
+            .create(writable)
             .truncate(false)
             .open(path)?;
         let this = Self { file };
         match this.read(pieces) {
             Some(field) => Ok((this, field, false)),
+            None if !writable => Ok((this, Bitfield::new(pieces), true)),
             None => {
                 let empty = Bitfield::new(pieces);
                 this.file.set_len(0)?;
@@ -107,15 +113,15 @@ mod tests {
         file.store_bit(&field, 3).unwrap();
         file.store_bit(&field, 19).unwrap();
         drop(file);
-        let (_, read, reset) = BitmapFile::open(&path, 20).unwrap();
+        let (_, read, reset) = BitmapFile::open(&path, 20, true).unwrap();
         assert_eq!(read, field);
         assert!(!reset);
         // Opened with another piece count (a different release's bitmap), it reads as empty.
-        let (_, read, reset) = BitmapFile::open(&path, 21).unwrap();
+        let (_, read, reset) = BitmapFile::open(&path, 21, true).unwrap();
         assert!(reset);
         assert_eq!(read.count(), 0);
         std::fs::write(&path, b"garbage").unwrap();
-        let (_, read, reset) = BitmapFile::open(&path, 21).unwrap();
+        let (_, read, reset) = BitmapFile::open(&path, 21, true).unwrap();
         assert!(reset && read.count() == 0);
     }
 }

@@ -87,6 +87,9 @@ pub enum StoreError {
     /// The release is pinned and cannot be removed.
     #[error("release {0} is pinned; unpin it first")]
     Pinned(RootHash),
+    /// The store was opened read-only, for inspection.
+    #[error("the store at {0} is open read-only; open it for writing to change it")]
+    ReadOnly(PathBuf),
     /// A source file does not hold the release it was said to hold.
     #[error("{path} does not match the manifest: {source}")]
     SourceMismatch {

@@ -89,7 +89,8 @@ pub struct Store {
     config: Config,
     releases: BTreeMap<RootHash, Arc<Release>>,
     broken: Vec<Broken>,
-    _lock: Option<File>,
+    /// The advisory lock, held while the store is open for writing; `None` when read-only.
+    lock: Option<File>,
 }
 
 impl Store {
@@ -124,8 +125,8 @@ impl Store {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
-        let mut store = Self::load(dir, config)?;
-        store._lock = Some(lock);
+        let mut store = Self::load(dir, config, true)?;
+        store.lock = Some(lock);
         for release in store.releases.values() {
             if release.have().is_full() && !release.is_complete() {
                 // A failed check marks the bad pieces missing; the release stays listed as
@@ -137,7 +138,8 @@ impl Store {
     }
 
     /// Opens the store in `dir` for inspection, without its lock, while another process may be
-    /// writing. Nothing is created, repaired or changed.
+    /// writing. Nothing is created, repaired or changed: the releases it lists refuse writes with
+    /// [`StoreError::ReadOnly`], and so do the store's own changing methods.
     ///
     /// # Errors
     ///
@@ -147,10 +149,10 @@ impl Store {
         if let Err(source) = std::fs::read_dir(dir.join(RELEASES_DIR)) {
             return Err(StoreError::DataDir { path: dir, source });
         }
-        Self::load(dir, Config::default())
+        Self::load(dir, Config::default(), false)
     }
 
-    fn load(dir: PathBuf, config: Config) -> Result<Self, StoreError> {
+    fn load(dir: PathBuf, config: Config, writable: bool) -> Result<Self, StoreError> {
         let releases_dir = dir.join(RELEASES_DIR);
         let entries = std::fs::read_dir(&releases_dir).map_err(|source| StoreError::DataDir {
             path: dir.clone(),
@@ -165,7 +167,10 @@ impl Store {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.parse::<RootHash>().ok());
-            match (named_root, Release::open(&path, config.durability)) {
+            match (
+                named_root,
+                Release::open(&path, config.durability, writable),
+            ) {
                 (Some(root), Ok(release)) if release.root() == root => {
                     releases.insert(root, Arc::new(release));
                 }
@@ -181,7 +186,7 @@ impl Store {
             config,
             releases,
             broken,
-            _lock: None,
+            lock: None,
         })
     }
 
@@ -250,6 +255,7 @@ impl Store {
     /// [`StoreError::OverBudget`] if it does not fit the budget, [`StoreError::NoSpace`] if the
     /// disk is full, other IO errors. Nothing is left behind on error.
     pub fn add(&mut self, manifest: &VerifiedManifest) -> Result<Arc<Release>, StoreError> {
+        self.check_writable()?;
         if let Some(existing) = self.get(&manifest.root()) {
             return Ok(existing);
         }
@@ -278,7 +284,7 @@ impl Store {
             let releases = self.dir.join(RELEASES_DIR);
             fsutil::sync_dir(&releases).map_err(|e| StoreError::io("sync", &releases, e))?;
         }
-        let release = Release::open(&target, self.config.durability)
+        let release = Release::open(&target, self.config.durability, true)
             .map_err(|reason| StoreError::io("open", &target, std::io::Error::other(reason)))?;
         let release = Arc::new(release);
         self.releases.insert(release.root(), release.clone());
@@ -376,6 +382,7 @@ impl Store {
     ///
     /// [`StoreError::UnknownRelease`], [`StoreError::Pinned`], or an IO error.
     pub fn remove(&mut self, root: &RootHash) -> Result<(), StoreError> {
+        self.check_writable()?;
         let release = self.get(root).ok_or(StoreError::UnknownRelease(*root))?;
         if release.is_pinned() {
             return Err(StoreError::Pinned(*root));
@@ -398,9 +405,18 @@ impl Store {
     ///
     /// An IO error removing a directory; what was removed before it stays removed.
     pub fn gc(&mut self) -> Result<GcPlan, StoreError> {
+        self.check_writable()?;
         let plan = gc::plan(self, 0);
         self.apply(&plan)?;
         Ok(plan)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.lock.is_some() {
+            Ok(())
+        } else {
+            Err(StoreError::ReadOnly(self.dir.clone()))
+        }
     }
 
     fn gc_with_incoming(&mut self, incoming_bytes: u64) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@ use crate::fsutil;
 use crate::hashing;
 use shoal_core::bitfield::Bitfield;
 use shoal_core::content::{PieceIndex, PieceLayout, PieceVerifier, RootHash, combine_root};
-use shoal_core::manifest::{Manifest, SignedManifest};
+use shoal_core::manifest::{MAX_MANIFEST_BYTES, Manifest, SignedManifest};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -56,6 +56,7 @@ pub struct Release {
     payload: File,
     bitmap: BitmapFile,
     durability: Durability,
+    writable: bool,
     state: Mutex<State>,
     pinned: AtomicBool,
 }
@@ -70,8 +71,19 @@ struct State {
 impl Release {
     /// Opens a release directory written by [`Release::create`]. Checks that the manifest decodes
     /// and its piece list combines to its root; the signature was checked when it was added.
-    pub(crate) fn open(dir: &Path, durability: Durability) -> Result<Self, String> {
-        let bytes = std::fs::read(dir.join(MANIFEST_FILE)).map_err(|e| format!("manifest: {e}"))?;
+    /// With `writable` false nothing on disk is changed, and every method that would change
+    /// something returns [`StoreError::ReadOnly`].
+    pub(crate) fn open(dir: &Path, durability: Durability, writable: bool) -> Result<Self, String> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest_len = std::fs::metadata(&manifest_path)
+            .map_err(|e| format!("manifest: {e}"))?
+            .len();
+        if manifest_len > MAX_MANIFEST_BYTES as u64 {
+            return Err(format!(
+                "manifest is {manifest_len} bytes, larger than any manifest"
+            ));
+        }
+        let bytes = std::fs::read(&manifest_path).map_err(|e| format!("manifest: {e}"))?;
         let manifest = SignedManifest::decode(&bytes).map_err(|e| e.to_string())?;
         let m = &manifest.manifest;
         if combine_root(&m.pieces) != Some(m.root) {
@@ -81,7 +93,7 @@ impl Release {
         let payload_path = dir.join(PAYLOAD_FILE);
         let payload = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(writable)
             .open(&payload_path)
             .map_err(|e| format!("payload: {e}"))?;
         let len = payload
@@ -94,8 +106,9 @@ impl Release {
                 layout.size_bytes()
             ));
         }
-        let (bitmap, have, _reset) = BitmapFile::open(&dir.join(BITMAP_FILE), layout.piece_count())
-            .map_err(|e| format!("bitmap: {e}"))?;
+        let (bitmap, have, _reset) =
+            BitmapFile::open(&dir.join(BITMAP_FILE), layout.piece_count(), writable)
+                .map_err(|e| format!("bitmap: {e}"))?;
         let complete = dir.join(COMPLETE_FILE).exists() && have.is_full();
         let verifier = PieceVerifier::new(layout, m.pieces.clone(), m.root);
         Ok(Self {
@@ -106,6 +119,7 @@ impl Release {
             payload,
             bitmap,
             durability,
+            writable,
             state: Mutex::new(State {
                 have,
                 complete,
@@ -217,8 +231,10 @@ impl Release {
     ///
     /// [`StoreError::BadPiece`] if the piece does not verify (nothing is written),
     /// [`StoreError::NoSpace`] or [`StoreError::Io`] if it cannot be written (it is not marked),
-    /// [`StoreError::RootMismatch`] if the finished payload does not hash to the root.
+    /// [`StoreError::RootMismatch`] if the finished payload does not hash to the root,
+    /// [`StoreError::ReadOnly`] if the store was opened read-only.
     pub fn write_piece(&self, index: PieceIndex, data: &[u8]) -> Result<PieceWritten, StoreError> {
+        self.check_writable()?;
         self.verifier
             .verify(index, data)
             .map_err(|source| StoreError::BadPiece {
@@ -288,8 +304,10 @@ impl Release {
     ///
     /// # Errors
     ///
-    /// [`StoreError::RootMismatch`] naming the bad pieces, or a read or write error.
+    /// [`StoreError::RootMismatch`] naming the bad pieces, [`StoreError::ReadOnly`], or a read or
+    /// write error.
     pub fn finish(&self) -> Result<(), StoreError> {
+        self.check_writable()?;
         let hashed = hashing::hash_file(
             &self.payload,
             self.layout(),
@@ -335,6 +353,7 @@ impl Release {
     }
 
     pub(crate) fn set_pinned(&self, pinned: bool) -> Result<(), StoreError> {
+        self.check_writable()?;
         let marker = self.dir.join(PINNED_FILE);
         if pinned {
             fsutil::write_atomic(&marker, b"pinned\n")
@@ -346,6 +365,14 @@ impl Release {
         }
         self.pinned.store(pinned, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(StoreError::ReadOnly(self.dir.clone()))
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -275,3 +275,38 @@ fn the_budget_collects_oldest_first_and_refuses_what_cannot_fit() {
             .exists()
     );
 }
+
+#[test]
+fn a_read_only_store_changes_nothing_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = payload(2 * PIECE, 6);
+    let m = manifest(&data, "api", 1);
+    {
+        let mut store = Store::open(dir.path(), config()).unwrap();
+        store.add(&m).unwrap();
+    }
+    let bitmap = dir
+        .path()
+        .join("releases")
+        .join(m.root().to_hex())
+        .join("pieces");
+    std::fs::write(&bitmap, b"not a bitmap").unwrap();
+
+    let mut store = Store::open_read_only(dir.path()).unwrap();
+    let release = store.get(&m.root()).unwrap();
+    assert_eq!(release.have_count(), 0);
+    assert!(matches!(
+        release.write_piece(PieceIndex(0), piece(&data, 0)),
+        Err(StoreError::ReadOnly(_))
+    ));
+    assert!(matches!(store.gc(), Err(StoreError::ReadOnly(_))));
+    assert!(matches!(
+        store.remove(&m.root()),
+        Err(StoreError::ReadOnly(_))
+    ));
+    assert_eq!(
+        std::fs::read(&bitmap).unwrap(),
+        b"not a bitmap",
+        "read-only open repaired a file"
+    );
+}
