@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The size of each positioned read. Large enough that BLAKE3 hashes many chunks per call with its
 /// widest SIMD, small enough to stay in the core's cache between the read and the hash.
@@ -44,55 +44,71 @@ pub fn hash_file(
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> io::Result<HashedPayload> {
-    let count = layout.piece_count();
-    let next = AtomicU32::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
-    let results: Mutex<Vec<(u32, ChainingValue)>> = Mutex::new(Vec::with_capacity(count as usize));
-
-    std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, count as usize) {
-            scope.spawn(|| {
-                let mut buf = vec![0u8; READ_BLOCK_BYTES.min(layout.piece_size_bytes() as usize)];
-                let mut local = Vec::new();
-                while !failed.load(Ordering::Relaxed) {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= count {
-                        break;
-                    }
-                    match hash_piece(file, layout, PieceIndex(index), &mut buf, progress) {
-                        Ok(cv) => local.push((index, cv)),
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            break;
-                        }
-                    }
-                }
-                results
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(local);
-            });
-        }
-    });
-
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
+    let count = layout.piece_count() as usize;
+    let results: Mutex<Vec<(u32, ChainingValue)>> = Mutex::new(Vec::with_capacity(count));
+    let block = READ_BLOCK_BYTES.min(layout.piece_size_bytes() as usize);
+    for_each_index(
+        count,
+        threads,
+        || vec![0u8; block],
+        |buf, i| {
+            let cv = hash_piece(file, layout, PieceIndex(i as u32), buf, progress)?;
+            results
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((i as u32, cv));
+            Ok::<(), io::Error>(())
+        },
+    )?;
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     results.sort_unstable_by_key(|&(i, _)| i);
-    assert_eq!(
-        results.len(),
-        count as usize,
-        "every piece hashed exactly once"
-    );
+    assert_eq!(results.len(), count, "every piece hashed exactly once");
     let pieces: Vec<ChainingValue> = results.into_iter().map(|(_, cv)| cv).collect();
     let root = combine_root(&pieces).expect("a layout has at least one piece");
     Ok(HashedPayload { pieces, root })
+}
+
+/// Runs `work` for every index in `0..count` on up to `threads` threads. Each thread makes its
+/// own scratch state with `init` and takes the next unclaimed index until none are left, so no
+/// index runs twice and no thread waits for another. Stops handing out indices at the first
+/// error and returns it.
+///
+/// # Errors
+///
+/// The first error `work` returned.
+pub(crate) fn for_each_index<S, E: Send>(
+    count: usize,
+    threads: usize,
+    init: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, usize) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<E>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, count.max(1)) {
+            scope.spawn(|| {
+                let mut state = init();
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    if let Err(e) = work(&mut state, i) {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Reads piece `index` of `file` through `buf` and returns its listed value.

@@ -46,7 +46,6 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 const RELEASES_DIR: &str = "releases";
 const STAGING_DIR: &str = "staging";
@@ -333,36 +332,18 @@ impl Store {
             }
             return Ok(release);
         }
-        let next = AtomicU32::new(0);
-        let failed = AtomicBool::new(false);
-        let first_error = std::sync::Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..hashing::default_threads().min(missing.len()) {
-                scope.spawn(|| {
-                    let mut buf = Vec::new();
-                    while !failed.load(Ordering::Relaxed) {
-                        let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some(&i) = missing.get(k) else { break };
-                        let index = PieceIndex(i);
-                        let result = import_piece(&release, source, source_path, index, &mut buf);
-                        match result {
-                            Ok(()) => progress(u64::from(release.layout().piece_len(index))),
-                            Err(e) => {
-                                failed.store(true, Ordering::Relaxed);
-                                first_error
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .get_or_insert(e);
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(release),
-        }
+        hashing::for_each_index(
+            missing.len(),
+            hashing::default_threads(),
+            Vec::new,
+            |buf, k| {
+                let index = PieceIndex(missing[k]);
+                import_piece(&release, source, source_path, index, buf)?;
+                progress(u64::from(release.layout().piece_len(index)));
+                Ok(())
+            },
+        )?;
+        Ok(release)
     }
 
     /// Pins or unpins a release. Pinned releases are never collected.
