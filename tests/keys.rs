@@ -47,22 +47,7 @@ fn a_world_readable_secret_key_is_refused() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let out = run(
-        f.path(),
-        &[
-            "release",
-            "create",
-            "p.bin",
-            "--service",
-            "api",
-            "--version",
-            "1",
-            "--key",
-            "publisher.key",
-            "--out",
-            "m",
-        ],
-    );
+    let out = f.try_create("p.bin", "publisher.key", "m", &[]);
     assert_ne!(code(&out), 0);
     assert!(
         stderr(&out).contains("chmod 600 publisher.key"),
@@ -76,22 +61,7 @@ fn a_world_readable_secret_key_is_refused() {
 fn a_key_of_the_wrong_role_is_refused() {
     let f = Fixture::new();
     f.payload("p.bin", 1000, 1);
-    let out = run(
-        f.path(),
-        &[
-            "release",
-            "create",
-            "p.bin",
-            "--service",
-            "api",
-            "--version",
-            "1",
-            "--key",
-            "coordinator.key",
-            "--out",
-            "m",
-        ],
-    );
+    let out = f.try_create("p.bin", "coordinator.key", "m", &[]);
     assert_ne!(code(&out), 0);
     assert!(
         stderr(&out).contains("coordinator key, but a publisher key is needed"),

@@ -149,22 +149,7 @@ fn a_manifest_signed_by_a_key_the_trust_document_does_not_name_fails_with_code_6
             "stranger.key",
         ],
     );
-    ok(
-        f.path(),
-        &[
-            "release",
-            "create",
-            "p.bin",
-            "--service",
-            "api",
-            "--version",
-            "1",
-            "--key",
-            "stranger.key",
-            "--out",
-            "m.manifest",
-        ],
-    );
+    support::succeeded(f.try_create("p.bin", "stranger.key", "m.manifest", &[]));
     let out = verify_with(&f, &["--json"]);
     assert_eq!(code(&out), 6);
     assert_eq!(json(&out)["error"]["kind"], "signature");
@@ -230,23 +215,11 @@ fn bad_piece_sizes_and_missing_payloads_are_refused_and_write_nothing() {
     let f = Fixture::new();
     f.payload("p.bin", 10_000, 11);
     for size in ["3000", "48KiB", "8KiB", "128MiB", "lots"] {
-        let out = run(
-            f.path(),
-            &[
-                "release",
-                "create",
-                "p.bin",
-                "--service",
-                "api",
-                "--version",
-                "1",
-                "--key",
-                "publisher.key",
-                "--out",
-                "m.manifest",
-                "--piece-size",
-                size,
-            ],
+        let out = f.try_create(
+            "p.bin",
+            "publisher.key",
+            "m.manifest",
+            &["--piece-size", size],
         );
         assert_ne!(code(&out), 0, "{size}");
         assert!(
@@ -256,22 +229,7 @@ fn bad_piece_sizes_and_missing_payloads_are_refused_and_write_nothing() {
         );
         assert!(!f.file("m.manifest").exists(), "{size}");
     }
-    let out = run(
-        f.path(),
-        &[
-            "release",
-            "create",
-            "missing.bin",
-            "--service",
-            "api",
-            "--version",
-            "1",
-            "--key",
-            "publisher.key",
-            "--out",
-            "m.manifest",
-        ],
-    );
+    let out = f.try_create("missing.bin", "publisher.key", "m.manifest", &[]);
     assert_eq!(code(&out), 3);
     assert!(stderr(&out).contains("missing.bin"));
     let out = run(
@@ -298,22 +256,7 @@ fn bad_piece_sizes_and_missing_payloads_are_refused_and_write_nothing() {
 fn an_unwritable_output_leaves_no_file_behind() {
     let f = Fixture::new();
     f.payload("p.bin", 10_000, 12);
-    let out = run(
-        f.path(),
-        &[
-            "release",
-            "create",
-            "p.bin",
-            "--service",
-            "api",
-            "--version",
-            "1",
-            "--key",
-            "publisher.key",
-            "--out",
-            "no-such-dir/m.manifest",
-        ],
-    );
+    let out = f.try_create("p.bin", "publisher.key", "no-such-dir/m.manifest", &[]);
     assert_ne!(code(&out), 0);
     assert!(
         stderr(&out).contains("no-such-dir/m.manifest"),
@@ -327,22 +270,7 @@ fn out_never_overwrites_a_file_that_is_not_a_manifest() {
     let f = Fixture::new();
     let payload = f.payload("p.bin", 100_000, 14);
     let before = std::fs::read(&payload).unwrap();
-    let out = run(
-        f.path(),
-        &[
-            "release",
-            "create",
-            "p.bin",
-            "--service",
-            "api",
-            "--version",
-            "1",
-            "--key",
-            "publisher.key",
-            "--out",
-            "p.bin",
-        ],
-    );
+    let out = f.try_create("p.bin", "publisher.key", "p.bin", &[]);
     assert_ne!(code(&out), 0);
     assert!(
         stderr(&out).contains("p.bin exists and is not a shoal manifest"),
@@ -365,22 +293,7 @@ fn out_never_overwrites_a_file_that_is_not_a_manifest() {
 fn output_on_a_pipe_has_no_progress_bar() {
     let f = Fixture::new();
     f.payload("p.bin", 3 << 20, 13);
-    let out = ok(
-        f.path(),
-        &[
-            "release",
-            "create",
-            "p.bin",
-            "--service",
-            "api",
-            "--version",
-            "1",
-            "--key",
-            "publisher.key",
-            "--out",
-            "m.manifest",
-        ],
-    );
+    let out = support::succeeded(f.try_create("p.bin", "publisher.key", "m.manifest", &[]));
     let err = stderr(&out);
     assert!(
         !err.contains('\r') && !err.contains('\u{1b}'),

@@ -34,6 +34,17 @@ pub fn ok(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// Panics with its stderr unless `out` is a success; returns it.
+pub fn succeeded(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "shoal failed ({}): {}",
+        out.status,
+        stderr(&out)
+    );
+    out
+}
+
 /// Stdout parsed as one JSON value.
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -109,24 +120,24 @@ impl Fixture {
         path
     }
 
-    /// `shoal release create` with the fixture's publisher key; returns the parsed `--json` output.
-    pub fn create(&self, payload: &str, manifest: &str, extra: &[&str]) -> serde_json::Value {
-        let mut args = vec![
-            "release",
-            "create",
-            payload,
-            "--service",
-            "api",
-            "--version",
-            "1.0.0",
-            "--key",
-            "publisher.key",
-            "--out",
-            manifest,
-            "--json",
-        ];
+    /// `shoal release create` of `payload` as `api@1.0.0`, signed with `key`, written to
+    /// `manifest`, plus `extra` flags; returns the output whatever happened.
+    pub fn try_create(&self, payload: &str, key: &str, manifest: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["release", "create", payload, "--service", "api"];
+        args.extend_from_slice(&["--version", "1.0.0", "--key", key, "--out", manifest]);
         args.extend_from_slice(extra);
-        json(&ok(self.path(), &args))
+        run(self.path(), &args)
+    }
+
+    /// `shoal release create --json` with the fixture's publisher key; returns the parsed output.
+    pub fn create(&self, payload: &str, manifest: &str, extra: &[&str]) -> serde_json::Value {
+        let extra = [extra, &["--json"]].concat();
+        json(&succeeded(self.try_create(
+            payload,
+            "publisher.key",
+            manifest,
+            &extra,
+        )))
     }
 }
 

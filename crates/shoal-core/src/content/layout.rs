@@ -142,9 +142,9 @@ impl PieceLayout {
 }
 
 /// The piece size Shoal picks when the publisher does not choose one: the largest power of two at
-/// most `size / 2048`, kept between 1 MiB and 16 MiB. That keeps the piece count in the low
-/// thousands (1 MiB pieces for 1 GiB, 4 MiB for 10 GiB) so scheduling stays cheap and a manifest
-/// stays small, while small payloads still have pieces to spread.
+/// most `size / 2048`, kept between 1 MiB and 16 MiB: 1 MiB below 4 GiB, then 2048 to 4096 pieces
+/// (4 MiB for 10 GiB) up to 32 GiB. That keeps the piece count in the low thousands so scheduling
+/// stays cheap and a manifest small, while small payloads still have pieces to spread.
 pub fn default_piece_size(size_bytes: u64) -> u32 {
     const MIN: u64 = 1024 * 1024;
     const MAX: u64 = 16 * 1024 * 1024;

@@ -3,7 +3,7 @@
 use crate::failure::{Code, Failure, Outcome, WithCode};
 use crate::units::{human_bytes, parse_size};
 use crate::{files, keyfile, progress};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::json;
 use shoal_core::content::{PieceIndex, PieceLayout, default_piece_size};
 use shoal_core::keys::Role;
@@ -18,33 +18,7 @@ use std::time::{Instant, SystemTime};
 #[derive(Subcommand, Debug)]
 pub enum ReleaseCommand {
     /// Hash a payload into pieces and write a manifest signed by a publisher key.
-    Create {
-        /// The payload file.
-        file: PathBuf,
-        /// The service the release belongs to.
-        #[arg(long)]
-        service: String,
-        /// The release's version label.
-        #[arg(long)]
-        version: String,
-        /// The publisher secret key.
-        #[arg(long, value_name = "PUBLISHER_KEY")]
-        key: PathBuf,
-        /// Piece size: a power of two from 16KiB to 64MiB [default: 1 MiB up to 2 GiB payloads,
-        /// growing to keep the piece count near 2000, at most 16 MiB].
-        #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-        piece_size: Option<u64>,
-        /// The release counter, which must grow with every release of the service
-        /// [default: the current Unix time in seconds].
-        #[arg(long, value_name = "N")]
-        release_counter: Option<u64>,
-        /// Where to write the manifest.
-        #[arg(long, value_name = "MANIFEST")]
-        out: PathBuf,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Create(CreateArgs),
     /// Check a manifest's signature chain and piece list, and optionally a payload file.
     ///
     /// Exit codes: 0 all checks pass; 3 an input is unreadable; 4 the manifest is malformed;
@@ -68,28 +42,42 @@ pub enum ReleaseCommand {
     },
 }
 
+/// What `release create` takes.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The payload file.
+    file: PathBuf,
+    /// The service the release belongs to.
+    #[arg(long)]
+    service: String,
+    /// The release's version label.
+    #[arg(long)]
+    version: String,
+    /// The publisher secret key.
+    #[arg(long, value_name = "PUBLISHER_KEY")]
+    key: PathBuf,
+    /// Piece size: a power of two from 16KiB to 64MiB [default: 1 MiB below 4 GiB payloads,
+    /// then growing so a payload has 2048 to 4096 pieces, at most 16 MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    piece_size: Option<u64>,
+    /// The release counter, which must grow with every release of the service
+    /// [default: the current Unix time in seconds].
+    #[arg(long, value_name = "N")]
+    release_counter: Option<u64>,
+    /// Where to write the manifest.
+    #[arg(long, value_name = "MANIFEST")]
+    out: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn run(cmd: ReleaseCommand) -> Outcome {
     match cmd {
-        ReleaseCommand::Create {
-            file,
-            service,
-            version,
-            key,
-            piece_size,
-            release_counter,
-            out,
-            json,
-        } => create(CreateArgs {
-            file,
-            service,
-            version,
-            key,
-            piece_size,
-            release_counter,
-            out,
-            json,
-        })
-        .map_err(|f| super::json_failure(json, f)),
+        ReleaseCommand::Create(args) => {
+            let json = args.json;
+            create(args).map_err(|f| super::json_failure(json, f))
+        }
         ReleaseCommand::Verify {
             manifest,
             trust,
@@ -99,17 +87,6 @@ pub fn run(cmd: ReleaseCommand) -> Outcome {
         } => verify(&manifest, &trust, file.as_deref(), root.as_deref(), json)
             .map_err(|f| super::json_failure(json, f)),
     }
-}
-
-struct CreateArgs {
-    file: PathBuf,
-    service: String,
-    version: String,
-    key: PathBuf,
-    piece_size: Option<u64>,
-    release_counter: Option<u64>,
-    out: PathBuf,
-    json: bool,
 }
 
 fn create(args: CreateArgs) -> Outcome {
