@@ -90,6 +90,16 @@ pub enum StoreError {
     /// The store was opened read-only, for inspection.
     #[error("the store at {0} is open read-only; open it for writing to change it")]
     ReadOnly(PathBuf),
+    /// A source file has another length than the release.
+    #[error("{path} is {len_bytes} bytes, but the release is {expected_bytes} bytes")]
+    SourceLength {
+        /// The source file.
+        path: PathBuf,
+        /// Its length.
+        len_bytes: u64,
+        /// The release's length.
+        expected_bytes: u64,
+    },
     /// A source file does not hold the release it was said to hold.
     #[error("{path} does not match the manifest: {source}")]
     SourceMismatch {

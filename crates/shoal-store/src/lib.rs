@@ -296,6 +296,7 @@ impl Store {
     ///
     /// # Errors
     ///
+    /// [`StoreError::SourceLength`] if `source` has the wrong length (nothing is added),
     /// [`StoreError::SourceMismatch`] at the first piece of `source` that does not verify (the
     /// release stays incomplete), and the errors of [`add`](Self::add) and
     /// [`Release::write_piece`].
@@ -311,13 +312,10 @@ impl Store {
             .map_err(|e| StoreError::io("read", source_path, e))?
             .len();
         if source_len != manifest.layout().size_bytes() {
-            return Err(StoreError::SourceMismatch {
+            return Err(StoreError::SourceLength {
                 path: source_path.to_owned(),
-                source: shoal_core::content::VerifyError::WrongLength {
-                    index: PieceIndex(0),
-                    got: source_len as usize,
-                    expected: manifest.layout().piece_len(PieceIndex(0)),
-                },
+                len_bytes: source_len,
+                expected_bytes: manifest.layout().size_bytes(),
             });
         }
         let release = self.add(manifest)?;

@@ -147,7 +147,7 @@ fn import_fills_from_a_file_and_refuses_a_different_one() {
     let other = manifest(&payload(2 * PIECE, 9), "api", 2);
     assert!(matches!(
         store.import(&other, &file, &short, &|_| {}),
-        Err(StoreError::SourceMismatch { .. })
+        Err(StoreError::SourceLength { len_bytes: 100, .. })
     ));
     assert!(
         store.get(&other.root()).is_none(),
