@@ -22,8 +22,9 @@ pub const MAX_TRUST_BYTES: usize = 256 * 1024;
 /// The most keys one role may list.
 pub const MAX_KEYS_PER_ROLE: usize = 64;
 
-/// What the root key signs.
+/// What the root key signs. Unknown fields are refused: they would not be covered by the signature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrustBody {
     /// The document format, [`FORMAT_VERSION`].
     pub format: u32,
@@ -39,6 +40,7 @@ pub struct TrustBody {
 
 /// A trust document as stored: the body and the root's signature over it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SignedTrust {
     /// The signed content.
     pub body: TrustBody,
@@ -271,6 +273,25 @@ mod tests {
             Trust::decode(&big),
             Err(TrustError::TooLarge(MAX_TRUST_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn unsigned_extra_fields_are_refused() {
+        let (root, publisher, coordinator) = keys();
+        let trust = Trust::sign(
+            &root,
+            vec![publisher.public()],
+            vec![coordinator.public()],
+            42,
+        )
+        .unwrap();
+        let text = trust
+            .encode()
+            .replacen("\"format\": 1,", "\"format\": 1, \"admin\": true,", 1);
+        assert!(matches!(
+            Trust::decode(text.as_bytes()),
+            Err(TrustError::Malformed(_))
+        ));
     }
 
     #[test]
