@@ -224,16 +224,20 @@ mod tests {
         )
     }
 
-    #[test]
-    fn signed_document_round_trips_and_names_its_keys() {
-        let (root, publisher, coordinator) = keys();
-        let trust = Trust::sign(
-            &root,
+    fn signed(root: &SecretKey, publisher: &SecretKey, coordinator: &SecretKey) -> Trust {
+        Trust::sign(
+            root,
             vec![publisher.public()],
             vec![coordinator.public()],
             42,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn signed_document_round_trips_and_names_its_keys() {
+        let (root, publisher, coordinator) = keys();
+        let trust = signed(&root, &publisher, &coordinator);
         let decoded = Trust::decode(trust.encode().as_bytes()).unwrap();
         assert_eq!(decoded, trust);
         assert!(decoded.is_publisher(&publisher.public()));
@@ -246,13 +250,7 @@ mod tests {
     #[test]
     fn an_edited_document_fails_its_signature() {
         let (root, publisher, coordinator) = keys();
-        let trust = Trust::sign(
-            &root,
-            vec![publisher.public()],
-            vec![coordinator.public()],
-            42,
-        )
-        .unwrap();
+        let trust = signed(&root, &publisher, &coordinator);
         let intruder = SecretKey::from_seed(Role::Publisher, [9; 32]);
         let text = trust.encode().replace(
             &publisher.public().to_string(),
@@ -278,13 +276,7 @@ mod tests {
     #[test]
     fn unsigned_extra_fields_are_refused() {
         let (root, publisher, coordinator) = keys();
-        let trust = Trust::sign(
-            &root,
-            vec![publisher.public()],
-            vec![coordinator.public()],
-            42,
-        )
-        .unwrap();
+        let trust = signed(&root, &publisher, &coordinator);
         let text = trust
             .encode()
             .replacen("\"format\": 1,", "\"format\": 1, \"admin\": true,", 1);
