@@ -4,7 +4,9 @@
 //! - decoding never panics and never buffers past the decoder's limit;
 //! - feeding the bytes in two parts, split anywhere, yields the same messages and the same
 //!   outcome as feeding them at once (a driver may see any split from the socket);
-//! - every message that decodes re-encodes to a frame that decodes to the same message.
+//! - every message that decodes re-encodes to a frame that decodes to the same message;
+//! - `bytes_needed` agrees with `decode`: the same error, and "more bytes" exactly when `decode`
+//!   waits for them.
 #![no_main]
 
 use bytes::BytesMut;
@@ -23,8 +25,18 @@ fn decode_all(parts: &[&[u8]]) -> (Vec<PieceMessage>, Option<FrameError>) {
     for part in parts {
         buf.extend_from_slice(part);
         loop {
-            let _ = decoder.bytes_needed(&buf);
-            match decoder.decode::<PieceMessage>(&mut buf) {
+            let needed = decoder.bytes_needed(&buf);
+            let decoded = decoder.decode::<PieceMessage>(&mut buf);
+            match (&needed, &decoded) {
+                (Err(a), Err(b)) => assert_eq!(a, b, "bytes_needed and decode disagree"),
+                (Err(e), _) => panic!("bytes_needed failed ({e}) but decode did not"),
+                (Ok(0), Ok(None)) => panic!("bytes_needed says complete, decode wants more"),
+                (Ok(n), Ok(Some(_)) | Err(_)) if *n > 0 => {
+                    panic!("bytes_needed wants {n} more bytes, decode did not wait")
+                }
+                _ => {}
+            }
+            match decoded {
                 Ok(Some(m)) => messages.push(m),
                 Ok(None) => break,
                 Err(e) => return (messages, Some(e)),
