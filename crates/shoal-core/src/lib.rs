@@ -12,6 +12,8 @@
 //! - [`trust`]: the trust document, signed by the root key, naming publisher and coordinator keys.
 //! - [`manifest`]: the signed release manifest and its verification chain.
 //! - [`bitfield`]: a fixed-length set of piece indices, used for "which pieces do I have".
+//! - [`labels`]: machine labels (`region=eu1,fd=2,rack=7`) and the locality they describe.
+//! - [`swarm`]: the swarm scheduler: which piece to ask of which peer, which request to serve.
 //! - [`wire`]: length-prefixed, versioned, size-checked frames of postcard-encoded messages.
 
 #![warn(missing_docs)]
@@ -19,7 +21,9 @@
 pub mod bitfield;
 pub mod content;
 pub mod keys;
+pub mod labels;
 pub mod manifest;
+pub mod swarm;
 pub mod trust;
 pub mod wire;
 

@@ -1,0 +1,806 @@
+//! The swarm scheduler: which piece to ask of which peer, and which request to serve next.
+//!
+//! One [`Swarm`] runs per release on every machine that holds or wants it. It knows the pieces
+//! this machine has verified, each peer's have-bitfield, the requests in flight both ways, and
+//! what each peer has delivered. It does no IO and reads no clock: the driver passes `now` (time
+//! since any fixed epoch) and a seed for its random choices, so the same inputs give the same
+//! outputs in the daemon, in tests and in the simulator.
+//!
+//! # Driving a swarm
+//!
+//! Feed events with the `handle_*` methods as they happen: a peer joined or left, its have
+//! bitfield or a delta arrived, a piece arrived (and whether it verified), a request from a peer
+//! arrived, an upload finished. Then call [`Swarm::poll_action`] until it returns `None` and carry
+//! out each [`Action`]. Call [`Swarm::handle_timeout`] when the time from [`Swarm::poll_timeout`]
+//! has passed. Nothing happens between calls.
+//!
+//! # Policy
+//!
+//! - **Piece choice:** the first [`Config::random_first_pieces`] pieces at random, then rarest
+//!   first (fewest peers have it; ties at random), then endgame: once every missing piece that any
+//!   peer has is requested, the remaining ones are also asked of up to
+//!   [`Config::endgame_duplicates`] more peers, and the losers are cancelled when one arrives.
+//!   Outside endgame a piece is requested from one peer at a time.
+//! - **Slow peers get fewer requests:** each peer is kept [`Config::queue_target_secs`] of its
+//!   measured rate in flight, between the minimum and maximum per peer.
+//! - **Origin protection:** a peer marked as the origin is asked only for pieces that no other peer
+//!   has; the origin serves a bounded number of [upload slots](Config::upload_slots), spread
+//!   over peers, and among queued requests serves the pieces it has sent least often first.
+//! - **Bad peers:** a piece that fails verification bans its sender for this swarm; a peer that
+//!   answers "not have" for a piece it advertised loses that piece from its bitfield; a peer that
+//!   lets [`Config::max_consecutive_timeouts`] requests time out is dropped.
+
+mod bucket;
+mod config;
+pub mod neighbours;
+mod peer;
+
+pub use bucket::TokenBucket;
+pub use config::Config;
+
+use crate::bitfield::{Bitfield, BitfieldError};
+use crate::content::{PieceIndex, PieceLayout};
+use crate::wire::piece::RejectReason;
+use peer::Peer;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// A peer of a swarm, as a small number the driver chooses. The driver must not give the same
+/// key to two different machines within one swarm: bans are kept by key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerKey(pub u64);
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Action {
+    /// Ask `peer` for `piece`.
+    Request {
+        /// Whom to ask.
+        peer: PeerKey,
+        /// What to ask for.
+        piece: PieceIndex,
+    },
+    /// Withdraw the request for `piece` from `peer`, and drop whatever of it arrives.
+    Cancel {
+        /// Whom the request went to.
+        peer: PeerKey,
+        /// The piece.
+        piece: PieceIndex,
+    },
+    /// Send `piece` to `peer`, then call [`Swarm::handle_sent`].
+    Send {
+        /// Who asked.
+        peer: PeerKey,
+        /// The piece, verified here.
+        piece: PieceIndex,
+    },
+    /// Decline `peer`'s request for `piece`.
+    Reject {
+        /// Who asked.
+        peer: PeerKey,
+        /// The piece.
+        piece: PieceIndex,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Tell every peer that this machine now has `piece`.
+    Announce {
+        /// The newly verified piece.
+        piece: PieceIndex,
+    },
+    /// Close the connection to `peer` for this swarm. The peer is already forgotten.
+    Disconnect {
+        /// The peer.
+        peer: PeerKey,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Why a peer was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// It sent a piece that failed verification; it is banned from this swarm for good.
+    Corrupt {
+        /// The bad piece.
+        piece: PieceIndex,
+    },
+    /// Too many requests in a row timed out. It may be tried again later.
+    Unresponsive,
+}
+
+/// The outcome of checking a received piece against the manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// The piece hashed to its listed chaining value and is stored.
+    Verified,
+    /// The piece did not hash to its listed chaining value; nothing was stored.
+    Corrupt,
+}
+
+/// Why an event about a peer was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PeerError {
+    /// The peer is not in the swarm (never added, dropped, or banned).
+    #[error("peer {0:?} is not in this swarm")]
+    Unknown(PeerKey),
+    /// The peer is banned from this swarm.
+    #[error("peer {0:?} is banned from this swarm")]
+    Banned(PeerKey),
+    /// A bitfield of the wrong length for this release.
+    #[error("have-bitfield does not fit the release: {0}")]
+    Bitfield(#[from] BitfieldError),
+    /// A piece index past the end of the release.
+    #[error("piece {0} is past the last piece of the release")]
+    NoSuchPiece(PieceIndex),
+}
+
+/// Counters a swarm keeps for status and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests sent in endgame for a piece already requested elsewhere.
+    pub endgame_requests: u64,
+    /// Verified pieces that arrived when the piece was already here.
+    pub duplicate_pieces: u64,
+    /// Pieces that failed verification.
+    pub corrupt_pieces: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Requests to the origin withdrawn because another peer got the piece first.
+    pub origin_spared: u64,
+    /// "Not have" answers for pieces a peer had advertised.
+    pub false_haves: u64,
+    /// Verified bytes received.
+    pub bytes_down: u64,
+    /// Bytes sent.
+    pub bytes_up: u64,
+    /// Pieces sent.
+    pub pieces_up: u64,
+}
+
+/// What a swarm reports about one peer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerSummary {
+    /// The peer.
+    pub peer: PeerKey,
+    /// Whether it is the origin.
+    pub is_origin: bool,
+    /// Pieces it has.
+    pub have: u32,
+    /// Our requests in flight to it.
+    pub in_flight: u32,
+    /// Its measured delivery rate.
+    pub rate_bytes_per_sec: Option<f64>,
+    /// Verified bytes received from it.
+    pub bytes_down: u64,
+    /// Bytes sent to it.
+    pub bytes_up: u64,
+}
+
+/// The scheduler of one release's swarm on one machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Swarm {
+    config: Config,
+    layout: PieceLayout,
+    have: Bitfield,
+    peers: BTreeMap<PeerKey, Peer>,
+    banned: BTreeSet<PeerKey>,
+    /// Per piece: how many peers have it.
+    availability: Vec<u32>,
+    /// Per piece: how many peers other than the origin have it.
+    availability_without_origin: Vec<u32>,
+    /// Per piece: how many of our requests for it are in flight.
+    requested: Vec<u32>,
+    /// Per piece: how often this machine has sent it.
+    sent: Vec<u32>,
+    uploads_in_progress: u32,
+    upload_cursor: Option<PeerKey>,
+    actions: VecDeque<Action>,
+    rng: SmallRng,
+    stats: Stats,
+}
+
+impl Swarm {
+    /// A swarm for a release with `layout`, of which this machine has verified `have`.
+    ///
+    /// # Panics
+    ///
+    /// If `have` does not have one bit per piece of `layout`.
+    pub fn new(config: Config, layout: PieceLayout, have: Bitfield, seed: u64) -> Self {
+        let count = layout.piece_count();
+        assert_eq!(
+            have.len(),
+            count,
+            "have-bitfield length must equal the piece count"
+        );
+        let slots = usize::try_from(count).unwrap_or(usize::MAX);
+        Self {
+            config,
+            layout,
+            have,
+            peers: BTreeMap::new(),
+            banned: BTreeSet::new(),
+            availability: vec![0; slots],
+            availability_without_origin: vec![0; slots],
+            requested: vec![0; slots],
+            sent: vec![0; slots],
+            uploads_in_progress: 0,
+            upload_cursor: None,
+            actions: VecDeque::new(),
+            rng: SmallRng::seed_from_u64(seed),
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    /// The pieces this machine has verified.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// Whether every piece is verified here.
+    pub fn is_complete(&self) -> bool {
+        self.have.is_full()
+    }
+
+    /// The release's layout.
+    pub fn layout(&self) -> PieceLayout {
+        self.layout
+    }
+
+    /// Counters since the swarm started.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether `peer` is banned from this swarm.
+    pub fn is_banned(&self, peer: PeerKey) -> bool {
+        self.banned.contains(&peer)
+    }
+
+    /// Banned peers, in key order.
+    pub fn banned(&self) -> impl Iterator<Item = PeerKey> + '_ {
+        self.banned.iter().copied()
+    }
+
+    /// Whether `peer` is in the swarm now.
+    pub fn contains(&self, peer: PeerKey) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Whether a request for `piece` to `peer` is in flight.
+    pub fn is_requested(&self, peer: PeerKey, piece: PieceIndex) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.in_flight.contains_key(&piece))
+    }
+
+    /// Our requests in flight to `peer`.
+    pub fn in_flight(&self, peer: PeerKey) -> u32 {
+        self.peers
+            .get(&peer)
+            .map_or(0, |p| len_u32(p.in_flight.len()))
+    }
+
+    /// How many requests `peer` may have in flight now (its share by measured rate).
+    pub fn in_flight_limit(&self, peer: PeerKey) -> u32 {
+        self.peers.get(&peer).map_or(0, |p| self.limit(p))
+    }
+
+    /// Pieces being sent now, over all peers.
+    pub fn uploads_in_progress(&self) -> u32 {
+        self.uploads_in_progress
+    }
+
+    /// One summary per peer, in key order.
+    pub fn peers(&self) -> impl Iterator<Item = PeerSummary> + '_ {
+        self.peers.iter().map(|(&key, p)| PeerSummary {
+            peer: key,
+            is_origin: p.is_origin,
+            have: p.have.count(),
+            in_flight: len_u32(p.in_flight.len()),
+            rate_bytes_per_sec: p.rate_bytes_per_sec,
+            bytes_down: p.bytes_down,
+            bytes_up: p.bytes_up,
+        })
+    }
+
+    // ---- inputs --------------------------------------------------------------------------
+
+    /// A peer joined the swarm, with nothing known of its pieces yet.
+    ///
+    /// # Errors
+    ///
+    /// [`PeerError::Banned`] if the peer was banned from this swarm: the driver closes it.
+    pub fn handle_peer_joined(&mut self, peer: PeerKey, is_origin: bool) -> Result<(), PeerError> {
+        if self.banned.contains(&peer) {
+            return Err(PeerError::Banned(peer));
+        }
+        if !self.peers.contains_key(&peer) {
+            let state = Peer::new(self.layout.piece_count(), is_origin);
+            self.peers.insert(peer, state);
+        }
+        Ok(())
+    }
+
+    /// A peer left (its connection closed). Its requests to us are dropped and ours to it become
+    /// free to ask elsewhere.
+    pub fn handle_peer_left(&mut self, peer: PeerKey) {
+        self.forget(peer);
+    }
+
+    /// A peer's full have-bitfield, replacing what was known.
+    ///
+    /// # Errors
+    ///
+    /// If the peer is unknown or the bitfield has the wrong length; the driver drops the peer.
+    pub fn handle_have(&mut self, peer: PeerKey, have: Bitfield) -> Result<(), PeerError> {
+        if have.len() != self.layout.piece_count() {
+            return Err(PeerError::Bitfield(BitfieldError::WrongLength {
+                len: self.layout.piece_count(),
+                expected: usize::try_from(self.layout.piece_count().div_ceil(8))
+                    .unwrap_or(usize::MAX),
+                got: have.as_bytes().len(),
+            }));
+        }
+        let state = self.peers.get_mut(&peer).ok_or(PeerError::Unknown(peer))?;
+        let old = std::mem::replace(&mut state.have, have);
+        let is_origin = state.is_origin;
+        for i in old.iter() {
+            self.count_have(i, is_origin, false);
+        }
+        let new: Vec<u32> = self.peers[&peer].have.iter().collect();
+        for i in new {
+            self.count_have(i, is_origin, true);
+        }
+        Ok(())
+    }
+
+    /// Pieces a peer verified since its last bitfield.
+    ///
+    /// # Errors
+    ///
+    /// If the peer is unknown or a piece is out of range; the driver drops the peer.
+    pub fn handle_have_delta(
+        &mut self,
+        peer: PeerKey,
+        pieces: &[PieceIndex],
+    ) -> Result<(), PeerError> {
+        let count = self.layout.piece_count();
+        if let Some(&bad) = pieces.iter().find(|p| p.0 >= count) {
+            return Err(PeerError::NoSuchPiece(bad));
+        }
+        let state = self.peers.get_mut(&peer).ok_or(PeerError::Unknown(peer))?;
+        let is_origin = state.is_origin;
+        let added: Vec<u32> = pieces
+            .iter()
+            .filter_map(|p| state.have.insert(p.0).then_some(p.0))
+            .collect();
+        for &i in &added {
+            self.count_have(i, is_origin, true);
+        }
+        if !is_origin {
+            self.spare_origin(&added);
+        }
+        Ok(())
+    }
+
+    /// A piece arrived from `peer` and was checked. A verified piece is already stored by the
+    /// driver; a corrupt one bans the peer.
+    pub fn handle_piece(
+        &mut self,
+        peer: PeerKey,
+        piece: PieceIndex,
+        received: Received,
+        now: Duration,
+    ) {
+        if !self.layout.contains(piece) {
+            return;
+        }
+        let requested_at = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.in_flight.remove(&piece));
+        if requested_at.is_some() {
+            self.requested[idx(piece)] -= 1;
+        }
+        match received {
+            Received::Corrupt => {
+                self.stats.corrupt_pieces += 1;
+                if self.peers.contains_key(&peer) {
+                    self.forget(peer);
+                    self.actions.push_back(Action::Disconnect {
+                        peer,
+                        reason: DropReason::Corrupt { piece },
+                    });
+                }
+                self.banned.insert(peer);
+            }
+            Received::Verified => {
+                let len = self.layout.piece_len(piece);
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.bytes_down += u64::from(len);
+                    state.record_delivery(len, requested_at.unwrap_or(now), now);
+                }
+                if !self.have.insert(piece.0) {
+                    self.stats.duplicate_pieces += 1;
+                    return;
+                }
+                self.stats.bytes_down += u64::from(len);
+                self.actions.push_back(Action::Announce { piece });
+                // Endgame losers: withdraw the same request from everyone else.
+                for (&other, state) in &mut self.peers {
+                    if state.in_flight.remove(&piece).is_some() {
+                        self.requested[idx(piece)] -= 1;
+                        self.actions
+                            .push_back(Action::Cancel { peer: other, piece });
+                    }
+                }
+            }
+        }
+    }
+
+    /// `peer` declined our request for `piece`.
+    pub fn handle_rejected(
+        &mut self,
+        peer: PeerKey,
+        piece: PieceIndex,
+        reason: RejectReason,
+        now: Duration,
+    ) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.in_flight.remove(&piece).is_some() {
+            self.requested[idx(piece)] -= 1;
+        }
+        match reason {
+            RejectReason::NotHave => {
+                let is_origin = state.is_origin;
+                if state.have.remove(piece.0) {
+                    self.stats.false_haves += 1;
+                    self.count_have(piece.0, is_origin, false);
+                }
+            }
+            RejectReason::Busy => state.busy_until = now + self.config.busy_backoff,
+            RejectReason::UnknownRelease => {
+                let old =
+                    std::mem::replace(&mut state.have, Bitfield::new(self.layout.piece_count()));
+                let is_origin = state.is_origin;
+                for i in old.iter() {
+                    self.count_have(i, is_origin, false);
+                }
+            }
+        }
+    }
+
+    /// `peer` asked us for `piece`. The answer comes later as [`Action::Send`] or at once as
+    /// [`Action::Reject`].
+    pub fn handle_request(&mut self, peer: PeerKey, piece: PieceIndex) {
+        let max_queued = self.config.max_queued_per_peer as usize;
+        let has = self.layout.contains(piece) && self.have.contains(piece.0);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let reason = if !has {
+            RejectReason::NotHave
+        } else if state.queue.len() >= max_queued {
+            RejectReason::Busy
+        } else {
+            if !state.queue.iter().any(|&(p, _)| p == piece) {
+                state.queue.push_back((piece, 0));
+            }
+            return;
+        };
+        self.actions.push_back(Action::Reject {
+            peer,
+            piece,
+            reason,
+        });
+    }
+
+    /// `peer` withdrew its request for `piece`. A piece already being sent is finished by the
+    /// driver (or aborted, followed by [`Swarm::handle_sent`] with `sent: false`).
+    pub fn handle_cancel(&mut self, peer: PeerKey, piece: PieceIndex) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.queue.retain(|&(p, _)| p != piece);
+        }
+    }
+
+    /// A [`Action::Send`] finished: the whole piece was handed to the transport (`sent`), or the
+    /// send failed or was aborted.
+    pub fn handle_sent(&mut self, peer: PeerKey, piece: PieceIndex, sent: bool) {
+        self.uploads_in_progress = self.uploads_in_progress.saturating_sub(1);
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.sending = state.sending.saturating_sub(1);
+            if sent {
+                state.bytes_up += u64::from(self.layout.piece_len(piece));
+            }
+        }
+        if sent && self.layout.contains(piece) {
+            self.sent[idx(piece)] += 1;
+            self.stats.pieces_up += 1;
+            self.stats.bytes_up += u64::from(self.layout.piece_len(piece));
+        }
+    }
+
+    /// The store found `pieces` bad after all (its whole-payload check failed): they are missing
+    /// again and will be fetched anew.
+    pub fn handle_lost(&mut self, pieces: &[PieceIndex]) {
+        for piece in pieces {
+            self.have.remove(piece.0);
+        }
+    }
+
+    /// Time passed: requests older than [`Config::request_timeout`] are cancelled, and peers
+    /// with too many timeouts in a row are dropped.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        let timeout = self.config.request_timeout;
+        let mut dropped = Vec::new();
+        for (&key, state) in &mut self.peers {
+            let expired: Vec<PieceIndex> = state
+                .in_flight
+                .iter()
+                .filter(|&(_, &at)| now.saturating_sub(at) >= timeout)
+                .map(|(&piece, _)| piece)
+                .collect();
+            for piece in expired {
+                state.in_flight.remove(&piece);
+                self.requested[idx(piece)] -= 1;
+                self.stats.timeouts += 1;
+                state.consecutive_timeouts += 1;
+                self.actions.push_back(Action::Cancel { peer: key, piece });
+            }
+            if state.consecutive_timeouts >= self.config.max_consecutive_timeouts {
+                dropped.push(key);
+            }
+        }
+        for peer in dropped {
+            self.forget(peer);
+            self.actions.push_back(Action::Disconnect {
+                peer,
+                reason: DropReason::Unresponsive,
+            });
+        }
+    }
+
+    // ---- outputs -------------------------------------------------------------------------
+
+    /// The next thing to do, or `None` when there is nothing until the next event or timeout.
+    pub fn poll_action(&mut self, now: Duration) -> Option<Action> {
+        if self.actions.is_empty() {
+            self.schedule_uploads();
+            self.schedule_requests(now);
+        }
+        self.actions.pop_front()
+    }
+
+    /// When to call [`Swarm::handle_timeout`] (and poll again) at the latest.
+    pub fn poll_timeout(&self, now: Duration) -> Option<Duration> {
+        let timeout = self.config.request_timeout;
+        self.peers
+            .values()
+            .flat_map(|p| {
+                let request = p.in_flight.values().map(move |&at| at + timeout);
+                let busy = (p.busy_until > now).then_some(p.busy_until);
+                request.chain(busy)
+            })
+            .min()
+    }
+
+    // ---- internals -----------------------------------------------------------------------
+
+    fn forget(&mut self, peer: PeerKey) {
+        let Some(state) = self.peers.remove(&peer) else {
+            return;
+        };
+        for i in state.have.iter() {
+            self.count_have(i, state.is_origin, false);
+        }
+        for piece in state.in_flight.keys() {
+            self.requested[idx(*piece)] -= 1;
+        }
+        self.uploads_in_progress -= state.sending.min(self.uploads_in_progress);
+    }
+
+    /// Origin protection: a request to the origin for a piece another peer now has is withdrawn,
+    /// so the piece is asked of that peer instead.
+    fn spare_origin(&mut self, pieces: &[u32]) {
+        for (&key, state) in &mut self.peers {
+            if !state.is_origin {
+                continue;
+            }
+            for &i in pieces {
+                if state.in_flight.remove(&PieceIndex(i)).is_some() {
+                    self.requested[i as usize] -= 1;
+                    self.stats.origin_spared += 1;
+                    self.actions.push_back(Action::Cancel {
+                        peer: key,
+                        piece: PieceIndex(i),
+                    });
+                }
+            }
+        }
+    }
+
+    fn count_have(&mut self, piece: u32, is_origin: bool, added: bool) {
+        let i = piece as usize;
+        let adjust = |n: &mut u32| {
+            if added {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+            }
+        };
+        adjust(&mut self.availability[i]);
+        if !is_origin {
+            adjust(&mut self.availability_without_origin[i]);
+        }
+    }
+
+    fn limit(&self, peer: &Peer) -> u32 {
+        let c = &self.config;
+        let Some(rate) = peer.rate_bytes_per_sec else {
+            return c.initial_in_flight_per_peer;
+        };
+        let pieces = rate * c.queue_target_secs / f64::from(self.layout.piece_size_bytes());
+        // Truncation is fine: the value is clamped to a small range right after.
+        (pieces.ceil() as u32).clamp(c.min_in_flight_per_peer, c.max_in_flight_per_peer)
+    }
+
+    fn schedule_uploads(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        if keys.is_empty() {
+            return;
+        }
+        // Round-robin over peers, starting after the one served last.
+        let start = self
+            .upload_cursor
+            .map_or(0, |c| keys.partition_point(|&k| k <= c));
+        let mut idle_rounds = 0;
+        let mut at = start;
+        while self.uploads_in_progress < self.config.upload_slots && idle_rounds < keys.len() {
+            let key = keys[at % keys.len()];
+            at += 1;
+            let Some(piece) = self.next_upload(key) else {
+                idle_rounds += 1;
+                continue;
+            };
+            idle_rounds = 0;
+            self.uploads_in_progress += 1;
+            self.upload_cursor = Some(key);
+            self.actions.push_back(Action::Send { peer: key, piece });
+        }
+    }
+
+    fn next_upload(&mut self, key: PeerKey) -> Option<PieceIndex> {
+        let per_peer = self.config.upload_slots_per_peer;
+        let is_origin = self.config.is_origin;
+        let state = self.peers.get_mut(&key)?;
+        if state.sending >= per_peer || state.queue.is_empty() {
+            return None;
+        }
+        let at = if is_origin {
+            // The origin sends first what it has sent least, then what fewest peers have; a
+            // request passed over as often as the queue is long goes next, so none starves.
+            let limit = len_u32(state.queue.len());
+            let order = |&(p, passed): &(PieceIndex, u32)| {
+                (passed < limit, self.sent[idx(p)], self.availability[idx(p)])
+            };
+            let (at, _) = state
+                .queue
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| order(e))?;
+            at
+        } else {
+            0
+        };
+        for (n, entry) in state.queue.iter_mut().enumerate() {
+            if n < at {
+                entry.1 += 1;
+            }
+        }
+        let (piece, _) = state.queue.remove(at)?;
+        state.sending += 1;
+        Some(piece)
+    }
+
+    fn schedule_requests(&mut self, now: Duration) {
+        if self.have.is_full() || self.peers.is_empty() {
+            return;
+        }
+        let endgame = self.is_endgame();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        // Start at a random peer so no peer is always asked first.
+        let offset = self.rng.random_range(0..keys.len());
+        for n in 0..keys.len() {
+            let key = keys[(offset + n) % keys.len()];
+            loop {
+                let state = &self.peers[&key];
+                if state.busy_until > now || len_u32(state.in_flight.len()) >= self.limit(state) {
+                    break;
+                }
+                let Some((piece, duplicate)) = self.pick(key, endgame) else {
+                    break;
+                };
+                if let Some(state) = self.peers.get_mut(&key) {
+                    state.in_flight.insert(piece, now);
+                }
+                self.requested[idx(piece)] += 1;
+                self.stats.requests += 1;
+                if duplicate {
+                    self.stats.endgame_requests += 1;
+                }
+                self.actions.push_back(Action::Request { peer: key, piece });
+            }
+        }
+    }
+
+    /// Endgame starts when no missing piece is both unrequested and available from some peer.
+    fn is_endgame(&self) -> bool {
+        !self
+            .have
+            .missing()
+            .any(|i| self.requested[i as usize] == 0 && self.availability[i as usize] > 0)
+    }
+
+    /// The piece to ask `key` for next, and whether it is an endgame duplicate.
+    fn pick(&mut self, key: PeerKey, endgame: bool) -> Option<(PieceIndex, bool)> {
+        let state = &self.peers[&key];
+        let random_first = self.have.count() < self.config.random_first_pieces;
+        let mut best: Option<(u32, u32)> = None; // (score, piece)
+        let mut ties = 0u32;
+        for i in self.have.missing() {
+            let at = i as usize;
+            if !state.have.contains(i) || state.in_flight.contains_key(&PieceIndex(i)) {
+                continue;
+            }
+            if state.is_origin && self.availability_without_origin[at] > 0 {
+                continue;
+            }
+            let requested = self.requested[at];
+            let score = if requested == 0 {
+                if random_first {
+                    0
+                } else {
+                    self.availability[at]
+                }
+            } else if endgame && requested <= self.config.endgame_duplicates {
+                // Fewest copies in flight first; after every fresh piece.
+                u32::MAX / 2 + requested
+            } else {
+                continue;
+            };
+            match best {
+                Some((s, _)) if score > s => {}
+                Some((s, _)) if score == s => {
+                    // Reservoir sampling keeps each tie equally likely.
+                    ties += 1;
+                    if self.rng.random_range(0..ties) == 0 {
+                        best = Some((score, i));
+                    }
+                }
+                _ => {
+                    best = Some((score, i));
+                    ties = 1;
+                }
+            }
+        }
+        best.map(|(score, i)| (PieceIndex(i), score >= u32::MAX / 2))
+    }
+}
+
+fn idx(piece: PieceIndex) -> usize {
+    piece.0 as usize
+}
+
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
