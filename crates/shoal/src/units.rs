@@ -35,6 +35,36 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Parses a bandwidth into bytes per second. Bit rates are decimal and end in `bit`
+/// (`500kbit`, `100mbit`, `10gbit`); byte rates are a [size](parse_size) per second (`12MiB/s`,
+/// `50MB/s`); a plain number is bytes per second. Case does not matter.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let bad = || format!("{text:?} is not a rate: use forms like 100mbit, 1gbit or 12MiB/s");
+    if let Some(number) = lower.strip_suffix("bit") {
+        let (number, multiplier) = match number.chars().last() {
+            Some('k') => (&number[..number.len() - 1], 1e3),
+            Some('m') => (&number[..number.len() - 1], 1e6),
+            Some('g') => (&number[..number.len() - 1], 1e9),
+            _ => (number, 1.0),
+        };
+        let bits: f64 = number.trim().parse().map_err(|_| bad())?;
+        let bytes = bits * multiplier / 8.0;
+        if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+            return Err(bad());
+        }
+        return Ok(bytes as u64);
+    }
+    let size = lower.strip_suffix("/s").unwrap_or(&lower);
+    let bytes = parse_size(size).map_err(|_| bad())?;
+    if bytes == 0 {
+        return Err(format!(
+            "{text:?} is zero: leave the limit out for no limit"
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Formats bytes with a binary unit, e.g. `1.5 GiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -54,6 +84,19 @@ pub fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_in_bits_and_bytes() {
+        assert_eq!(parse_rate("100mbit"), Ok(12_500_000));
+        assert_eq!(parse_rate("1Gbit"), Ok(125_000_000));
+        assert_eq!(parse_rate("500kbit"), Ok(62_500));
+        assert_eq!(parse_rate("12MiB/s"), Ok(12 * 1024 * 1024));
+        assert_eq!(parse_rate("50MB/s"), Ok(50_000_000));
+        assert_eq!(parse_rate("1000"), Ok(1000));
+        for bad in ["", "fast", "100mbps", "-5mbit", "0", "0mbit", "1.5x/s"] {
+            assert!(parse_rate(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn sizes_parse() {

@@ -1,6 +1,8 @@
 //! The subcommands.
 
+mod demo;
 mod keys;
+mod net;
 mod release;
 mod store;
 mod trust;
@@ -31,6 +33,16 @@ enum Command {
     /// Inspect and manage a machine's piece store.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Serve a published release from its payload file: the origin of a swarm.
+    Seed(net::SeedArgs),
+    /// Run the node daemon: serve the store's releases to peers and finish partial ones.
+    Node(net::NodeArgs),
+    /// Fetch one release from a swarm, verify it, then keep serving it for a while.
+    Fetch(net::FetchArgs),
+    /// Show a running process's releases, peers and bans.
+    Status(net::StatusArgs),
+    /// Start an origin and N nodes on loopback, distribute a generated payload, verify every copy.
+    Demo(demo::DemoArgs),
 }
 
 /// Runs a parsed command line.
@@ -40,6 +52,11 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Trust(cmd) => trust::run(cmd),
         Command::Release(cmd) => release::run(cmd),
         Command::Store(cmd) => store::run(cmd),
+        Command::Seed(args) => net::seed(args),
+        Command::Node(args) => net::node(args),
+        Command::Fetch(args) => net::fetch(args),
+        Command::Status(args) => net::status(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

@@ -1,0 +1,748 @@
+//! A running data-plane process: one QUIC endpoint, its connections, and one swarm task per
+//! release.
+//!
+//! [`Node::start`] binds the endpoint and starts accepting; [`Node::add_release`] joins a
+//! release's swarm (as origin or fetcher); [`Node::status`] reports. Peers come from the static
+//! list given at start and from peer exchange: every few seconds each node tells its peers the
+//! addresses of its other peers, and a node with room dials some of them, close ones first
+//! ([`neighbours::choose`]).
+
+use crate::identity::Identity;
+use crate::limits::Limits;
+use crate::protocol::{BodyError, FrameReader, write_frame};
+use crate::source::Source;
+use crate::status::{ConnectionStatus, NodeStatus, ReleaseStatus};
+use crate::swarm_task::{EVENT_QUEUE, Event, Link, PieceOutcome, SwarmTask};
+use crate::transport::{self, Congestion};
+use anyhow::{Context, Result, anyhow, bail};
+use libp2p_identity::PeerId;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use shoal_core::content::{PieceLayout, RootHash};
+use shoal_core::labels::Labels;
+use shoal_core::manifest::VerifiedManifest;
+use shoal_core::swarm::{self, PeerKey, Swarm, neighbours};
+use shoal_core::wire::piece::{
+    MAX_CONTROL_FRAME_BYTES, MAX_EXCHANGED_PEERS, MAX_HEADER_FRAME_BYTES, PeerAddr, PieceHeader,
+    PieceMessage, RejectReason,
+};
+use shoal_store::StoreError;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Control messages queued per connection before the connection counts as stuck.
+pub const CONTROL_QUEUE: usize = 8192;
+/// How long a dial or an accept may take, handshake included.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often peers exchange the addresses of their other peers.
+pub const PEER_EXCHANGE_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest wait between two dials of an unreachable static peer.
+pub const MAX_DIAL_BACKOFF: Duration = Duration::from_secs(30);
+/// QUIC error code for a protocol violation.
+pub const CLOSE_PROTOCOL: u32 = 1;
+/// QUIC error code for a duplicate connection (the other one between the same peers stays).
+pub const CLOSE_DUPLICATE: u32 = 3;
+/// QUIC error code for a clean shutdown.
+pub const CLOSE_SHUTDOWN: u32 = 0;
+
+/// How a node runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen (UDP for QUIC).
+    pub listen: SocketAddr,
+    /// This machine's labels.
+    pub labels: Labels,
+    /// Peers to dial and keep dialling.
+    pub peers: Vec<SocketAddr>,
+    /// Upload cap in bytes per second.
+    pub upload_limit_bytes_per_sec: Option<u64>,
+    /// Download cap in bytes per second.
+    pub download_limit_bytes_per_sec: Option<u64>,
+    /// The congestion controller.
+    pub congestion: Congestion,
+    /// Connections this node opens on its own (peer exchange stops dialling beyond it).
+    pub max_peers: usize,
+}
+
+impl Config {
+    /// Defaults for a node listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            labels: Labels::default(),
+            peers: Vec::new(),
+            upload_limit_bytes_per_sec: None,
+            download_limit_bytes_per_sec: None,
+            congestion: Congestion::default(),
+            max_peers: 40,
+        }
+    }
+}
+
+struct ReleaseEntry {
+    tx: mpsc::Sender<Event>,
+    source: Source,
+    layout: PieceLayout,
+    origin: bool,
+    status: Arc<Mutex<ReleaseStatus>>,
+    complete: watch::Receiver<bool>,
+}
+
+struct ConnEntry {
+    id: u64,
+    conn: quinn::Connection,
+    out: mpsc::Sender<PieceMessage>,
+    addr: SocketAddr,
+    labels: Labels,
+    dialed_by_me: bool,
+}
+
+struct Inner {
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    config: Config,
+    limits: Arc<Limits>,
+    releases: Mutex<BTreeMap<RootHash, ReleaseEntry>>,
+    conns: Mutex<HashMap<PeerId, ConnEntry>>,
+    keys: Mutex<HashMap<PeerId, PeerKey>>,
+    dialing: Mutex<HashSet<SocketAddr>>,
+    next_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running node. Cheap to clone; every clone drives the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl Node {
+    /// Binds the endpoint and starts accepting and dialling.
+    ///
+    /// # Errors
+    ///
+    /// If the listen address cannot be bound.
+    pub fn start(identity: Identity, config: Config) -> Result<Self> {
+        let endpoint = transport::bind(&identity, config.listen, config.congestion)?;
+        let limits = Arc::new(Limits::new(
+            config.upload_limit_bytes_per_sec,
+            config.download_limit_bytes_per_sec,
+        ));
+        let (shutdown, _) = watch::channel(false);
+        let node = Self {
+            inner: Arc::new(Inner {
+                identity,
+                endpoint,
+                config: config.clone(),
+                limits,
+                releases: Mutex::new(BTreeMap::new()),
+                conns: Mutex::new(HashMap::new()),
+                keys: Mutex::new(HashMap::new()),
+                dialing: Mutex::new(HashSet::new()),
+                next_id: AtomicU64::new(1),
+                shutdown,
+            }),
+        };
+        tokio::spawn(node.clone().accept_loop());
+        for &peer in &config.peers {
+            tokio::spawn(node.clone().keep_dialing(peer));
+        }
+        tokio::spawn(node.clone().exchange_loop());
+        Ok(node)
+    }
+
+    /// The address the endpoint is bound to.
+    ///
+    /// # Errors
+    ///
+    /// If the socket is gone.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.inner.endpoint.local_addr()?)
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.identity.peer_id()
+    }
+
+    /// Joins the swarm of a verified manifest's release, serving and (unless complete) fetching
+    /// through `source`. Returns a receiver that turns `true` when every piece is verified here.
+    pub fn add_release(
+        &self,
+        manifest: &VerifiedManifest,
+        source: Source,
+        origin: bool,
+    ) -> watch::Receiver<bool> {
+        self.add(manifest.manifest(), *manifest.layout(), source, origin)
+    }
+
+    /// Joins the swarm of a release in the store (its manifest was verified when it was added).
+    pub fn add_stored_release(&self, release: &Arc<shoal_store::Release>) -> watch::Receiver<bool> {
+        self.add(
+            release.manifest(),
+            *release.layout(),
+            Source::Store(release.clone()),
+            false,
+        )
+    }
+
+    fn add(
+        &self,
+        manifest: &shoal_core::manifest::Manifest,
+        layout: PieceLayout,
+        source: Source,
+        origin: bool,
+    ) -> watch::Receiver<bool> {
+        let root = manifest.root;
+        if let Some(entry) = lock(&self.inner.releases).get(&root) {
+            return entry.complete.clone();
+        }
+        let config = if origin {
+            swarm::Config::origin()
+        } else {
+            swarm::Config::default()
+        };
+        let seed = rand::random::<u64>();
+        let swarm = Swarm::new(config, layout, source.have(), seed);
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let status = Arc::new(Mutex::new(ReleaseStatus::default()));
+        let (complete_tx, complete_rx) = watch::channel(false);
+        let task = SwarmTask::new(
+            manifest,
+            swarm,
+            source.clone(),
+            origin,
+            rx,
+            tx.clone(),
+            self.inner.limits.clone(),
+            status.clone(),
+            complete_tx,
+        );
+        tokio::spawn(task.run(self.inner.shutdown.subscribe()));
+        let have = PieceMessage::Have {
+            root,
+            pieces: source.have(),
+            origin,
+        };
+        lock(&self.inner.releases).insert(
+            root,
+            ReleaseEntry {
+                tx,
+                source,
+                layout,
+                origin,
+                status,
+                complete: complete_rx.clone(),
+            },
+        );
+        for conn in lock(&self.inner.conns).values() {
+            let _ = conn.out.try_send(have.clone());
+        }
+        complete_rx
+    }
+
+    /// The status of `root`'s swarm here.
+    pub fn release_status(&self, root: &RootHash) -> Option<ReleaseStatus> {
+        let releases = lock(&self.inner.releases);
+        let entry = releases.get(root)?;
+        let status = lock(&entry.status).clone();
+        Some(status)
+    }
+
+    /// The whole node's status.
+    pub fn status(&self) -> NodeStatus {
+        let connections = lock(&self.inner.conns)
+            .iter()
+            .map(|(peer, c)| ConnectionStatus {
+                peer_id: peer.to_string(),
+                addr: c.addr,
+                labels: c.labels.to_string(),
+                rtt_micros: u64::try_from(c.conn.rtt().as_micros()).unwrap_or(u64::MAX),
+            })
+            .collect();
+        let releases = lock(&self.inner.releases)
+            .values()
+            .map(|e| lock(&e.status).clone())
+            .collect();
+        NodeStatus {
+            peer_id: self.peer_id().to_string(),
+            listen: self.local_addr().ok(),
+            labels: self.inner.config.labels.to_string(),
+            connections,
+            releases,
+        }
+    }
+
+    /// Stops every task and closes every connection.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        self.inner
+            .endpoint
+            .close(CLOSE_SHUTDOWN.into(), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
+    }
+
+    /// A receiver that turns `true` when the node shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    fn key(&self, peer: PeerId) -> PeerKey {
+        let mut keys = lock(&self.inner.keys);
+        let next = PeerKey(keys.len() as u64 + 1);
+        *keys.entry(peer).or_insert(next)
+    }
+
+    fn is_connected_to(&self, addr: SocketAddr) -> bool {
+        lock(&self.inner.conns).values().any(|c| c.addr == addr)
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    async fn accept_loop(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let incoming = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                incoming = self.inner.endpoint.accept() => incoming,
+            };
+            let Some(incoming) = incoming else { return };
+            let node = self.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
+                    Ok(Ok(conn)) => node.run_connection(conn, false).await,
+                    Ok(Err(e)) => tracing::debug!("incoming connection failed: {e}"),
+                    Err(_) => tracing::debug!("incoming handshake timed out"),
+                }
+            });
+        }
+    }
+
+    async fn dial(&self, addr: SocketAddr) -> Result<quinn::Connection> {
+        let connecting = self
+            .inner
+            .endpoint
+            .connect(addr, "shoal")
+            .with_context(|| format!("cannot dial {addr}"))?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| anyhow!("no answer from {addr} within {CONNECT_TIMEOUT:?}"))?
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        Ok(conn)
+    }
+
+    /// Keeps a connection to a static peer, redialling with exponential backoff.
+    async fn keep_dialing(self, addr: SocketAddr) {
+        let mut backoff = Duration::from_millis(250);
+        let mut shutdown = self.inner.shutdown.subscribe();
+        while !self.is_shutting_down() {
+            if !self.is_connected_to(addr) {
+                match self.dial(addr).await {
+                    Ok(conn) => {
+                        backoff = Duration::from_millis(250);
+                        self.run_connection(conn, true).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("peer {addr}: {e:#}; retrying in {backoff:?}");
+                        backoff = (backoff * 2).min(MAX_DIAL_BACKOFF);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// Dials an address learned by peer exchange, a few times at most.
+    async fn dial_learned(self, addr: SocketAddr) {
+        if !lock(&self.inner.dialing).insert(addr) {
+            return;
+        }
+        for attempt in 0..3u32 {
+            if self.is_shutting_down() || self.is_connected_to(addr) {
+                break;
+            }
+            match self.dial(addr).await {
+                Ok(conn) => {
+                    lock(&self.inner.dialing).remove(&addr);
+                    self.run_connection(conn, true).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!("learned peer {addr}: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                }
+            }
+        }
+        lock(&self.inner.dialing).remove(&addr);
+    }
+
+    /// Serves one connection until it closes.
+    async fn run_connection(&self, conn: quinn::Connection, dialed_by_me: bool) {
+        let addr = conn.remote_address();
+        if let Err(e) = self.serve_connection(conn.clone(), dialed_by_me).await {
+            tracing::debug!(%addr, "connection ended: {e:#}");
+            if conn.close_reason().is_none() {
+                conn.close(CLOSE_PROTOCOL.into(), format!("{e:#}").as_bytes());
+            }
+        }
+    }
+
+    async fn serve_connection(&self, conn: quinn::Connection, dialed_by_me: bool) -> Result<()> {
+        let me = self.peer_id();
+        let peer = transport::remote_peer_id(&conn)?;
+        if peer == me {
+            conn.close(CLOSE_DUPLICATE.into(), b"connected to self");
+            return Ok(());
+        }
+        let addr = conn.remote_address();
+        let key = self.key(peer);
+        // Control stream: the dialling side opens it.
+        let (mut send, recv) = if dialed_by_me {
+            conn.open_bi().await?
+        } else {
+            tokio::time::timeout(CONNECT_TIMEOUT, conn.accept_bi())
+                .await
+                .map_err(|_| anyhow!("peer {addr} opened no control stream"))??
+        };
+        let (out, mut out_rx) = mpsc::channel::<PieceMessage>(CONTROL_QUEUE);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            // Between two peers one connection stays: the one dialled by the smaller peer id.
+            let mut conns = lock(&self.inner.conns);
+            if let Some(old) = conns.get(&peer) {
+                let winner_dialed_by_me = me < peer;
+                let new_wins = old.conn.close_reason().is_some()
+                    || old.dialed_by_me == dialed_by_me
+                    || dialed_by_me == winner_dialed_by_me;
+                if !new_wins {
+                    conn.close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+                    return Ok(());
+                }
+                old.conn
+                    .close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+            }
+            conns.insert(
+                peer,
+                ConnEntry {
+                    id,
+                    conn: conn.clone(),
+                    out: out.clone(),
+                    addr,
+                    labels: Labels::default(),
+                    dialed_by_me,
+                },
+            );
+        }
+        // Hello, then Have for every release here.
+        let _ = out.try_send(PieceMessage::Hello {
+            labels: self.inner.config.labels.clone(),
+        });
+        let haves: Vec<PieceMessage> = lock(&self.inner.releases)
+            .iter()
+            .map(|(root, e)| PieceMessage::Have {
+                root: *root,
+                pieces: e.source_have(),
+                origin: e.origin,
+            })
+            .collect();
+        for have in haves {
+            let _ = out.try_send(have);
+        }
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                if write_frame(&mut send, &msg, MAX_CONTROL_FRAME_BYTES)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let uni = tokio::spawn(self.clone().accept_pieces(conn.clone(), key));
+        let link = Link {
+            peer_id: peer,
+            addr,
+            conn: conn.clone(),
+            out: out.clone(),
+            conn_id: id,
+        };
+        self.exchange_with(peer);
+        let result = self.read_control(recv, key, &link).await;
+        writer.abort();
+        uni.abort();
+        {
+            let mut conns = lock(&self.inner.conns);
+            if conns.get(&peer).is_some_and(|c| c.id == id) {
+                conns.remove(&peer);
+            }
+        }
+        let txs: Vec<_> = lock(&self.inner.releases)
+            .values()
+            .map(|e| e.tx.clone())
+            .collect();
+        for tx in txs {
+            let _ = tx.send(Event::Left { key, conn_id: id }).await;
+        }
+        result
+    }
+
+    async fn read_control(&self, recv: quinn::RecvStream, key: PeerKey, link: &Link) -> Result<()> {
+        let mut reader = FrameReader::without_idle_timeout(recv, MAX_CONTROL_FRAME_BYTES);
+        let mut closed = std::pin::pin!(link.conn.closed());
+        loop {
+            let msg = tokio::select! {
+                _ = &mut closed => return Ok(()),
+                msg = reader.next::<PieceMessage>() => msg?,
+            };
+            let Some(msg) = msg else { return Ok(()) };
+            let (root, event) = match msg {
+                PieceMessage::Hello { labels } => {
+                    if let Some(c) = lock(&self.inner.conns).get_mut(&link.peer_id) {
+                        c.labels = labels;
+                    }
+                    continue;
+                }
+                PieceMessage::Peers { peers, .. } => {
+                    self.learn(peers);
+                    continue;
+                }
+                PieceMessage::Have {
+                    root,
+                    pieces,
+                    origin,
+                } => (
+                    root,
+                    Event::Joined {
+                        key,
+                        link: link.clone(),
+                        have: pieces,
+                        origin,
+                    },
+                ),
+                PieceMessage::HaveDelta { root, pieces } => (root, Event::Delta { key, pieces }),
+                PieceMessage::Request { root, piece } => (root, Event::Request { key, piece }),
+                PieceMessage::Cancel { root, piece } => (root, Event::Cancel { key, piece }),
+                PieceMessage::Reject {
+                    root,
+                    piece,
+                    reason,
+                } => (root, Event::Rejected { key, piece, reason }),
+            };
+            let tx = lock(&self.inner.releases).get(&root).map(|e| e.tx.clone());
+            match tx {
+                Some(tx) => tx
+                    .send(event)
+                    .await
+                    .map_err(|_| anyhow!("node is shutting down"))?,
+                None => {
+                    if let Event::Request { piece, .. } = event {
+                        let _ = link.out.try_send(PieceMessage::Reject {
+                            root,
+                            piece,
+                            reason: RejectReason::UnknownRelease,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Accepts piece streams on `conn`, each in its own task.
+    async fn accept_pieces(self, conn: quinn::Connection, key: PeerKey) {
+        while let Ok(recv) = conn.accept_uni().await {
+            let node = self.clone();
+            tokio::spawn(async move { node.receive_piece(recv, key).await });
+        }
+    }
+
+    async fn receive_piece(&self, recv: quinn::RecvStream, key: PeerKey) {
+        let mut reader = FrameReader::new(recv, MAX_HEADER_FRAME_BYTES);
+        let header = match reader.next::<PieceHeader>().await {
+            Ok(Some(header)) => header,
+            Ok(None) | Err(_) => return,
+        };
+        let entry = {
+            let releases = lock(&self.inner.releases);
+            releases
+                .get(&header.root)
+                .map(|e| (e.tx.clone(), e.source.clone(), e.layout))
+        };
+        let Some((tx, source, layout)) = entry else {
+            return;
+        };
+        let Source::Store(release) = source else {
+            return; // an origin serving from a file takes no pieces
+        };
+        let piece = header.piece;
+        let outcome = if !layout.contains(piece) || header.len != layout.piece_len(piece) {
+            PieceOutcome::Corrupt(format!("piece {piece} announced with {} bytes", header.len))
+        } else {
+            let limits = self.inner.limits.clone();
+            match reader
+                .read_body(header.len as usize, |n| {
+                    let limits = limits.clone();
+                    async move { limits.download(n).await }
+                })
+                .await
+            {
+                Err(BodyError::Long { len }) => {
+                    PieceOutcome::Corrupt(format!("more than {len} bytes for piece {piece}"))
+                }
+                Err(e) => PieceOutcome::Broken(e.to_string()),
+                Ok(data) => {
+                    let written =
+                        tokio::task::spawn_blocking(move || release.write_piece(piece, &data))
+                            .await;
+                    match written {
+                        Ok(Ok(w)) => PieceOutcome::Stored(w),
+                        Ok(Err(StoreError::BadPiece { source, .. })) => {
+                            PieceOutcome::Corrupt(source.to_string())
+                        }
+                        Ok(Err(StoreError::RootMismatch { bad_pieces, .. })) => {
+                            PieceOutcome::RootMismatch(bad_pieces)
+                        }
+                        Ok(Err(e)) => PieceOutcome::StoreFailed(e.to_string()),
+                        Err(e) => PieceOutcome::StoreFailed(e.to_string()),
+                    }
+                }
+            }
+        };
+        let _ = tx
+            .send(Event::Piece {
+                key,
+                piece,
+                outcome,
+            })
+            .await;
+    }
+
+    // ---- peer exchange -----------------------------------------------------------------
+
+    async fn exchange_loop(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = tokio::time::sleep(PEER_EXCHANGE_INTERVAL) => {}
+            }
+            self.exchange(None);
+        }
+    }
+
+    /// Peer exchange right after `peer` connected: it hears of everyone, everyone hears of it.
+    fn exchange_with(&self, peer: PeerId) {
+        self.exchange(Some(peer));
+    }
+
+    /// Sends every connection the addresses of the other connections (or, with `new`, tells the
+    /// new peer of everyone and everyone of the new peer).
+    fn exchange(&self, new: Option<PeerId>) {
+        let roots: Vec<RootHash> = lock(&self.inner.releases).keys().copied().collect();
+        let conns = lock(&self.inner.conns);
+        let entry = |p: &PeerId, c: &ConnEntry| {
+            (
+                *p,
+                PeerAddr {
+                    addr: c.addr,
+                    labels: c.labels.clone(),
+                },
+            )
+        };
+        let all: Vec<(PeerId, PeerAddr)> = conns.iter().map(|(p, c)| entry(p, c)).collect();
+        for (peer, c) in conns.iter() {
+            let peers: Vec<PeerAddr> = match new {
+                Some(n) if n != *peer => all
+                    .iter()
+                    .filter(|(p, _)| *p == n)
+                    .map(|(_, a)| a.clone())
+                    .collect(),
+                _ => all
+                    .iter()
+                    .filter(|(p, _)| p != peer)
+                    .map(|(_, a)| a.clone())
+                    .take(MAX_EXCHANGED_PEERS)
+                    .collect(),
+            };
+            if peers.is_empty() {
+                continue;
+            }
+            for &root in &roots {
+                let _ = c.out.try_send(PieceMessage::Peers {
+                    root,
+                    peers: peers.clone(),
+                });
+            }
+        }
+    }
+
+    /// Dials some of the peers another peer told us about, while below `max_peers`.
+    fn learn(&self, peers: Vec<PeerAddr>) {
+        let me = self.local_addr().ok();
+        let (free, candidates) = {
+            let conns = lock(&self.inner.conns);
+            let dialing = lock(&self.inner.dialing);
+            let free = self
+                .inner
+                .config
+                .max_peers
+                .saturating_sub(conns.len() + dialing.len());
+            let candidates: Vec<PeerAddr> = peers
+                .into_iter()
+                .take(MAX_EXCHANGED_PEERS)
+                .filter(|p| {
+                    Some(p.addr) != me && !p.addr.ip().is_unspecified() && p.addr.port() != 0
+                })
+                .filter(|p| !dialing.contains(&p.addr) && !conns.values().any(|c| c.addr == p.addr))
+                .collect();
+            (free, candidates)
+        };
+        if free == 0 || candidates.is_empty() {
+            return;
+        }
+        let labels: Vec<Labels> = candidates.iter().map(|p| p.labels.clone()).collect();
+        let chosen = neighbours::choose(
+            &self.inner.config.labels,
+            &labels,
+            free,
+            (free / 4).max(1),
+            &mut SmallRng::from_os_rng(),
+        );
+        for i in chosen {
+            tokio::spawn(self.clone().dial_learned(candidates[i].addr));
+        }
+    }
+}
+
+impl ReleaseEntry {
+    fn source_have(&self) -> shoal_core::bitfield::Bitfield {
+        self.source.have()
+    }
+}
+
+/// Parses `IP:PORT`, naming the flag in the error.
+///
+/// # Errors
+///
+/// If `text` is not an address with a port.
+pub fn parse_addr(text: &str, flag: &str) -> Result<SocketAddr> {
+    match text.parse() {
+        Ok(addr) => Ok(addr),
+        Err(_) => bail!("{flag} {text:?} is not IP:PORT (example: 10.0.0.5:7070)"),
+    }
+}

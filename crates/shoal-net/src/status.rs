@@ -1,0 +1,104 @@
+//! What a running process reports about itself: the JSON of `GET /v1/status` and of
+//! `shoal status --node ADDR --json`.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// A process's status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's peer id.
+    pub peer_id: String,
+    /// The address it listens on (QUIC on UDP, control API on TCP).
+    pub listen: Option<SocketAddr>,
+    /// Its labels.
+    pub labels: String,
+    /// Open connections.
+    pub connections: Vec<ConnectionStatus>,
+    /// Releases it holds or fetches.
+    pub releases: Vec<ReleaseStatus>,
+}
+
+/// One open connection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    /// The remote peer id.
+    pub peer_id: String,
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The remote labels, once its hello arrived.
+    pub labels: String,
+    /// The smoothed round-trip time in microseconds.
+    pub rtt_micros: u64,
+}
+
+/// One release's swarm on this node.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReleaseStatus {
+    /// The release's root hash (hex).
+    pub root: String,
+    /// `service@version`.
+    pub name: String,
+    /// Whether this node is the release's origin.
+    pub origin: bool,
+    /// Pieces verified here.
+    pub have: u32,
+    /// Pieces in the release.
+    pub total: u32,
+    /// Whether every piece is verified and the payload matches the root.
+    pub complete: bool,
+    /// The payload's size.
+    pub size_bytes: u64,
+    /// Where the payload is.
+    pub path: String,
+    /// Seconds from the swarm's start until it completed here (fetching nodes only).
+    pub completed_after_secs: Option<f64>,
+    /// Verified bytes received from peers.
+    pub bytes_down: u64,
+    /// Bytes sent to peers.
+    pub bytes_up: u64,
+    /// Pieces that failed verification (each bans its sender).
+    pub corrupt_pieces: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Pieces peers advertised but then said they did not have.
+    pub false_haves: u64,
+    /// Swarm peers.
+    pub peers: Vec<PeerStatus>,
+    /// Peers banned from this swarm.
+    pub banned: Vec<BannedPeer>,
+    /// A failure that stopped the swarm here (for example a full disk), if any.
+    pub error: Option<String>,
+}
+
+/// A swarm peer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether it is the origin.
+    pub origin: bool,
+    /// Pieces it has.
+    pub have: u32,
+    /// Our requests in flight to it.
+    pub in_flight: u32,
+    /// Its measured delivery rate.
+    pub rate_bytes_per_sec: Option<f64>,
+    /// Verified bytes from it.
+    pub bytes_down: u64,
+    /// Bytes to it.
+    pub bytes_up: u64,
+}
+
+/// A banned peer and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BannedPeer {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its address when banned.
+    pub addr: SocketAddr,
+    /// Why.
+    pub reason: String,
+}

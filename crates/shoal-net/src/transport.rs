@@ -1,0 +1,124 @@
+//! The QUIC endpoint: TLS with libp2p peer-id certificates, and transport tuning for bulk data.
+
+use crate::identity::Identity;
+use anyhow::{Context, Result, anyhow};
+use libp2p_identity::PeerId;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Endpoint, TransportConfig, VarInt};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The QUIC congestion controller.
+///
+/// BBR is the default: on the benchmark's token-bucket-capped links it kept the link fuller than
+/// CUBIC (figures in `benches/README.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Congestion {
+    /// quinn's CUBIC.
+    Cubic,
+    /// quinn's BBR (v1).
+    #[default]
+    Bbr,
+    /// quinn's NewReno.
+    NewReno,
+}
+
+impl FromStr for Congestion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cubic" => Ok(Self::Cubic),
+            "bbr" => Ok(Self::Bbr),
+            "newreno" => Ok(Self::NewReno),
+            other => Err(format!(
+                "unknown congestion controller {other:?}: use bbr, cubic or newreno"
+            )),
+        }
+    }
+}
+
+/// Per-connection receive window: enough for a 10 Gbit/s path with a 10 ms round trip.
+pub const RECEIVE_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// Per-stream receive window: one whole default-sized piece in flight without a stall.
+pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// Piece streams a peer may have open towards us at once.
+pub const MAX_PIECE_STREAMS: u32 = 64;
+/// A connection with no traffic (keep-alives included) for this long is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn transport(congestion: Congestion) -> Result<Arc<TransportConfig>> {
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(4))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_PIECE_STREAMS))
+        .receive_window(VarInt::from_u32(RECEIVE_WINDOW_BYTES))
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
+        .send_window(u64::from(RECEIVE_WINDOW_BYTES))
+        .keep_alive_interval(Some(IDLE_TIMEOUT / 4))
+        .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().map_err(|e| anyhow!("{e}"))?));
+    match congestion {
+        Congestion::Cubic => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+        }
+        Congestion::Bbr => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+        }
+        Congestion::NewReno => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
+        }
+    };
+    Ok(Arc::new(t))
+}
+
+/// Binds one QUIC endpoint on `listen` that both accepts and dials. Both sides present a libp2p
+/// TLS certificate for their node key, and both check the other's, so every connection knows the
+/// remote [`PeerId`] (see [`remote_peer_id`]).
+///
+/// # Errors
+///
+/// If the address cannot be bound (in use, not local) or TLS cannot be set up.
+pub fn bind(identity: &Identity, listen: SocketAddr, congestion: Congestion) -> Result<Endpoint> {
+    let transport = transport(congestion)?;
+    let server_tls = libp2p_tls::make_server_config(identity.keypair())
+        .context("cannot build the TLS server configuration")?;
+    let server_crypto = QuicServerConfig::try_from(Arc::new(server_tls))
+        .map_err(|e| anyhow!("TLS server configuration unusable for QUIC: {e}"))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    server.transport_config(transport.clone());
+    // Peers dial addresses, not identities: any valid libp2p certificate is accepted here and
+    // the peer id it proves is checked by the caller.
+    let client_tls = libp2p_tls::make_client_config(identity.keypair(), None)
+        .context("cannot build the TLS client configuration")?;
+    let client_crypto = QuicClientConfig::try_from(Arc::new(client_tls))
+        .map_err(|e| anyhow!("TLS client configuration unusable for QUIC: {e}"))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+    client.transport_config(transport);
+    let mut endpoint = Endpoint::server(server, listen).with_context(|| {
+        format!("cannot listen on {listen} (UDP): is another process using it?")
+    })?;
+    endpoint.set_default_client_config(client);
+    Ok(endpoint)
+}
+
+/// The peer id proven by the certificate the remote side of `conn` presented.
+///
+/// # Errors
+///
+/// If there is no certificate or it is not a valid libp2p certificate (the TLS handshake would
+/// normally have refused it already).
+pub fn remote_peer_id(conn: &quinn::Connection) -> Result<PeerId> {
+    let identity = conn
+        .peer_identity()
+        .ok_or_else(|| anyhow!("peer presented no certificate"))?;
+    let certs = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .map_err(|_| anyhow!("peer identity is not a certificate chain"))?;
+    let cert = certs
+        .first()
+        .ok_or_else(|| anyhow!("empty certificate chain"))?;
+    let parsed =
+        libp2p_tls::certificate::parse(cert).map_err(|e| anyhow!("bad certificate: {e}"))?;
+    Ok(parsed.peer_id())
+}

@@ -1,0 +1,415 @@
+//! `shoal seed`, `shoal node`, `shoal fetch` and `shoal status`: processes on the data plane.
+
+use super::{json_failure, release::load_manifest, trust};
+use crate::failure::{Code, Failure, Outcome, WithCode};
+use crate::progress;
+use crate::units::{human_bytes, parse_rate};
+use clap::Args;
+use serde_json::json;
+use shoal_core::labels::Labels;
+use shoal_net::api;
+use shoal_net::identity::Identity;
+use shoal_net::node::{self, Node};
+use shoal_net::source::Source;
+use shoal_net::status::{NodeStatus, ReleaseStatus};
+use shoal_net::transport::Congestion;
+use shoal_store::Store;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Options every data-plane process shares.
+#[derive(Args, Debug)]
+pub struct NetArgs {
+    /// The data directory: node key, and (for nodes and fetches) the piece store.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Where to listen: QUIC on UDP, the control API on TCP, both on this IP:PORT.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
+    listen: SocketAddr,
+    /// This machine's labels, e.g. region=eu1,fd=2,rack=7 (close peers are preferred).
+    #[arg(long, value_name = "K=V,...", default_value = "")]
+    labels: Labels,
+    /// Host-wide upload cap, e.g. 100mbit or 12MiB/s.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    upload_limit: Option<u64>,
+    /// QUIC congestion controller: bbr, cubic or newreno.
+    #[arg(long, default_value = "bbr", value_name = "NAME")]
+    congestion: Congestion,
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    node::parse_addr(text, "address").map_err(|e| e.to_string())
+}
+
+/// `shoal seed`.
+#[derive(Args, Debug)]
+pub struct SeedArgs {
+    /// The release's manifest.
+    manifest: PathBuf,
+    /// The payload file; it is hashed in full before anything is served.
+    #[arg(long)]
+    file: PathBuf,
+    /// The trust document naming the allowed publishers.
+    #[arg(long, value_name = "TRUST_FILE")]
+    trust: PathBuf,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// `shoal node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// A peer to connect to (and reconnect to), IP:PORT; repeat for more.
+    #[arg(long = "peer", value_name = "IP:PORT", value_parser = parse_listen)]
+    peers: Vec<SocketAddr>,
+    /// Host-wide download cap, e.g. 100mbit or 12MiB/s.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    download_limit: Option<u64>,
+}
+
+/// `shoal fetch`.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// The release's manifest.
+    manifest: PathBuf,
+    /// The trust document naming the allowed publishers.
+    #[arg(long, value_name = "TRUST_FILE")]
+    trust: PathBuf,
+    #[command(flatten)]
+    net: NetArgs,
+    /// A peer to fetch from, IP:PORT; repeat for more. Others are found through them.
+    #[arg(long = "peer", value_name = "IP:PORT", value_parser = parse_listen, required = true)]
+    peers: Vec<SocketAddr>,
+    /// Host-wide download cap, e.g. 100mbit or 12MiB/s.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    download_limit: Option<u64>,
+    /// After the release is complete, keep serving it to others for this many seconds.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    seed_secs: u64,
+    /// Give up when no peer can be reached for this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    connect_timeout_secs: u64,
+    /// Give up when no piece arrives for this many seconds.
+    #[arg(long, default_value_t = 120, value_name = "N")]
+    stall_timeout_secs: u64,
+    /// Print one JSON object on stdout when done.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `shoal status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The IP:PORT the process was started with (`--listen`).
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
+    node: SocketAddr,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .code(Code::General, || "cannot start the async runtime".into())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn general(e: anyhow::Error) -> Failure {
+    Failure::new(Code::General, format!("{e:#}"))
+}
+
+/// Starts the node and its control API.
+async fn start(
+    net: &NetArgs,
+    peers: Vec<SocketAddr>,
+    download_limit: Option<u64>,
+) -> Result<Node, Failure> {
+    std::fs::create_dir_all(&net.data_dir).code(Code::General, || {
+        format!("cannot create data directory {}", net.data_dir.display())
+    })?;
+    let identity = Identity::load_or_create(&net.data_dir).map_err(general)?;
+    let mut config = node::Config::new(net.listen);
+    config.labels = net.labels.clone();
+    config.peers = peers;
+    config.upload_limit_bytes_per_sec = net.upload_limit;
+    config.download_limit_bytes_per_sec = download_limit;
+    config.congestion = net.congestion;
+    let node = Node::start(identity, config).map_err(general)?;
+    let addr = node.local_addr().map_err(general)?;
+    let listener = api::bind(addr).await.map_err(general)?;
+    tokio::spawn(api::serve(listener, node.clone(), node.shutdown_signal()));
+    Ok(node)
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn signalled() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+pub fn seed(args: SeedArgs) -> Outcome {
+    init_logging();
+    let trust = trust::load(&args.trust)?;
+    let manifest = load_manifest(&args.manifest, &trust)?;
+    let size = manifest.layout().size_bytes();
+    let bar = progress::bytes(size, "verify");
+    let source = Source::verified_file(&args.file, &manifest, &|n| bar.inc(n))
+        .map_err(|e| Failure::new(Code::FileMismatch, format!("{e:#}")))?;
+    bar.finish_and_clear();
+    runtime()?.block_on(async {
+        let node = start(&args.net, Vec::new(), None).await?;
+        node.add_release(&manifest, source, true);
+        eprintln!(
+            "seeding {} ({}, root {}) on {} as {}",
+            manifest.manifest().name(),
+            human_bytes(size),
+            manifest.root(),
+            node.local_addr().map_err(general)?,
+            node.peer_id()
+        );
+        signalled().await;
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+pub fn node(args: NodeArgs) -> Outcome {
+    init_logging();
+    let store = Store::open(&args.net.data_dir, shoal_store::Config::default())
+        .code(Code::General, || "cannot open the store".into())?;
+    runtime()?.block_on(async {
+        let node = start(&args.net, args.peers.clone(), args.download_limit).await?;
+        for release in store.releases() {
+            node.add_stored_release(release);
+        }
+        eprintln!(
+            "node {} listening on {} with {} releases",
+            node.peer_id(),
+            node.local_addr().map_err(general)?,
+            store.releases().count()
+        );
+        signalled().await;
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+pub fn fetch(args: FetchArgs) -> Outcome {
+    let json = args.json;
+    fetch_inner(args).map_err(|f| json_failure(json, f))
+}
+
+fn fetch_inner(args: FetchArgs) -> Outcome {
+    init_logging();
+    let trust = trust::load(&args.trust)?;
+    let manifest = load_manifest(&args.manifest, &trust)?;
+    let mut store = Store::open(&args.net.data_dir, shoal_store::Config::default())
+        .code(Code::General, || "cannot open the store".into())?;
+    let release = store.add(&manifest).code(Code::General, || {
+        format!(
+            "cannot make room for {} in the store",
+            manifest.manifest().name()
+        )
+    })?;
+    let size = manifest.layout().size_bytes();
+    let root = manifest.root();
+    runtime()?.block_on(async {
+        let started = Instant::now();
+        let node = start(&args.net, args.peers.clone(), args.download_limit).await?;
+        let mut complete = node.add_release(&manifest, Source::Store(release.clone()), false);
+        let bar = progress::bytes(size, "fetch");
+        let piece = u64::from(manifest.layout().piece_size_bytes());
+        let mut last_have = None;
+        let mut last_progress = Instant::now();
+        let mut ever_connected = false;
+        let interrupted = loop {
+            let status = node.release_status(&root).unwrap_or_default();
+            bar.set_position((u64::from(status.have) * piece).min(size));
+            if let Some(error) = &status.error {
+                node.shutdown().await;
+                return Err(Failure::new(Code::General, format!("fetch of {} failed: {error}", status.name)));
+            }
+            if *complete.borrow() {
+                break false;
+            }
+            if last_have != Some(status.have) {
+                last_have = Some(status.have);
+                last_progress = Instant::now();
+            }
+            let connected = !node.status().connections.is_empty();
+            ever_connected |= connected;
+            if !ever_connected && started.elapsed() > Duration::from_secs(args.connect_timeout_secs) {
+                node.shutdown().await;
+                let peers: Vec<String> = args.peers.iter().map(ToString::to_string).collect();
+                return Err(Failure::new(Code::General, format!(
+                    "could not reach any peer within {} s (tried {}): check the addresses and that the peers run",
+                    args.connect_timeout_secs, peers.join(", "))));
+            }
+            if last_progress.elapsed() > Duration::from_secs(args.stall_timeout_secs) {
+                node.shutdown().await;
+                return Err(Failure::new(Code::General, format!(
+                    "no progress for {} s with {} of {} pieces and {} connected peers: no peer has the missing pieces",
+                    args.stall_timeout_secs, status.have, status.total, node.status().connections.len())));
+            }
+            tokio::select! {
+                _ = complete.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = signalled() => break true,
+            }
+        };
+        bar.finish_and_clear();
+        if interrupted {
+            node.shutdown().await;
+            return Err(Failure::new(Code::General, "interrupted before the release was complete; run the same command again to resume"));
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let status = node.release_status(&root).unwrap_or_default();
+        report(&status, seconds, size, args.json);
+        if args.seed_secs > 0 {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(args.seed_secs)) => {}
+                () = signalled() => {}
+            }
+        }
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+fn report(status: &ReleaseStatus, seconds: f64, size: u64, json: bool) {
+    if json {
+        let value = json!({
+            "ok": true,
+            "root": status.root,
+            "name": status.name,
+            "seconds": seconds,
+            "bytes": size,
+            "path": status.path,
+            "pieces": status.total,
+            "bytes_from_peers": status.bytes_down,
+            "bytes_to_peers": status.bytes_up,
+            "corrupt_pieces": status.corrupt_pieces,
+            "banned": status.banned,
+        });
+        println!("{value}");
+    } else {
+        println!(
+            "fetched {} ({}) in {:.2} s, {}/s: verified payload at {}",
+            status.name,
+            human_bytes(size),
+            seconds,
+            human_bytes((size as f64 / seconds.max(1e-9)) as u64),
+            status.path
+        );
+    }
+    let _ = std::io::stdout().flush();
+}
+
+/// Reads a process's status over its control API.
+pub fn fetch_status(addr: SocketAddr) -> Result<NodeStatus, Failure> {
+    let fail = |what: String| {
+        Failure::new(
+            Code::General,
+            format!("cannot read the status of {addr}: {what}"),
+        )
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| fail(format!("{e} (is a shoal process listening there?)")))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| fail(e.to_string()))?;
+    write!(
+        stream,
+        "GET {} HTTP/1.0\r\nHost: {addr}\r\n\r\n",
+        api::STATUS_PATH
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let mut response = Vec::new();
+    stream
+        .take(64 * 1024 * 1024)
+        .read_to_end(&mut response)
+        .map_err(|e| fail(e.to_string()))?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| fail("not an HTTP response".into()))?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1).is_none_or(|c| c != "200") {
+        return Err(fail(format!(
+            "unexpected answer {:?}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    serde_json::from_slice(&response[split + 4..])
+        .map_err(|e| fail(format!("bad status document: {e}")))
+}
+
+pub fn status(args: StatusArgs) -> Outcome {
+    let status = fetch_status(args.node).map_err(|f| json_failure(args.json, f))?;
+    if args.json {
+        let value = serde_json::to_value(&status)
+            .map_err(|e| Failure::new(Code::General, e.to_string()))?;
+        return super::print_json(&value);
+    }
+    println!("node {} on {}", status.peer_id, args.node);
+    if !status.labels.is_empty() {
+        println!("  labels: {}", status.labels);
+    }
+    println!("  connections: {}", status.connections.len());
+    for r in &status.releases {
+        let percent = if r.total == 0 {
+            100.0
+        } else {
+            f64::from(r.have) * 100.0 / f64::from(r.total)
+        };
+        println!(
+            "release {} root {}{}\n  pieces {}/{} ({percent:.1}%), complete: {}, down {}, up {}, peers {}",
+            r.name,
+            r.root,
+            if r.origin { " (origin)" } else { "" },
+            r.have,
+            r.total,
+            if r.complete { "yes" } else { "no" },
+            human_bytes(r.bytes_down),
+            human_bytes(r.bytes_up),
+            r.peers.len()
+        );
+        if r.corrupt_pieces > 0 || r.timeouts > 0 || r.false_haves > 0 {
+            println!(
+                "  corrupt pieces {}, timeouts {}, false haves {}",
+                r.corrupt_pieces, r.timeouts, r.false_haves
+            );
+        }
+        for b in &r.banned {
+            println!("  BANNED {} at {}: {}", b.peer_id, b.addr, b.reason);
+        }
+        if let Some(e) = &r.error {
+            println!("  ERROR {e}");
+        }
+    }
+    Ok(())
+}
