@@ -223,3 +223,4 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
 }
+pub mod bad_peer;

@@ -155,6 +155,21 @@ impl Bitfield {
         was
     }
 
+    /// Adds every member of `other` to this set.
+    ///
+    /// # Panics
+    ///
+    /// If the two sets have different lengths.
+    pub fn union_with(&mut self, other: &Bitfield) {
+        assert_eq!(
+            self.len, other.len,
+            "union of bitfields of different lengths"
+        );
+        for (a, b) in self.bytes.iter_mut().zip(&other.bytes) {
+            *a |= b;
+        }
+    }
+
     /// How many pieces are in the set.
     pub fn count(&self) -> u32 {
         self.bytes.iter().map(|b| b.count_ones()).sum()

@@ -152,6 +152,7 @@ fn run(s: &Scenario) -> Outcome {
     let mut sending = vec![0u32; s.nodes];
     let mut sending_to: BTreeMap<(usize, usize), u32> = BTreeMap::new();
     let limit = Duration::from_secs(600);
+    let mut next_wake: Vec<Option<Duration>> = vec![None; s.nodes];
 
     for i in 0..s.nodes {
         net.send(Duration::ZERO, i, i, Msg::Wake);
@@ -216,7 +217,12 @@ fn run(s: &Scenario) -> Outcome {
                 *sending_to.get_mut(&(to, from)).unwrap() -= 1;
                 swarm.handle_sent(key(from), piece, true);
             }
-            Msg::Wake => swarm.handle_timeout(now),
+            Msg::Wake => {
+                if next_wake[to] == Some(now) {
+                    next_wake[to] = None;
+                }
+                swarm.handle_timeout(now);
+            }
         }
 
         // Carry out everything the node wants now.
@@ -293,8 +299,13 @@ fn run(s: &Scenario) -> Outcome {
                 }
             }
         }
+        // One pending wake-up per node: the earliest the swarm asked for.
         if let Some(wake) = swarms[to].poll_timeout(now) {
-            net.send(wake.max(now), to, to, Msg::Wake);
+            let wake = wake.max(now);
+            if next_wake[to].is_none_or(|pending| wake < pending || pending < now) {
+                next_wake[to] = Some(wake);
+                net.send(wake, to, to, Msg::Wake);
+            }
         }
         let done =
             (0..s.nodes).all(|i| behaviour[i] != Behaviour::Honest || swarms[i].is_complete());

@@ -312,8 +312,7 @@ impl SwarmTask {
             }
             PieceOutcome::Broken(why) => {
                 tracing::debug!(%piece, "piece stream broken: {why}");
-                self.swarm
-                    .handle_rejected(key, piece, RejectReason::Busy, now);
+                self.swarm.handle_request_failed(key, piece, now);
             }
             PieceOutcome::StoreFailed(why) => {
                 tracing::error!(root = %self.root.short(), "cannot store piece {piece}: {why}");
@@ -398,7 +397,12 @@ impl SwarmTask {
                         DropReason::Unresponsive => "requests timed out".to_owned(),
                     };
                     tracing::warn!(peer = %link.peer_id, addr = %link.addr, "dropping peer: {why}");
-                    if matches!(reason, DropReason::Corrupt { .. }) {
+                    let why = if self.swarm.is_banned(peer) && reason == DropReason::Unresponsive {
+                        format!("{why}, {} times", shoal_core::swarm::MAX_UNRESPONSIVE_DROPS)
+                    } else {
+                        why
+                    };
+                    if self.swarm.is_banned(peer) {
                         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
                         status.banned.push(BannedPeer {
                             peer_id: link.peer_id.to_string(),

@@ -19,9 +19,14 @@ pub struct Config {
     pub random_first_pieces: u32,
     /// In endgame, how many extra peers may be asked for a piece that is already requested.
     pub endgame_duplicates: u32,
+    /// In endgame, a piece requested this long ago from other peers may also be asked of the
+    /// origin, so a peer that advertises pieces and then stalls cannot hold the last ones back
+    /// until its requests time out.
+    pub origin_endgame_wait: Duration,
     /// A request not answered within this time is cancelled and the piece asked elsewhere.
     pub request_timeout: Duration,
-    /// After this many timeouts in a row a peer is dropped as unresponsive.
+    /// After this many timeouts or broken piece streams in a row a peer is dropped as
+    /// unresponsive.
     pub max_consecutive_timeouts: u32,
     /// How long a peer that answered `Busy` gets no new requests.
     pub busy_backoff: Duration,
@@ -45,6 +50,7 @@ impl Default for Config {
             queue_target_secs: 1.0,
             random_first_pieces: 4,
             endgame_duplicates: 2,
+            origin_endgame_wait: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             max_consecutive_timeouts: 3,
             busy_backoff: Duration::from_millis(500),

@@ -23,8 +23,9 @@
 //!   Outside endgame a piece is requested from one peer at a time.
 //! - **Slow peers get fewer requests:** each peer is kept [`Config::queue_target_secs`] of its
 //!   measured rate in flight, between the minimum and maximum per peer.
-//! - **Origin protection:** a peer marked as the origin is asked only for pieces that no other peer
-//!   has; the origin serves a bounded number of [upload slots](Config::upload_slots), spread
+//! - **Origin protection:** a peer marked as the origin is asked only for pieces that no other
+//!   responsive peer has (a peer whose requests sit unanswered stops counting after
+//!   [`Config::origin_endgame_wait`]); the origin serves a bounded number of [upload slots](Config::upload_slots), spread
 //!   over peers, and among queued requests serves the pieces it has sent least often first.
 //! - **Bad peers:** a piece that fails verification bans its sender for this swarm; a peer that
 //!   answers "not have" for a piece it advertised loses that piece from its bitfield; a peer that
@@ -51,6 +52,9 @@ use std::time::Duration;
 /// key to two different machines within one swarm: bans are kept by key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerKey(pub u64);
+
+/// A peer dropped as unresponsive this often (it reconnects each time) is banned from the swarm.
+pub const MAX_UNRESPONSIVE_DROPS: u32 = 3;
 
 /// Something the driver must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +112,8 @@ pub enum DropReason {
         /// The bad piece.
         piece: PieceIndex,
     },
-    /// Too many requests in a row timed out. It may be tried again later.
+    /// Too many requests in a row timed out or broke off. It may be tried again later, unless
+    /// this happened [`MAX_UNRESPONSIVE_DROPS`] times: then it is banned ([`Swarm::is_banned`]).
     Unresponsive,
 }
 
@@ -190,6 +195,8 @@ pub struct Swarm {
     have: Bitfield,
     peers: BTreeMap<PeerKey, Peer>,
     banned: BTreeSet<PeerKey>,
+    /// How often each peer was dropped as unresponsive; at [`MAX_UNRESPONSIVE_DROPS`] it is banned.
+    unresponsive_drops: BTreeMap<PeerKey, u32>,
     /// Per piece: how many peers have it.
     availability: Vec<u32>,
     /// Per piece: how many peers other than the origin have it.
@@ -225,6 +232,7 @@ impl Swarm {
             have,
             peers: BTreeMap::new(),
             banned: BTreeSet::new(),
+            unresponsive_drops: BTreeMap::new(),
             availability: vec![0; slots],
             availability_without_origin: vec![0; slots],
             requested: vec![0; slots],
@@ -446,6 +454,22 @@ impl Swarm {
         }
     }
 
+    /// The piece stream for `piece` from `peer` broke (ended early, was reset or stalled). The
+    /// piece is asked again; like a timeout, it counts towards dropping the peer.
+    pub fn handle_request_failed(&mut self, peer: PeerKey, piece: PieceIndex, now: Duration) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.in_flight.remove(&piece).is_some() {
+            self.requested[idx(piece)] -= 1;
+        }
+        state.consecutive_timeouts += 1;
+        state.busy_until = now + self.config.busy_backoff;
+        if state.consecutive_timeouts >= self.config.max_consecutive_timeouts {
+            self.drop_unresponsive(peer);
+        }
+    }
+
     /// `peer` declined our request for `piece`.
     pub fn handle_rejected(
         &mut self,
@@ -562,11 +586,7 @@ impl Swarm {
             }
         }
         for peer in dropped {
-            self.forget(peer);
-            self.actions.push_back(Action::Disconnect {
-                peer,
-                reason: DropReason::Unresponsive,
-            });
+            self.drop_unresponsive(peer);
         }
     }
 
@@ -584,17 +604,39 @@ impl Swarm {
     /// When to call [`Swarm::handle_timeout`] (and poll again) at the latest.
     pub fn poll_timeout(&self, now: Duration) -> Option<Duration> {
         let timeout = self.config.request_timeout;
+        // With an origin in the swarm, also wake when a request becomes old enough for its
+        // holder to count as stalled, so the origin is asked then (see `responsive_holders`).
+        let wait = self.config.origin_endgame_wait;
+        let has_origin = self.peers.values().any(|p| p.is_origin);
         self.peers
             .values()
             .flat_map(|p| {
                 let request = p.in_flight.values().map(move |&at| at + timeout);
+                let stall = p
+                    .in_flight
+                    .values()
+                    .map(move |&at| at + wait)
+                    .filter(move |&t| has_origin && t > now);
                 let busy = (p.busy_until > now).then_some(p.busy_until);
-                request.chain(busy)
+                request.chain(stall).chain(busy)
             })
             .min()
     }
 
     // ---- internals -----------------------------------------------------------------------
+
+    fn drop_unresponsive(&mut self, peer: PeerKey) {
+        self.forget(peer);
+        let drops = self.unresponsive_drops.entry(peer).or_insert(0);
+        *drops += 1;
+        if *drops >= MAX_UNRESPONSIVE_DROPS {
+            self.banned.insert(peer);
+        }
+        self.actions.push_back(Action::Disconnect {
+            peer,
+            reason: DropReason::Unresponsive,
+        });
+    }
 
     fn forget(&mut self, peer: PeerKey) {
         let Some(state) = self.peers.remove(&peer) else {
@@ -727,7 +769,7 @@ impl Swarm {
                 if state.busy_until > now || len_u32(state.in_flight.len()) >= self.limit(state) {
                     break;
                 }
-                let Some((piece, duplicate)) = self.pick(key, endgame) else {
+                let Some((piece, duplicate)) = self.pick(key, endgame, now) else {
                     break;
                 };
                 if let Some(state) = self.peers.get_mut(&key) {
@@ -752,8 +794,10 @@ impl Swarm {
     }
 
     /// The piece to ask `key` for next, and whether it is an endgame duplicate.
-    fn pick(&mut self, key: PeerKey, endgame: bool) -> Option<(PieceIndex, bool)> {
+    fn pick(&mut self, key: PeerKey, endgame: bool, now: Duration) -> Option<(PieceIndex, bool)> {
         let state = &self.peers[&key];
+        // Pieces some responsive peer other than the origin has: the origin is spared those.
+        let spare = state.is_origin.then(|| self.responsive_holders(now));
         let random_first = self.have.count() < self.config.random_first_pieces;
         let mut best: Option<(u32, u32)> = None; // (score, piece)
         let mut ties = 0u32;
@@ -762,10 +806,16 @@ impl Swarm {
             if !state.have.contains(i) || state.in_flight.contains_key(&PieceIndex(i)) {
                 continue;
             }
-            if state.is_origin && self.availability_without_origin[at] > 0 {
+            let requested = self.requested[at];
+            if state.is_origin
+                && self.availability_without_origin[at] > 0
+                && spare.as_ref().is_some_and(|s| s.contains(i))
+                && !(endgame
+                    && requested > 0
+                    && self.requested_before(i, now, self.config.origin_endgame_wait))
+            {
                 continue;
             }
-            let requested = self.requested[at];
             let score = if requested == 0 {
                 if random_first {
                     0
@@ -797,10 +847,139 @@ impl Swarm {
     }
 }
 
+impl Swarm {
+    /// The pieces held by peers other than the origin that are not stalled. A peer is stalled
+    /// when its oldest request is older than [`Config::origin_endgame_wait`] and nothing arrived
+    /// from it since: a peer that advertises pieces and never sends them stops sparing the origin
+    /// after that wait instead of after the request timeout.
+    fn responsive_holders(&self, now: Duration) -> Bitfield {
+        let wait = self.config.origin_endgame_wait;
+        let mut holders = Bitfield::new(self.layout.piece_count());
+        for p in self.peers.values().filter(|p| !p.is_origin) {
+            let stalled = p.consecutive_timeouts > 0
+                || p.in_flight.values().min().is_some_and(|&oldest| {
+                    now.saturating_sub(oldest) >= wait
+                        && p.last_delivery.is_none_or(|delivered| delivered < oldest)
+                });
+            if !stalled {
+                holders.union_with(&p.have);
+            }
+        }
+        holders
+    }
+
+    /// Whether some request for piece `i` is at least `wait` old.
+    fn requested_before(&self, i: u32, now: Duration, wait: Duration) -> bool {
+        self.peers.values().any(|p| {
+            p.in_flight
+                .get(&PieceIndex(i))
+                .is_some_and(|&at| now.saturating_sub(at) >= wait)
+        })
+    }
+}
+
 fn idx(piece: PieceIndex) -> usize {
     piece.0 as usize
 }
 
 fn len_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn swarm() -> Swarm {
+        let layout = PieceLayout::new(64 * 16 * 1024, 16 * 1024).unwrap();
+        Swarm::new(Config::default(), layout, Bitfield::new(64), 1)
+    }
+
+    fn drain(swarm: &mut Swarm, now: Duration) -> Vec<Action> {
+        std::iter::from_fn(|| swarm.poll_action(now)).collect()
+    }
+
+    #[test]
+    fn a_peer_whose_streams_keep_breaking_is_dropped_then_banned() {
+        let mut s = swarm();
+        let bad = PeerKey(9);
+        let mut now = Duration::ZERO;
+        for round in 1..=MAX_UNRESPONSIVE_DROPS {
+            s.handle_peer_joined(bad, false).unwrap();
+            s.handle_have(bad, Bitfield::full(64)).unwrap();
+            let requested: Vec<PieceIndex> = drain(&mut s, now)
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Request { piece, .. } => Some(piece),
+                    _ => None,
+                })
+                .collect();
+            assert!(requested.len() >= 3);
+            for piece in requested {
+                s.handle_request_failed(bad, piece, now);
+            }
+            let actions = drain(&mut s, now);
+            assert!(actions.contains(&Action::Disconnect {
+                peer: bad,
+                reason: DropReason::Unresponsive
+            }));
+            assert_eq!(
+                s.is_banned(bad),
+                round == MAX_UNRESPONSIVE_DROPS,
+                "round {round}"
+            );
+            now += Duration::from_secs(1);
+        }
+        assert_eq!(
+            s.handle_peer_joined(bad, false),
+            Err(PeerError::Banned(bad))
+        );
+    }
+
+    #[test]
+    fn a_corrupt_piece_bans_its_sender_at_once() {
+        let mut s = swarm();
+        let bad = PeerKey(3);
+        s.handle_peer_joined(bad, false).unwrap();
+        s.handle_have(bad, Bitfield::full(64)).unwrap();
+        let piece = drain(&mut s, Duration::ZERO)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Request { piece, .. } => Some(piece),
+                _ => None,
+            })
+            .unwrap();
+        s.handle_piece(bad, piece, Received::Corrupt, Duration::ZERO);
+        assert!(s.is_banned(bad));
+        assert!(!s.have().contains(piece.0));
+        let actions = drain(&mut s, Duration::ZERO);
+        assert_eq!(
+            actions,
+            vec![Action::Disconnect {
+                peer: bad,
+                reason: DropReason::Corrupt { piece }
+            }]
+        );
+    }
+
+    #[test]
+    fn the_origin_is_asked_once_other_holders_stall() {
+        let mut s = swarm();
+        let (origin, liar) = (PeerKey(1), PeerKey(2));
+        s.handle_peer_joined(origin, true).unwrap();
+        s.handle_have(origin, Bitfield::full(64)).unwrap();
+        s.handle_peer_joined(liar, false).unwrap();
+        s.handle_have(liar, Bitfield::full(64)).unwrap();
+        let asked = |actions: Vec<Action>, who| {
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::Request { peer, .. } if *peer == who))
+                .count()
+        };
+        // The liar has everything, so the origin is spared...
+        assert_eq!(asked(drain(&mut s, Duration::ZERO), origin), 0);
+        // ...until the liar's requests sit unanswered for the wait.
+        let later = Config::default().origin_endgame_wait;
+        assert!(asked(drain(&mut s, later), origin) > 0);
+    }
 }

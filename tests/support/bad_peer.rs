@@ -1,0 +1,150 @@
+//! A misbehaving swarm peer for the end-to-end tests. It speaks Shoal's real data-plane protocol
+//! over real QUIC sockets, claims to have every piece of one release, and then misbehaves in one
+//! chosen way. It lives in the tests, never in the shipped binary.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use shoal_core::bitfield::Bitfield;
+use shoal_core::content::{PieceLayout, RootHash};
+use shoal_core::keys::{Role, SecretKey};
+use shoal_core::labels::Labels;
+use shoal_core::manifest::SignedManifest;
+use shoal_core::wire::piece::{
+    MAX_CONTROL_FRAME_BYTES, MAX_HEADER_FRAME_BYTES, PieceHeader, PieceMessage, RejectReason,
+};
+use shoal_net::identity::Identity;
+use shoal_net::protocol::{FrameReader, write_frame};
+use shoal_net::transport::{self, Congestion};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// How the peer misbehaves after advertising every piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Answers every request with the right number of wrong bytes.
+    Corrupt,
+    /// Never answers a request.
+    Silent,
+    /// Sends half of each piece, then ends the stream.
+    Short,
+    /// Sends each piece with extra bytes after it.
+    Long,
+    /// Answers every request with "not have".
+    LyingHave,
+    /// Sends a control frame that announces 16 MiB, over the limit.
+    OversizeFrame,
+}
+
+/// A running bad peer; it stops when dropped.
+pub struct BadPeer {
+    pub addr: SocketAddr,
+    pub peer_id: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for BadPeer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl BadPeer {
+    /// Starts a bad peer for the release of `manifest` on a free loopback port.
+    pub fn start(manifest: &Path, how: Misbehaviour) -> Self {
+        let signed = SignedManifest::decode(&std::fs::read(manifest).unwrap()).unwrap();
+        let root = signed.manifest.root;
+        let layout = signed.manifest.layout().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let identity =
+            Identity::from_secret(&SecretKey::from_seed(Role::Node, rand::random())).unwrap();
+        let peer_id = identity.peer_id().to_string();
+        let endpoint = runtime.block_on(async {
+            transport::bind(&identity, "127.0.0.1:0".parse().unwrap(), Congestion::Bbr).unwrap()
+        });
+        let addr = endpoint.local_addr().unwrap();
+        runtime.spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(conn) = incoming.await {
+                        let _ = serve(conn, root, layout, how).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            peer_id,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+async fn serve(
+    conn: quinn::Connection,
+    root: RootHash,
+    layout: PieceLayout,
+    how: Misbehaviour,
+) -> anyhow::Result<()> {
+    let (mut send, recv) = conn.accept_bi().await?;
+    write_frame(
+        &mut send,
+        &PieceMessage::Hello {
+            labels: Labels::default(),
+        },
+        MAX_CONTROL_FRAME_BYTES,
+    )
+    .await?;
+    let have = PieceMessage::Have {
+        root,
+        pieces: Bitfield::full(layout.piece_count()),
+        origin: false,
+    };
+    write_frame(&mut send, &have, MAX_CONTROL_FRAME_BYTES).await?;
+    if how == Misbehaviour::OversizeFrame {
+        // Length 16 MiB, version 1, then a little garbage.
+        send.write_all(&[0x01, 0x00, 0x00, 0x00, 0x01, 0xff, 0xff])
+            .await?;
+    }
+    let mut reader = FrameReader::without_idle_timeout(recv, MAX_CONTROL_FRAME_BYTES);
+    while let Some(msg) = reader.next::<PieceMessage>().await? {
+        let PieceMessage::Request { piece, .. } = msg else {
+            continue;
+        };
+        let len = layout.piece_len(piece) as usize;
+        let body = match how {
+            Misbehaviour::Silent | Misbehaviour::OversizeFrame => continue,
+            Misbehaviour::LyingHave => {
+                let reject = PieceMessage::Reject {
+                    root,
+                    piece,
+                    reason: RejectReason::NotHave,
+                };
+                write_frame(&mut send, &reject, MAX_CONTROL_FRAME_BYTES).await?;
+                continue;
+            }
+            Misbehaviour::Corrupt => vec![0xab; len],
+            Misbehaviour::Short => vec![0xab; len / 2],
+            Misbehaviour::Long => vec![0xab; len + 100],
+        };
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let mut stream = conn.open_uni().await?;
+            let header = PieceHeader {
+                root,
+                piece,
+                len: len as u32,
+            };
+            write_frame(&mut stream, &header, MAX_HEADER_FRAME_BYTES).await?;
+            stream.write_all(&body).await?;
+            stream.finish()?;
+            let _ = stream.stopped().await;
+            anyhow::Ok(())
+        });
+    }
+    Ok(())
+}

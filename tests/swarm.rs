@@ -1,0 +1,443 @@
+//! End-to-end swarm tests: real `shoal seed` and `shoal fetch` processes on loopback QUIC, and a
+//! misbehaving peer that speaks the real protocol (tests/support/bad_peer.rs).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, ChildStdout, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use support::bad_peer::{BadPeer, Misbehaviour};
+use support::{Fixture, b3sum, json, run, shoal};
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+}
+
+fn status(addr: SocketAddr) -> Option<serde_json::Value> {
+    let out = shoal()
+        .args(["status", "--node", &addr.to_string(), "--json"])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn wait_for_status(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(addr).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no status from {addr} after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `shoal seed` for `manifest` and waits until it answers.
+fn seed(f: &Fixture, manifest: &str, payload: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    let addr = free_addr();
+    let child = shoal()
+        .current_dir(f.path())
+        .args([
+            "seed",
+            manifest,
+            "--file",
+            payload,
+            "--trust",
+            "trust.json",
+            "--data-dir",
+            "origin",
+        ])
+        .args(["--listen", &addr.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    wait_for_status(addr);
+    (proc, addr)
+}
+
+/// Starts `shoal fetch --json` into `dir` from `peers`; returns the process, its address and a
+/// channel that yields its first stdout line.
+fn fetch(
+    f: &Fixture,
+    manifest: &str,
+    dir: &str,
+    peers: &[SocketAddr],
+    extra: &[&str],
+) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
+    let addr = free_addr();
+    let mut cmd = shoal();
+    cmd.current_dir(f.path())
+        .args([
+            "fetch",
+            manifest,
+            "--trust",
+            "trust.json",
+            "--data-dir",
+            dir,
+            "--json",
+        ])
+        .args(["--listen", &addr.to_string()]);
+    for p in peers {
+        cmd.args(["--peer", &p.to_string()]);
+    }
+    let mut child = cmd.args(extra).stdout(Stdio::piped()).spawn().unwrap();
+    let rx = first_line(child.stdout.take().unwrap());
+    (Proc(child), addr, rx)
+}
+
+fn first_line(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Some(Ok(line)) = BufReader::new(stdout).lines().next() {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+fn done(rx: &mpsc::Receiver<String>, what: &str) -> serde_json::Value {
+    let line = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("{what}: no result within 120 s"));
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(value["ok"], true, "{what}: {line}");
+    value
+}
+
+/// Checks a finished fetch: right root and size, and the file's b3sum is the root.
+fn check_copy(f: &Fixture, result: &serde_json::Value, root: &str, size: u64) {
+    assert_eq!(result["root"], root);
+    assert_eq!(result["bytes"], size);
+    let path = f.path().join(result["path"].as_str().unwrap());
+    assert_eq!(
+        b3sum(&path),
+        root,
+        "payload at {} differs from the release",
+        path.display()
+    );
+}
+
+/// A fixture with a published release of `size` bytes in 64 KiB pieces; returns its root.
+fn release(f: &Fixture, size: usize) -> String {
+    f.payload("payload.bin", size, 11);
+    let created = f.create("payload.bin", "app.manifest", &["--piece-size", "65536"]);
+    created["root"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn nodes_fetch_from_the_origin_and_each_other() {
+    let f = Fixture::new();
+    let size = 3 * 1024 * 1024 + 123;
+    let root = release(&f, size);
+    // The origin's upload is capped so the fetchers must trade among themselves to finish early.
+    let (_origin, origin) = seed(
+        &f,
+        "app.manifest",
+        "payload.bin",
+        &["--upload-limit", "8MiB/s"],
+    );
+    let fetches: Vec<_> = (0..3)
+        .map(|i| {
+            fetch(
+                &f,
+                "app.manifest",
+                &format!("node{i}"),
+                &[origin],
+                &["--seed-secs", "60"],
+            )
+        })
+        .collect();
+    for (i, (_, addr, rx)) in fetches.iter().enumerate() {
+        let result = done(rx, &format!("node{i}"));
+        check_copy(&f, &result, &root, size as u64);
+        let s = status(*addr).unwrap();
+        let r = &s["releases"][0];
+        assert_eq!(r["root"], root.as_str());
+        assert_eq!(r["complete"], true);
+        assert_eq!(r["have"], r["total"]);
+        assert_eq!(r["total"], 49);
+    }
+    let origin_status = status(origin).unwrap();
+    let r = &origin_status["releases"][0];
+    assert_eq!(r["origin"], true);
+    let sent = r["bytes_up"].as_u64().unwrap();
+    // Three copies went out; the origin sent well under three of them.
+    assert!(
+        sent < 2 * size as u64,
+        "origin sent {sent} bytes for a {size}-byte release"
+    );
+    // The human status names the release and its progress.
+    let out = run(f.path(), &["status", "--node", &fetches[0].1.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("api@1.0.0") && text.contains("49/49"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_killed_fetch_resumes_without_fetching_again_what_it_had() {
+    let f = Fixture::new();
+    let size = 8 * 1024 * 1024;
+    let root = release(&f, size);
+    let (_origin, origin) = seed(
+        &f,
+        "app.manifest",
+        "payload.bin",
+        &["--upload-limit", "2MiB/s"],
+    );
+    let (mut first, addr, _rx) = fetch(&f, "app.manifest", "node", &[origin], &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let have = status(addr)
+            .and_then(|s| s["releases"][0]["have"].as_u64())
+            .unwrap_or(0);
+        if have >= 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fetch made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    let list = json(&run(
+        f.path(),
+        &["store", "list", "--data-dir", "node", "--json"],
+    ));
+    let kept = list["releases"][0]["have"].as_u64().unwrap();
+    assert!(kept >= 40, "only {kept} pieces survived the kill");
+    assert!(kept < 128, "the fetch finished before it was killed");
+
+    let (_second, _, rx) = fetch(&f, "app.manifest", "node", &[origin], &[]);
+    let result = done(&rx, "resumed fetch");
+    check_copy(&f, &result, &root, size as u64);
+    let fetched = result["bytes_from_peers"].as_u64().unwrap();
+    let missing = (128 - kept) * 65536;
+    assert!(
+        fetched <= missing,
+        "resume fetched {fetched} bytes; only {missing} were missing"
+    );
+}
+
+#[test]
+fn a_peer_serving_corrupt_pieces_is_banned_and_honest_nodes_finish() {
+    let f = Fixture::new();
+    let size = 2 * 1024 * 1024;
+    let root = release(&f, size);
+    let bad = BadPeer::start(&f.file("app.manifest"), Misbehaviour::Corrupt);
+    let (_origin, origin) = seed(&f, "app.manifest", "payload.bin", &[]);
+    let fetches: Vec<_> = (0..2)
+        .map(|i| {
+            fetch(
+                &f,
+                "app.manifest",
+                &format!("node{i}"),
+                &[origin, bad.addr],
+                &["--seed-secs", "60"],
+            )
+        })
+        .collect();
+    for (i, (_, addr, rx)) in fetches.iter().enumerate() {
+        let result = done(rx, &format!("node{i}"));
+        check_copy(&f, &result, &root, size as u64);
+        let s = status(*addr).unwrap();
+        let r = &s["releases"][0];
+        let banned = r["banned"].as_array().unwrap();
+        assert_eq!(banned.len(), 1, "node{i}: {banned:?}");
+        assert_eq!(banned[0]["peer_id"], bad.peer_id.as_str());
+        // Detected at the first bad piece: nothing more was asked of it than its first requests.
+        let corrupt = r["corrupt_pieces"].as_u64().unwrap();
+        assert!(
+            (1..=4).contains(&corrupt),
+            "node{i}: {corrupt} corrupt pieces"
+        );
+        let out = run(f.path(), &["status", "--node", &addr.to_string()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("BANNED {}", bad.peer_id)), "{text}");
+    }
+}
+
+/// A fetch from an honest origin plus one bad peer finishes with a correct payload.
+fn finishes_despite(how: Misbehaviour) -> serde_json::Value {
+    let f = Fixture::new();
+    let size = 1024 * 1024 + 7;
+    let root = release(&f, size);
+    let bad = BadPeer::start(&f.file("app.manifest"), how);
+    let (_origin, origin) = seed(&f, "app.manifest", "payload.bin", &[]);
+    let (_fetch, addr, rx) = fetch(
+        &f,
+        "app.manifest",
+        "node",
+        &[bad.addr, origin],
+        &["--seed-secs", "30"],
+    );
+    let result = done(&rx, &format!("fetch beside a {how:?} peer"));
+    check_copy(&f, &result, &root, size as u64);
+    status(addr).unwrap()["releases"][0].clone()
+}
+
+#[test]
+fn a_silent_peer_does_not_stall_a_fetch() {
+    finishes_despite(Misbehaviour::Silent);
+}
+
+#[test]
+fn a_peer_that_stops_mid_piece_does_not_stall_a_fetch() {
+    let r = finishes_despite(Misbehaviour::Short);
+    assert_eq!(r["complete"], true, "{r}");
+}
+
+#[test]
+fn a_peer_that_sends_too_much_is_banned() {
+    let r = finishes_despite(Misbehaviour::Long);
+    assert_eq!(r["banned"].as_array().unwrap().len(), 1, "{r}");
+}
+
+#[test]
+fn a_peer_that_lies_in_its_have_bitfield_is_worked_around() {
+    let r = finishes_despite(Misbehaviour::LyingHave);
+    assert!(r["false_haves"].as_u64().unwrap() >= 1, "{r}");
+}
+
+#[test]
+fn a_peer_that_sends_an_oversize_frame_is_disconnected() {
+    finishes_despite(Misbehaviour::OversizeFrame);
+}
+
+#[test]
+fn unreachable_peers_give_a_clear_error_not_a_hang() {
+    let f = Fixture::new();
+    release(&f, 100_000);
+    let dead = free_addr();
+    let started = Instant::now();
+    let out = run(
+        f.path(),
+        &[
+            "fetch",
+            "app.manifest",
+            "--trust",
+            "trust.json",
+            "--data-dir",
+            "node",
+            "--listen",
+            &free_addr().to_string(),
+            "--peer",
+            &dead.to_string(),
+            "--connect-timeout-secs",
+            "2",
+        ],
+    );
+    assert_eq!(support::code(&out), 1);
+    let err = support::stderr(&out);
+    assert!(
+        err.contains("could not reach any peer") && err.contains(&dead.to_string()),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_manifest_that_fails_the_trust_check_is_refused_before_anything_is_stored() {
+    let f = Fixture::new();
+    release(&f, 100_000);
+    // A second trust document that does not name this publisher.
+    support::ok(
+        f.path(),
+        &[
+            "keys",
+            "generate",
+            "--role",
+            "publisher",
+            "--out",
+            "other.key",
+        ],
+    );
+    support::ok(
+        f.path(),
+        &[
+            "trust",
+            "init",
+            "--root",
+            "root.key",
+            "--publisher",
+            "other.key.pub",
+            "--coordinator",
+            "coordinator.key.pub",
+            "--out",
+            "other.json",
+        ],
+    );
+    let out = run(
+        f.path(),
+        &[
+            "fetch",
+            "app.manifest",
+            "--trust",
+            "other.json",
+            "--data-dir",
+            "node",
+            "--listen",
+            &free_addr().to_string(),
+            "--peer",
+            "127.0.0.1:9",
+            "--json",
+        ],
+    );
+    assert_eq!(support::code(&out), 6, "{}", support::stderr(&out));
+    assert_eq!(json(&out)["ok"], false);
+    assert!(
+        !f.path().join("node").exists(),
+        "a refused fetch created its data directory"
+    );
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error() {
+    if support::skip_unless_root("a_full_disk_is_a_clear_error", "mounts a small tmpfs") {
+        return;
+    }
+    let f = Fixture::new();
+    release(&f, 4 * 1024 * 1024);
+    let disk = support::Tmpfs::mount("1m", false);
+    let out = run(
+        f.path(),
+        &[
+            "fetch",
+            "app.manifest",
+            "--trust",
+            "trust.json",
+            "--data-dir",
+            disk.path().to_str().unwrap(),
+            "--listen",
+            &free_addr().to_string(),
+            "--peer",
+            "127.0.0.1:9",
+        ],
+    );
+    assert_eq!(support::code(&out), 1);
+    let err = support::stderr(&out);
+    assert!(err.contains("space"), "{err}");
+}
