@@ -435,8 +435,11 @@ impl SwarmTask {
         let Some(link) = self.links.get(&key) else {
             return;
         };
-        if link.out.try_send(msg).is_err() {
-            self.drop_link(key, "control queue full");
+        match link.out.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.drop_link(key, "control queue full"),
+            // The connection is closing; its `Left` event follows.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 

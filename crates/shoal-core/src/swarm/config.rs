@@ -67,8 +67,8 @@ impl Config {
     pub fn origin() -> Self {
         Self {
             is_origin: true,
-            upload_slots: 4,
-            upload_slots_per_peer: 1,
+            upload_slots: 8,
+            upload_slots_per_peer: 4,
             ..Self::default()
         }
     }
