@@ -261,11 +261,17 @@ impl Node {
     pub fn status(&self) -> NodeStatus {
         let connections = lock(&self.inner.conns)
             .iter()
-            .map(|(peer, c)| ConnectionStatus {
-                peer_id: peer.to_string(),
-                addr: c.addr,
-                labels: c.labels.to_string(),
-                rtt_micros: u64::try_from(c.conn.rtt().as_micros()).unwrap_or(u64::MAX),
+            .map(|(peer, c)| {
+                let stats = c.conn.stats();
+                ConnectionStatus {
+                    peer_id: peer.to_string(),
+                    addr: c.addr,
+                    labels: c.labels.to_string(),
+                    rtt_micros: u64::try_from(c.conn.rtt().as_micros()).unwrap_or(u64::MAX),
+                    udp_sent_bytes: stats.udp_tx.bytes,
+                    lost_bytes: stats.path.lost_bytes,
+                    congestion_events: stats.path.congestion_events,
+                }
             })
             .collect();
         let releases = lock(&self.inner.releases)
@@ -575,8 +581,13 @@ impl Node {
         let mut reader = FrameReader::new(recv, MAX_HEADER_FRAME_BYTES);
         let header = match reader.next::<PieceHeader>().await {
             Ok(Some(header)) => header,
-            Ok(None) | Err(_) => return,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("piece stream without a valid header: {e:#}");
+                return;
+            }
         };
+        tracing::trace!(piece = %header.piece, "piece stream accepted");
         let entry = {
             let releases = lock(&self.inner.releases);
             releases
@@ -623,6 +634,7 @@ impl Node {
                 }
             }
         };
+        tracing::trace!(%piece, "piece stream done: {outcome:?}");
         let _ = tx
             .send(Event::Piece {
                 key,

@@ -30,6 +30,12 @@ pub struct ConnectionStatus {
     pub labels: String,
     /// The smoothed round-trip time in microseconds.
     pub rtt_micros: u64,
+    /// UDP bytes sent on the connection, QUIC headers and retransmissions included.
+    pub udp_sent_bytes: u64,
+    /// Bytes QUIC declared lost (and sent again).
+    pub lost_bytes: u64,
+    /// Congestion events (losses or ECN marks that cut the window).
+    pub congestion_events: u64,
 }
 
 /// One release's swarm on this node.
@@ -63,6 +69,10 @@ pub struct ReleaseStatus {
     pub timeouts: u64,
     /// Pieces peers advertised but then said they did not have.
     pub false_haves: u64,
+    /// Pieces being sent now.
+    pub uploads_in_progress: u32,
+    /// Requests from peers waiting for an upload slot.
+    pub queued_requests: u32,
     /// Swarm peers.
     pub peers: Vec<PeerStatus>,
     /// Peers banned from this swarm.

@@ -119,6 +119,8 @@ pub enum Event {
         piece: PieceIndex,
         /// Whether the peer received all of it.
         ok: bool,
+        /// Which send this was (the same piece may go to the same peer twice, after a cancel).
+        send_id: u64,
     },
     /// A peer's connection closed.
     Left {
@@ -135,7 +137,9 @@ pub struct SwarmTask {
     swarm: Swarm,
     source: Source,
     links: BTreeMap<PeerKey, Link>,
-    sending: BTreeMap<(PeerKey, PieceIndex), AbortHandle>,
+    /// Sends in progress, by send id.
+    sending: BTreeMap<u64, (PeerKey, AbortHandle)>,
+    next_send_id: u64,
     rx: mpsc::Receiver<Event>,
     tx: mpsc::Sender<Event>,
     limits: Arc<Limits>,
@@ -176,6 +180,7 @@ impl SwarmTask {
             source,
             links: BTreeMap::new(),
             sending: BTreeMap::new(),
+            next_send_id: 0,
             rx,
             tx,
             limits,
@@ -249,18 +254,20 @@ impl SwarmTask {
                 }
             }
             Event::Request { key, piece } => self.swarm.handle_request(key, piece),
-            Event::Cancel { key, piece } => {
-                self.swarm.handle_cancel(key, piece);
-                if let Some(handle) = self.sending.remove(&(key, piece)) {
-                    handle.abort();
-                    self.swarm.handle_sent(key, piece, false);
-                }
-            }
+            // A queued request is dropped; a piece already on its way is finished, because the
+            // bytes already sent would be wasted and the asker stores a verified piece whenever
+            // it arrives.
+            Event::Cancel { key, piece } => self.swarm.handle_cancel(key, piece),
             Event::Rejected { key, piece, reason } => {
                 self.swarm.handle_rejected(key, piece, reason, now);
             }
-            Event::Sent { key, piece, ok } => {
-                if self.sending.remove(&(key, piece)).is_some() {
+            Event::Sent {
+                key,
+                piece,
+                ok,
+                send_id,
+            } => {
+                if self.sending.remove(&send_id).is_some() {
                     self.swarm.handle_sent(key, piece, ok);
                 }
             }
@@ -278,18 +285,16 @@ impl SwarmTask {
     }
 
     fn forget_link(&mut self, key: PeerKey) {
+        tracing::trace!(?key, "forgetting link");
         self.links.remove(&key);
         self.swarm.handle_peer_left(key);
-        let stale: Vec<_> = self
-            .sending
-            .range((key, PieceIndex(0))..=(key, PieceIndex(u32::MAX)))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in stale {
-            if let Some(handle) = self.sending.remove(&k) {
+        // The swarm forgot the peer's sends with it; their tasks stop here.
+        self.sending.retain(|_, (peer, handle)| {
+            if *peer == key {
                 handle.abort();
             }
-        }
+            *peer != key
+        });
     }
 
     fn handle_piece(
@@ -448,11 +453,14 @@ impl SwarmTask {
             self.swarm.handle_sent(key, piece, false);
             return;
         };
+        tracing::trace!(?key, %piece, conn_id = link.conn_id, "send");
         let conn = link.conn.clone();
         let source = self.source.clone();
         let limits = self.limits.clone();
         let tx = self.tx.clone();
         let root = self.root;
+        let send_id = self.next_send_id;
+        self.next_send_id += 1;
         let handle = tokio::spawn(async move {
             let result = send_piece(&conn, &source, &limits, root, piece).await;
             if let Err(e) = &result {
@@ -463,10 +471,11 @@ impl SwarmTask {
                     key,
                     piece,
                     ok: result.is_ok(),
+                    send_id,
                 })
                 .await;
         });
-        self.sending.insert((key, piece), handle.abort_handle());
+        self.sending.insert(send_id, (key, handle.abort_handle()));
     }
 
     /// Copies the swarm's state into the shared status, at most ten times a second unless `force`.
@@ -489,6 +498,8 @@ impl SwarmTask {
         status.corrupt_pieces = stats.corrupt_pieces;
         status.timeouts = stats.timeouts;
         status.false_haves = stats.false_haves;
+        status.uploads_in_progress = self.swarm.uploads_in_progress();
+        status.queued_requests = self.swarm.queued_requests();
         status.peers = self
             .swarm
             .peers()

@@ -25,8 +25,9 @@
 //!   measured rate in flight, between the minimum and maximum per peer.
 //! - **Origin protection:** a peer marked as the origin is asked only for pieces that no other
 //!   responsive peer has (a peer whose requests sit unanswered stops counting after
-//!   [`Config::origin_endgame_wait`]); the origin serves a bounded number of [upload slots](Config::upload_slots), spread
-//!   over peers, and among queued requests serves the pieces it has sent least often first.
+//!   [`Config::origin_endgame_wait`]). The origin serves a bounded number of
+//!   [upload slots](Config::upload_slots) spread over peers and serves first the pieces it has
+//!   sent least often.
 //! - **Bad peers:** a piece that fails verification bans its sender for this swarm; a peer that
 //!   answers "not have" for a piece it advertised loses that piece from its bitfield; a peer that
 //!   lets [`Config::max_consecutive_timeouts`] requests time out is dropped.
@@ -67,7 +68,8 @@ pub enum Action {
         /// What to ask for.
         piece: PieceIndex,
     },
-    /// Withdraw the request for `piece` from `peer`, and drop whatever of it arrives.
+    /// Withdraw the request for `piece` from `peer`. If the piece arrives anyway it is still
+    /// verified and kept.
     Cancel {
         /// Whom the request went to.
         peer: PeerKey,
@@ -304,6 +306,11 @@ impl Swarm {
     /// Pieces being sent now, over all peers.
     pub fn uploads_in_progress(&self) -> u32 {
         self.uploads_in_progress
+    }
+
+    /// Requests from peers waiting for an upload slot, over all peers.
+    pub fn queued_requests(&self) -> u32 {
+        len_u32(self.peers.values().map(|p| p.queue.len()).sum())
     }
 
     /// One summary per peer, in key order.
@@ -849,13 +856,22 @@ impl Swarm {
 
 impl Swarm {
     /// The pieces held by peers other than the origin that are not stalled. A peer is stalled
-    /// when its oldest request is older than [`Config::origin_endgame_wait`] and nothing arrived
-    /// from it since: a peer that advertises pieces and never sends them stops sparing the origin
-    /// after that wait instead of after the request timeout.
+    /// when its oldest request is older than [`Config::origin_endgame_wait`] (or three pieces'
+    /// time at its measured rate, if longer) and nothing arrived from it since: a peer that
+    /// advertises pieces and never sends them stops sparing the origin after that wait instead
+    /// of after the request timeout.
     fn responsive_holders(&self, now: Duration) -> Bitfield {
-        let wait = self.config.origin_endgame_wait;
+        let piece_bytes = f64::from(self.layout.piece_size_bytes());
         let mut holders = Bitfield::new(self.layout.piece_count());
         for p in self.peers.values().filter(|p| !p.is_origin) {
+            // A slow peer gets longer: three of its pieces' time at its measured rate.
+            let wait = p
+                .rate_bytes_per_sec
+                .map_or(self.config.origin_endgame_wait, |rate| {
+                    self.config.origin_endgame_wait.max(Duration::from_secs_f64(
+                        (3.0 * piece_bytes / rate.max(1.0)).min(600.0),
+                    ))
+                });
             let stalled = p.consecutive_timeouts > 0
                 || p.in_flight.values().min().is_some_and(|&oldest| {
                     now.saturating_sub(oldest) >= wait
