@@ -23,7 +23,7 @@ use std::time::Instant;
 /// The QUIC congestion controller Shoal runs with: `SHOAL_BENCH_CONGESTION` (`bbr`, `cubic`,
 /// `newreno`); by default the one `shoal` itself defaults to.
 fn congestion() -> String {
-    std::env::var("SHOAL_BENCH_CONGESTION").unwrap_or_else(|_| "bbr".into())
+    std::env::var("SHOAL_BENCH_CONGESTION").unwrap_or_else(|_| "cubic".into())
 }
 
 fn main() -> ExitCode {

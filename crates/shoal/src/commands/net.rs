@@ -35,7 +35,7 @@ pub struct NetArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     upload_limit: Option<u64>,
     /// QUIC congestion controller: bbr, cubic or newreno.
-    #[arg(long, default_value = "bbr", value_name = "NAME")]
+    #[arg(long, default_value = "cubic", value_name = "NAME")]
     congestion: Congestion,
 }
 
