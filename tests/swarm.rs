@@ -199,6 +199,51 @@ fn nodes_fetch_from_the_origin_and_each_other() {
 }
 
 #[test]
+fn a_node_serves_the_releases_in_its_store() {
+    let f = Fixture::new();
+    let size = 700_000;
+    let root = release(&f, size);
+    support::ok(
+        f.path(),
+        &[
+            "store",
+            "import",
+            "app.manifest",
+            "--file",
+            "payload.bin",
+            "--trust",
+            "trust.json",
+            "--data-dir",
+            "nd",
+        ],
+    );
+    let addr = free_addr();
+    let _node = Proc(
+        shoal()
+            .current_dir(f.path())
+            .args([
+                "node",
+                "--data-dir",
+                "nd",
+                "--listen",
+                &addr.to_string(),
+                "--labels",
+                "region=r1,rack=2",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_status(addr);
+    let s = status(addr).unwrap();
+    assert_eq!(s["labels"], "rack=2,region=r1");
+    assert_eq!(s["releases"][0]["root"], root.as_str());
+    assert_eq!(s["releases"][0]["complete"], true);
+    let (_fetch, _, rx) = fetch(&f, "app.manifest", "fetched", &[addr], &[]);
+    check_copy(&f, &done(&rx, "fetch from a node"), &root, size as u64);
+}
+
+#[test]
 fn a_killed_fetch_resumes_without_fetching_again_what_it_had() {
     let f = Fixture::new();
     let size = 8 * 1024 * 1024;
