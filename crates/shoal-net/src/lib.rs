@@ -1,7 +1,7 @@
 //! Shoal's data plane: QUIC connections between nodes and the tasks that move pieces over them.
 //!
 //! Every process runs one [`Node`](node::Node): one quinn endpoint that both listens and dials,
-//! with TLS certificates carrying libp2p peer ids ([`transport`], [`identity`]). Between two
+//! with TLS certificates carrying libp2p peer ids ([`transport`], [`tls`], [`identity`]). Between two
 //! peers there is one connection with one control stream and a stream per piece
 //! ([`shoal_core::wire::piece`] describes the messages). Each release has a task that feeds the
 //! sans-IO [`Swarm`](shoal_core::swarm::Swarm) scheduler and carries out what it decides
@@ -19,4 +19,5 @@ pub mod protocol;
 pub mod source;
 pub mod status;
 pub mod swarm_task;
+pub mod tls;
 pub mod transport;

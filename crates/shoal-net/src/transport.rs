@@ -87,7 +87,7 @@ fn transport(congestion: Congestion) -> Result<Arc<TransportConfig>> {
 }
 
 /// Binds one QUIC endpoint on `listen` that both accepts and dials. Both sides present a libp2p
-/// TLS certificate for their node key, and both check the other's, so every connection knows the
+/// TLS certificate for their node key, and both check the other's ([`crate::tls`]), so every connection knows the
 /// remote [`PeerId`] (see [`remote_peer_id`]).
 ///
 /// # Errors
@@ -95,7 +95,7 @@ fn transport(congestion: Congestion) -> Result<Arc<TransportConfig>> {
 /// If the address cannot be bound (in use, not local) or TLS cannot be set up.
 pub fn bind(identity: &Identity, listen: SocketAddr, congestion: Congestion) -> Result<Endpoint> {
     let transport = transport(congestion)?;
-    let server_tls = libp2p_tls::make_server_config(identity.keypair())
+    let server_tls = crate::tls::server_config(identity.keypair())
         .context("cannot build the TLS server configuration")?;
     let server_crypto = QuicServerConfig::try_from(Arc::new(server_tls))
         .map_err(|e| anyhow!("TLS server configuration unusable for QUIC: {e}"))?;
@@ -103,7 +103,7 @@ pub fn bind(identity: &Identity, listen: SocketAddr, congestion: Congestion) -> 
     server.transport_config(transport.clone());
     // Peers dial addresses, not identities: any valid libp2p certificate is accepted here and
     // the peer id it proves is checked by the caller.
-    let client_tls = libp2p_tls::make_client_config(identity.keypair(), None)
+    let client_tls = crate::tls::client_config(identity.keypair())
         .context("cannot build the TLS client configuration")?;
     let client_crypto = QuicClientConfig::try_from(Arc::new(client_tls))
         .map_err(|e| anyhow!("TLS client configuration unusable for QUIC: {e}"))?;
@@ -135,4 +135,34 @@ pub fn remote_peer_id(conn: &quinn::Connection) -> Result<PeerId> {
     let parsed =
         libp2p_tls::certificate::parse(cert).map_err(|e| anyhow!("bad certificate: {e}"))?;
     Ok(parsed.peer_id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::keys::{Role, SecretKey};
+
+    fn identity(seed: u8) -> Identity {
+        Identity::from_secret(&SecretKey::from_seed(Role::Node, [seed; 32])).unwrap()
+    }
+
+    #[tokio::test]
+    async fn both_sides_learn_the_proven_peer_id() {
+        let (a, b) = (identity(1), identity(2));
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = bind(&a, any, Congestion::default()).unwrap();
+        let client = bind(&b, any, Congestion::default()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let accept = tokio::spawn(async move { server.accept().await.unwrap().await.unwrap() });
+        let dialled = client.connect(addr, "shoal").unwrap().await.unwrap();
+        let accepted = accept.await.unwrap();
+        assert_eq!(remote_peer_id(&dialled).unwrap(), a.peer_id());
+        assert_eq!(remote_peer_id(&accepted).unwrap(), b.peer_id());
+        // Data flows over the authenticated connection.
+        let mut send = dialled.open_uni().await.unwrap();
+        send.write_all(b"piece").await.unwrap();
+        send.finish().unwrap();
+        let mut recv = accepted.accept_uni().await.unwrap();
+        assert_eq!(recv.read_to_end(16).await.unwrap(), b"piece");
+    }
 }
