@@ -485,6 +485,10 @@ impl Swarm {
         reason: RejectReason,
         now: Duration,
     ) {
+        // A piece past the end comes only from a confused or hostile peer; nothing to undo.
+        if !self.layout.contains(piece) {
+            return;
+        }
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -766,6 +770,13 @@ impl Swarm {
             return;
         }
         let endgame = self.is_endgame();
+        // Pieces some responsive peer other than the origin has: the origin is spared those.
+        // Requests added below do not change which peers are stalled, so once per call is enough.
+        let spare = self
+            .peers
+            .values()
+            .any(|p| p.is_origin)
+            .then(|| self.responsive_holders(now));
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         // Start at a random peer so no peer is always asked first.
         let offset = self.rng.random_range(0..keys.len());
@@ -776,7 +787,7 @@ impl Swarm {
                 if state.busy_until > now || len_u32(state.in_flight.len()) >= self.limit(state) {
                     break;
                 }
-                let Some((piece, duplicate)) = self.pick(key, endgame, now) else {
+                let Some((piece, duplicate)) = self.pick(key, endgame, spare.as_ref(), now) else {
                     break;
                 };
                 if let Some(state) = self.peers.get_mut(&key) {
@@ -801,10 +812,14 @@ impl Swarm {
     }
 
     /// The piece to ask `key` for next, and whether it is an endgame duplicate.
-    fn pick(&mut self, key: PeerKey, endgame: bool, now: Duration) -> Option<(PieceIndex, bool)> {
+    fn pick(
+        &mut self,
+        key: PeerKey,
+        endgame: bool,
+        spare: Option<&Bitfield>,
+        now: Duration,
+    ) -> Option<(PieceIndex, bool)> {
         let state = &self.peers[&key];
-        // Pieces some responsive peer other than the origin has: the origin is spared those.
-        let spare = state.is_origin.then(|| self.responsive_holders(now));
         let random_first = self.have.count() < self.config.random_first_pieces;
         let mut best: Option<(u32, u32)> = None; // (score, piece)
         let mut ties = 0u32;
@@ -816,7 +831,7 @@ impl Swarm {
             let requested = self.requested[at];
             if state.is_origin
                 && self.availability_without_origin[at] > 0
-                && spare.as_ref().is_some_and(|s| s.contains(i))
+                && spare.is_some_and(|s| s.contains(i))
                 && !(endgame
                     && requested > 0
                     && self.requested_before(i, now, self.config.origin_endgame_wait))
@@ -950,6 +965,25 @@ mod tests {
             s.handle_peer_joined(bad, false),
             Err(PeerError::Banned(bad))
         );
+    }
+
+    #[test]
+    fn answers_about_pieces_past_the_end_are_ignored() {
+        let mut s = swarm();
+        let peer = PeerKey(4);
+        s.handle_peer_joined(peer, false).unwrap();
+        s.handle_have(peer, Bitfield::full(64)).unwrap();
+        for reason in [
+            RejectReason::NotHave,
+            RejectReason::Busy,
+            RejectReason::UnknownRelease,
+        ] {
+            s.handle_rejected(peer, PieceIndex(u32::MAX), reason, Duration::ZERO);
+        }
+        s.handle_cancel(peer, PieceIndex(64));
+        s.handle_request(peer, PieceIndex(64));
+        assert!(s.contains(peer));
+        assert_eq!(s.stats().false_haves, 0);
     }
 
     #[test]
