@@ -244,6 +244,23 @@ fn a_node_serves_the_releases_in_its_store() {
 }
 
 #[test]
+fn the_demo_swarms_a_release_and_verifies_every_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "demo", "--nodes", "2", "--size", "1MiB", "--rate", "400mbit", "--dir", "work",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", support::stderr(&out));
+    assert!(text.contains("all 2 copies verified"), "{text}");
+    assert!(text.contains("Kumar-Ross bound"), "{text}");
+    // Without --keep the work directory is removed.
+    assert!(!dir.path().join("work").exists());
+}
+
+#[test]
 fn a_killed_fetch_resumes_without_fetching_again_what_it_had() {
     let f = Fixture::new();
     let size = 8 * 1024 * 1024;
