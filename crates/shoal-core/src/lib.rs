@@ -4,12 +4,16 @@
 //! the daemon, in tests and in the simulator. It does no IO: no sockets, no files, no clocks and no
 //! ambient randomness. Callers pass bytes, times and random sources in, and get values out.
 //!
+//! - [`control`]: the control plane: HyParView membership, Plumtree broadcast, failure detection
+//!   and health aggregation, as one sans-IO state machine per process.
 //! - [`content`]: the content model. A payload is cut into power-of-two [pieces](content::PieceLayout);
 //!   each piece has a BLAKE3 chaining value, and the chaining values combine to the
 //!   [root](content::RootHash), which equals what `b3sum` prints for the payload.
 //! - [`keys`]: ed25519 keys for the four roles (root, publisher, coordinator, node) and their text
 //!   encodings.
 //! - [`trust`]: the trust document, signed by the root key, naming publisher and coordinator keys.
+//! - [`admission`]: onboarding tokens, and the certificates that admit a machine's peer id to the
+//!   mesh on both planes.
 //! - [`manifest`]: the signed release manifest and its verification chain.
 //! - [`bitfield`]: a fixed-length set of piece indices, used for "which pieces do I have".
 //! - [`labels`]: machine labels (`region=eu1,fd=2,rack=7`) and the locality they describe.
@@ -18,8 +22,10 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod bitfield;
 pub mod content;
+pub mod control;
 pub mod keys;
 pub mod labels;
 pub mod manifest;

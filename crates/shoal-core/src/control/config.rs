@@ -1,0 +1,96 @@
+//! Tunables of the control-plane core, with the defaults the daemon uses.
+
+use std::time::Duration;
+
+/// Sizes and intervals of a [`Node`](super::Node).
+///
+/// The defaults suit fleets of thousands to millions: the active view follows DESIGN.md's
+/// log10(N)+1 at about 10k nodes (5) and the passive view is six times that. Larger fleets may
+/// raise `active_view_capacity` to 8.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Neighbours a node tries to keep connected. A node may go one above this when a
+    /// neighbour-short peer asks, so every node can reach a full view.
+    pub active_view_capacity: usize,
+    /// Candidates a node remembers for refilling its active view.
+    pub passive_view_capacity: usize,
+    /// Peers in the same rack or fault domain a node remembers, for swarm neighbour choice.
+    pub locality_cache_capacity: usize,
+    /// Hops a forward-join walks before the newcomer is taken into an active view.
+    pub active_random_walk_length: u8,
+    /// At this many remaining hops a forward-join also puts the newcomer in a passive view.
+    pub passive_random_walk_length: u8,
+    /// How often a node shuffles its views with a random walk.
+    pub shuffle_interval: Duration,
+    /// Active-view entries in a shuffle.
+    pub shuffle_active_entries: usize,
+    /// Passive-view entries in a shuffle.
+    pub shuffle_passive_entries: usize,
+    /// How often a node short of neighbours asks a passive peer to become one.
+    pub fill_interval: Duration,
+    /// How long a neighbour request may stay unanswered before the candidate is dropped.
+    pub neighbour_request_timeout: Duration,
+    /// A neighbour silent for this long is pinged.
+    pub ping_interval: Duration,
+    /// How long to wait for a pong, and then for the indirect probes, before a neighbour is dead.
+    /// Multiplied by the node's own slowness factor (1 to 9).
+    pub ping_timeout: Duration,
+    /// Other neighbours asked to ping a neighbour that did not answer.
+    pub indirect_probes: usize,
+    /// How long an announced (`IHave`) message may stay missing before it is grafted.
+    pub graft_timeout: Duration,
+    /// Recent envelopes kept to answer grafts.
+    pub message_cache: usize,
+    /// How often a node sends its subtree's summary to its parent.
+    pub health_interval: Duration,
+    /// A child's summary not refreshed for this long is dropped.
+    pub health_expiry: Duration,
+    /// A node whose active view has been empty this long joins again through a seed.
+    pub rejoin_after: Duration,
+    /// How often a node contacts a random seed to mix views across the whole fleet.
+    pub seed_probe_interval: Duration,
+    /// A node that has delivered no broadcast for this long assumes it is cut off from the
+    /// source and joins again through a seed. Should be a few heartbeat intervals.
+    pub stale_after: Duration,
+    /// On the source: how often to ask the driver for a heartbeat broadcast
+    /// ([`Output::HeartbeatDue`](super::Output::HeartbeatDue)). `None` elsewhere.
+    pub heartbeat_interval: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            active_view_capacity: 5,
+            passive_view_capacity: 30,
+            locality_cache_capacity: 8,
+            active_random_walk_length: 6,
+            passive_random_walk_length: 3,
+            shuffle_interval: Duration::from_secs(10),
+            shuffle_active_entries: 3,
+            shuffle_passive_entries: 4,
+            fill_interval: Duration::from_millis(500),
+            neighbour_request_timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(1),
+            indirect_probes: 2,
+            graft_timeout: Duration::from_millis(500),
+            message_cache: 64,
+            health_interval: Duration::from_secs(1),
+            health_expiry: Duration::from_secs(5),
+            rejoin_after: Duration::from_secs(2),
+            seed_probe_interval: Duration::from_secs(30),
+            stale_after: Duration::from_secs(15),
+            heartbeat_interval: None,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults for the broadcast source (the coordinator): heartbeats every 5 seconds.
+    pub fn source() -> Self {
+        Config {
+            heartbeat_interval: Some(Duration::from_secs(5)),
+            ..Config::default()
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Failure detection between neighbours: pings, indirect probes through other neighbours, and
+//! timeouts that stretch when this node itself is slow.
+
+use super::Peer;
+use super::message::Message;
+use super::node::{MAX_RELAYS, Neighbour, Node, Probe, Relay};
+use rand::seq::SliceRandom;
+use std::time::Duration;
+
+impl<P: Peer> Node<P> {
+    pub(super) fn on_ping(&mut self, from: P, nonce: u64, latest: u64) {
+        let neighbour = self.is_neighbour(&from);
+        self.send(
+            from,
+            Message::Pong {
+                nonce,
+                latest: self.latest,
+                neighbour,
+            },
+        );
+        self.heard_latest(from, latest);
+    }
+
+    pub(super) fn on_pong(&mut self, from: P, nonce: u64, latest: u64, neighbour: bool) {
+        if !neighbour && self.remove_active(&from) {
+            // It does not count us as its neighbour: drop the one-sided link and refill.
+            self.outputs
+                .push_back(super::node::Output::Disconnect { peer: from });
+        }
+        let now = self.now;
+        if let Some(i) = self
+            .relays
+            .iter()
+            .position(|r| r.target == from && r.our_nonce == nonce)
+        {
+            let relay = self.relays.swap_remove(i);
+            self.send(
+                relay.requester,
+                Message::ProbeReply {
+                    target: relay.target,
+                    nonce: relay.their_nonce,
+                },
+            );
+        }
+        let mut on_time = false;
+        if let Some(n) = self.neighbour_mut(&from) {
+            match n.probe {
+                Probe::Direct {
+                    nonce: expected,
+                    sent,
+                    ..
+                } if expected == nonce => {
+                    n.rtt = Some(now.saturating_sub(sent));
+                    n.probe = Probe::Idle;
+                    on_time = true;
+                }
+                Probe::Indirect {
+                    nonce: expected, ..
+                } if expected == nonce => n.probe = Probe::Idle,
+                _ => {}
+            }
+        }
+        if on_time {
+            self.slowness = self.slowness.saturating_sub(1);
+        }
+        self.heard_latest(from, latest);
+    }
+
+    pub(super) fn on_probe_request(&mut self, from: P, target: P, nonce: u64) {
+        if target == self.me.peer || target == from || self.relays.len() >= MAX_RELAYS {
+            return;
+        }
+        let our_nonce = self.next_nonce();
+        let deadline = self.now + self.stretched(self.config.ping_timeout);
+        self.relays.push(Relay {
+            requester: from,
+            target,
+            their_nonce: nonce,
+            our_nonce,
+            deadline,
+        });
+        self.send(
+            target,
+            Message::Ping {
+                nonce: our_nonce,
+                latest: self.latest,
+            },
+        );
+    }
+
+    pub(super) fn on_probe_reply(&mut self, target: P, nonce: u64) {
+        let now = self.now;
+        if let Some(n) = self.neighbour_mut(&target)
+            && matches!(n.probe, Probe::Indirect { nonce: expected, .. } if expected == nonce)
+        {
+            n.probe = Probe::Idle;
+            n.last_heard = now;
+        }
+    }
+
+    /// When `n`'s probe needs attention next.
+    pub(super) fn next_probe_deadline(&self, n: &Neighbour<P>) -> Duration {
+        match n.probe {
+            Probe::Idle => n.last_heard + self.config.ping_interval,
+            Probe::Direct { deadline, .. } | Probe::Indirect { deadline, .. } => deadline,
+        }
+    }
+
+    pub(super) fn detector_timers(&mut self) {
+        let now = self.now;
+        self.relays.retain(|r| r.deadline > now);
+        let mut dead = Vec::new();
+        for i in 0..self.active.len() {
+            let n = &self.active[i];
+            let peer = n.entry.peer;
+            match n.probe {
+                Probe::Idle if now >= n.last_heard + self.config.ping_interval => {
+                    // Anything heard from a neighbour proves it alive, so only the silent are pinged.
+                    let nonce = self.next_nonce();
+                    let deadline = now + self.stretched(self.config.ping_timeout);
+                    self.active[i].probe = Probe::Direct {
+                        nonce,
+                        sent: now,
+                        deadline,
+                    };
+                    self.send(
+                        peer,
+                        Message::Ping {
+                            nonce,
+                            latest: self.latest,
+                        },
+                    );
+                }
+                Probe::Direct {
+                    nonce, deadline, ..
+                } if now >= deadline => {
+                    let mut helpers: Vec<P> = self
+                        .active
+                        .iter()
+                        .map(|h| h.entry.peer)
+                        .filter(|h| *h != peer)
+                        .collect();
+                    helpers.shuffle(&mut self.rng);
+                    helpers.truncate(self.config.indirect_probes);
+                    for helper in helpers {
+                        self.send(
+                            helper,
+                            Message::ProbeRequest {
+                                target: peer,
+                                nonce,
+                            },
+                        );
+                    }
+                    // A second direct ping, in case only the first was lost.
+                    self.send(
+                        peer,
+                        Message::Ping {
+                            nonce,
+                            latest: self.latest,
+                        },
+                    );
+                    let deadline = now + self.stretched(self.config.ping_timeout);
+                    self.active[i].probe = Probe::Indirect { nonce, deadline };
+                }
+                Probe::Indirect { deadline, .. } if now >= deadline => dead.push(peer),
+                _ => {}
+            }
+        }
+        for peer in dead {
+            self.stats.declared_dead += 1;
+            self.fail(peer);
+        }
+    }
+
+    /// Records a neighbour's latest sequence number and pulls what this node is missing.
+    pub(super) fn heard_latest(&mut self, from: P, latest: u64) {
+        if let Some(n) = self.neighbour_mut(&from) {
+            n.latest = n.latest.max(latest);
+        }
+        self.pull_from(from, latest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, Entry, Node, Output};
+    use super::*;
+
+    fn entry(peer: u32) -> Entry<u32> {
+        Entry {
+            peer,
+            place: Default::default(),
+        }
+    }
+
+    fn sends(node: &mut Node<u32>) -> Vec<(u32, Message<u32>)> {
+        std::iter::from_fn(|| node.poll_output())
+            .filter_map(|o| match o {
+                Output::Send { to, message } => Some((to, message)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A node with neighbours 1, 2 and 3, all just heard from at time zero.
+    fn node_with_three_neighbours() -> Node<u32> {
+        let mut node = Node::new(entry(0), vec![], Config::default(), 7, Duration::ZERO);
+        for peer in 1..=3 {
+            node.handle_message(
+                Duration::ZERO,
+                peer,
+                Message::NeighbourReply {
+                    place: Default::default(),
+                    accepted: true,
+                },
+            );
+        }
+        sends(&mut node);
+        node
+    }
+
+    #[test]
+    fn a_silent_neighbour_is_probed_indirectly_then_declared_dead() {
+        let mut node = node_with_three_neighbours();
+        let config = Config::default();
+        let mut now = config.ping_interval;
+        node.handle_timeout(now);
+        let pings = sends(&mut node);
+        assert_eq!(
+            pings
+                .iter()
+                .filter(|(_, m)| matches!(m, Message::Ping { .. }))
+                .count(),
+            3
+        );
+        // 2 and 3 answer; 1 stays silent.
+        for (to, message) in pings {
+            if let Message::Ping { nonce, .. } = message
+                && to != 1
+            {
+                node.handle_message(
+                    now,
+                    to,
+                    Message::Pong {
+                        nonce,
+                        latest: 0,
+                        neighbour: true,
+                    },
+                );
+            }
+        }
+        now += config.ping_timeout;
+        node.handle_timeout(now);
+        let probes: Vec<u32> = sends(&mut node)
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                Message::ProbeRequest { target: 1, .. } => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(probes.len(), 2, "two other neighbours are asked");
+        assert!(
+            node.is_neighbour(&1),
+            "not dead before the indirect probes time out"
+        );
+        now += config.ping_timeout;
+        node.handle_timeout(now);
+        assert!(!node.is_neighbour(&1));
+        assert_eq!(node.stats().declared_dead, 1);
+        assert!(node.is_neighbour(&2) && node.is_neighbour(&3));
+    }
+
+    #[test]
+    fn an_indirect_answer_keeps_the_neighbour() {
+        let mut node = node_with_three_neighbours();
+        let config = Config::default();
+        let now = config.ping_interval + config.ping_timeout;
+        node.handle_timeout(config.ping_interval);
+        for (to, message) in sends(&mut node) {
+            if let Message::Ping { nonce, .. } = message
+                && to != 1
+            {
+                node.handle_message(
+                    config.ping_interval,
+                    to,
+                    Message::Pong {
+                        nonce,
+                        latest: 0,
+                        neighbour: true,
+                    },
+                );
+            }
+        }
+        node.handle_timeout(now);
+        let (helper, nonce) = sends(&mut node)
+            .into_iter()
+            .find_map(|(to, m)| match m {
+                Message::ProbeRequest { target: 1, nonce } => Some((to, nonce)),
+                _ => None,
+            })
+            .unwrap();
+        node.handle_message(now, helper, Message::ProbeReply { target: 1, nonce });
+        node.handle_timeout(now + config.ping_timeout);
+        assert!(node.is_neighbour(&1));
+        assert_eq!(node.stats().declared_dead, 0);
+    }
+
+    #[test]
+    fn a_late_node_stretches_its_own_timeouts() {
+        let mut node = node_with_three_neighbours();
+        let due = node.poll_timeout();
+        // The driver was stalled for 5 s past the deadline.
+        node.handle_timeout(due + Duration::from_secs(5));
+        assert_eq!(node.slowness_factor(), 2);
+        assert_eq!(node.stats().late_wakeups, 1);
+        let pings = sends(&mut node);
+        // Nothing was declared dead because of our own stall.
+        assert!(
+            pings
+                .iter()
+                .all(|(_, m)| !matches!(m, Message::ProbeRequest { .. }))
+        );
+    }
+}

@@ -1,0 +1,561 @@
+//! HyParView: the active and passive views, joins, neighbour requests, shuffles, rejoins and the
+//! locality cache.
+
+use super::Peer;
+use super::message::{Message, Priority};
+use super::node::{Neighbour, Node, Output, Probe, jitter};
+use super::place::Entry;
+use crate::labels::Closeness;
+use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+
+impl<P: Peer> Node<P> {
+    pub(super) fn on_join(&mut self, joiner: Entry<P>) {
+        let capacity = self.config.active_view_capacity;
+        self.add_active(joiner, capacity);
+        self.send(
+            joiner.peer,
+            Message::NeighbourReply {
+                place: self.me.place,
+                accepted: true,
+            },
+        );
+        let ttl = self.config.active_random_walk_length;
+        let others: Vec<P> = self
+            .active
+            .iter()
+            .map(|n| n.entry.peer)
+            .filter(|p| *p != joiner.peer)
+            .collect();
+        for peer in others {
+            self.send(peer, Message::ForwardJoin { joiner, ttl });
+        }
+    }
+
+    pub(super) fn on_forward_join(&mut self, from: P, joiner: Entry<P>, ttl: u8) {
+        if joiner.peer == self.me.peer || self.is_neighbour(&joiner.peer) {
+            return;
+        }
+        let ttl = ttl.min(self.config.active_random_walk_length);
+        let next: Vec<P> = self
+            .active
+            .iter()
+            .map(|n| n.entry.peer)
+            .filter(|p| *p != from && *p != joiner.peer)
+            .collect();
+        if ttl == 0 || next.is_empty() {
+            let capacity = self.config.active_view_capacity;
+            self.add_active(joiner, capacity);
+            self.send(
+                joiner.peer,
+                Message::NeighbourReply {
+                    place: self.me.place,
+                    accepted: true,
+                },
+            );
+            return;
+        }
+        if ttl == self.config.passive_random_walk_length {
+            self.add_passive(joiner);
+        }
+        let Some(&to) = next.choose(&mut self.rng) else {
+            return;
+        };
+        self.send(
+            to,
+            Message::ForwardJoin {
+                joiner,
+                ttl: ttl - 1,
+            },
+        );
+    }
+
+    pub(super) fn on_neighbour(&mut self, asker: Entry<P>, priority: Priority) {
+        let capacity = self.config.active_view_capacity;
+        let accepted = self.is_neighbour(&asker.peer)
+            || priority == Priority::High
+            // One above capacity, so a neighbour-short node can always find a place.
+            || self.active.len() <= capacity;
+        if accepted {
+            self.add_active(asker, capacity + 1);
+        } else {
+            self.add_passive(asker);
+        }
+        self.send(
+            asker.peer,
+            Message::NeighbourReply {
+                place: self.me.place,
+                accepted,
+            },
+        );
+    }
+
+    pub(super) fn on_neighbour_reply(&mut self, replier: Entry<P>, accepted: bool) {
+        if self.pending.is_some_and(|(p, _)| p == replier.peer) {
+            self.pending = None;
+        }
+        if accepted {
+            let limit = self.config.active_view_capacity + 1;
+            self.add_active(replier, limit);
+        } else {
+            self.add_passive(replier);
+            // The candidates known so far are full: learn more at once rather than at the
+            // next periodic shuffle.
+            self.shuffle();
+        }
+    }
+
+    pub(super) fn on_disconnect(&mut self, from: P, alive: bool) {
+        let place = self
+            .active
+            .iter()
+            .find(|n| n.entry.peer == from)
+            .map(|n| n.entry.place);
+        if self.remove_active(&from) {
+            self.outputs.push_back(Output::Disconnect { peer: from });
+        }
+        match (alive, place) {
+            (true, Some(place)) => self.add_passive(Entry { peer: from, place }),
+            (true, None) => {}
+            (false, _) => self.forget(&from),
+        }
+    }
+
+    pub(super) fn on_shuffle(
+        &mut self,
+        from: P,
+        origin: Entry<P>,
+        ttl: u8,
+        entries: Vec<Entry<P>>,
+    ) {
+        if origin.peer == self.me.peer {
+            return;
+        }
+        let ttl = ttl.min(self.config.passive_random_walk_length);
+        if ttl > 0 {
+            let next: Vec<P> = self
+                .active
+                .iter()
+                .map(|n| n.entry.peer)
+                .filter(|p| *p != from && *p != origin.peer)
+                .collect();
+            if let Some(&to) = next.choose(&mut self.rng) {
+                self.send(
+                    to,
+                    Message::Shuffle {
+                        origin,
+                        ttl: ttl - 1,
+                        entries,
+                    },
+                );
+                return;
+            }
+        }
+        let reply: Vec<Entry<P>> = self
+            .passive
+            .choose_multiple(&mut self.rng, entries.len().max(1))
+            .copied()
+            .collect();
+        self.send(
+            origin.peer,
+            Message::ShuffleReply {
+                entries: reply.clone(),
+            },
+        );
+        let mut received = entries;
+        received.push(origin);
+        let sent: Vec<P> = reply.iter().map(|e| e.peer).collect();
+        self.integrate(&received, &sent);
+    }
+
+    /// Adds `entries` to the passive view, making room by dropping `sent` entries first (they
+    /// now live on in the other node's view), then random ones.
+    pub(super) fn integrate(&mut self, entries: &[Entry<P>], sent: &[P]) {
+        let mut sent: Vec<P> = sent.to_vec();
+        for entry in entries {
+            if entry.peer == self.me.peer || self.is_neighbour(&entry.peer) {
+                continue;
+            }
+            self.consider_locality(*entry);
+            if let Some(known) = self.passive.iter_mut().find(|e| e.peer == entry.peer) {
+                known.place = entry.place;
+                continue;
+            }
+            if self.passive.len() >= self.config.passive_view_capacity {
+                let victim = sent
+                    .pop()
+                    .and_then(|p| self.passive.iter().position(|e| e.peer == p))
+                    .unwrap_or_else(|| self.rng.random_range(0..self.passive.len()));
+                self.passive.swap_remove(victim);
+            }
+            self.passive.push(*entry);
+        }
+    }
+
+    /// Puts `entry` in the active view, first displacing a random neighbour if the view already
+    /// holds `limit` peers. Does nothing if it is already there.
+    pub(super) fn add_active(&mut self, entry: Entry<P>, limit: usize) {
+        if entry.peer == self.me.peer || self.is_neighbour(&entry.peer) {
+            return;
+        }
+        if self.active.len() >= limit.max(1) {
+            let victim = self.active[self.rng.random_range(0..self.active.len())].entry;
+            self.remove_active(&victim.peer);
+            self.send(victim.peer, Message::Disconnect { alive: true });
+            self.outputs
+                .push_back(Output::Disconnect { peer: victim.peer });
+            self.add_passive(victim);
+        }
+        self.passive.retain(|e| e.peer != entry.peer);
+        self.consider_locality(entry);
+        self.active.push(Neighbour {
+            entry,
+            eager: true,
+            latest: 0,
+            last_heard: self.now,
+            rtt: None,
+            probe: Probe::Idle,
+            child: None,
+        });
+        self.empty_since = None;
+        self.outputs.push_back(Output::NeighbourUp { entry });
+        if self.needs_sync {
+            self.needs_sync = false;
+            self.send(entry.peer, Message::Sync);
+        }
+    }
+
+    /// Removes `peer` from the active view; returns whether it was there.
+    pub(super) fn remove_active(&mut self, peer: &P) -> bool {
+        let Some(i) = self.active.iter().position(|n| n.entry.peer == *peer) else {
+            return false;
+        };
+        self.active.swap_remove(i);
+        self.outputs
+            .push_back(Output::NeighbourDown { peer: *peer });
+        if self.parent == Some(*peer) {
+            self.parent = None;
+        }
+        if self.reported_to == Some(*peer) {
+            self.reported_to = None;
+        }
+        for missing in &mut self.missing {
+            missing.announcers.retain(|p| p != peer);
+        }
+        if self.active.is_empty() {
+            self.empty_since = Some(self.now);
+        }
+        self.next_fill = self.now;
+        true
+    }
+
+    /// `peer` is dead: drop it from every view.
+    pub(super) fn fail(&mut self, peer: P) {
+        if self.remove_active(&peer) {
+            self.outputs.push_back(Output::Disconnect { peer });
+        }
+        self.forget(&peer);
+    }
+
+    fn forget(&mut self, peer: &P) {
+        self.passive.retain(|e| e.peer != *peer);
+        self.locality.retain(|e| e.peer != *peer);
+        if self.pending.is_some_and(|(p, _)| p == *peer) {
+            self.pending = None;
+        }
+    }
+
+    fn add_passive(&mut self, entry: Entry<P>) {
+        self.integrate(&[entry], &[]);
+    }
+
+    /// Keeps `entry` in the locality cache if it shares this node's rack or fault domain and is
+    /// closer than the farthest entry already there.
+    fn consider_locality(&mut self, entry: Entry<P>) {
+        let closeness = self.me.place.closeness(&entry.place);
+        if closeness < Closeness::FaultDomain || entry.peer == self.me.peer {
+            return;
+        }
+        if let Some(known) = self.locality.iter_mut().find(|e| e.peer == entry.peer) {
+            known.place = entry.place;
+            return;
+        }
+        if self.locality.len() < self.config.locality_cache_capacity {
+            self.locality.push(entry);
+            return;
+        }
+        let me = self.me.place;
+        if let Some((i, farthest)) = self
+            .locality
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| me.closeness(&e.place))
+            && me.closeness(&farthest.place) < closeness
+        {
+            self.locality[i] = entry;
+        }
+    }
+
+    pub(super) fn membership_timers(&mut self) {
+        let now = self.now;
+        if let Some((peer, deadline)) = self.pending
+            && now >= deadline
+        {
+            // The candidate never answered: it is probably gone.
+            self.pending = None;
+            self.passive.retain(|e| e.peer != peer);
+        }
+        if now >= self.next_fill {
+            self.next_fill = now + self.config.fill_interval;
+            self.fill();
+        }
+        if now >= self.next_shuffle {
+            self.next_shuffle = now + jitter(&mut self.rng, self.config.shuffle_interval);
+            self.shuffle();
+        }
+        self.check_stale();
+        if now >= self.next_seed_probe {
+            self.next_seed_probe = now + jitter(&mut self.rng, self.config.seed_probe_interval);
+            self.probe_seed();
+        }
+    }
+
+    /// Asks a passive peer to become a neighbour if the active view is short, or joins through
+    /// a seed if it has been empty for a while.
+    fn fill(&mut self) {
+        let capacity = self.config.active_view_capacity;
+        if self.active.len() >= capacity {
+            return;
+        }
+        if let Some(since) = self.empty_since
+            && self.now.saturating_sub(since) >= self.config.rejoin_after
+            && self
+                .last_join
+                .is_none_or(|at| self.now.saturating_sub(at) >= self.config.rejoin_after)
+        {
+            self.join_through_seed();
+        } else if self.last_join.is_none() && self.active.is_empty() {
+            self.join_through_seed();
+        }
+        if self.pending.is_some() {
+            return;
+        }
+        let Some(&candidate) = self.passive.choose(&mut self.rng) else {
+            return;
+        };
+        let priority = if self.active.is_empty() {
+            Priority::High
+        } else {
+            Priority::Low
+        };
+        self.pending = Some((
+            candidate.peer,
+            self.now + self.config.neighbour_request_timeout,
+        ));
+        self.send(
+            candidate.peer,
+            Message::Neighbour {
+                place: self.me.place,
+                priority,
+            },
+        );
+    }
+
+    /// Sends a join to a random seed. Returns whether there was one to send to.
+    pub(super) fn join_through_seed(&mut self) -> bool {
+        let Some(&seed) = self.seeds.choose(&mut self.rng) else {
+            return false;
+        };
+        self.last_join = Some(self.now);
+        self.stats.joins_sent += 1;
+        self.send(
+            seed,
+            Message::Join {
+                place: self.me.place,
+            },
+        );
+        true
+    }
+
+    fn shuffle(&mut self) {
+        let Some(target) = self.active.choose(&mut self.rng).map(|n| n.entry.peer) else {
+            return;
+        };
+        let entries = self.shuffle_sample(target);
+        self.send(
+            target,
+            Message::Shuffle {
+                origin: self.me,
+                ttl: self.config.passive_random_walk_length,
+                entries,
+            },
+        );
+    }
+
+    fn shuffle_sample(&mut self, exclude: P) -> Vec<Entry<P>> {
+        let mut entries: Vec<Entry<P>> = self
+            .active
+            .iter()
+            .map(|n| n.entry)
+            .filter(|e| e.peer != exclude)
+            .collect();
+        entries.shuffle(&mut self.rng);
+        entries.truncate(self.config.shuffle_active_entries);
+        entries.extend(
+            self.passive
+                .choose_multiple(&mut self.rng, self.config.shuffle_passive_entries)
+                .copied(),
+        );
+        entries
+    }
+
+    /// Exchanges a shuffle with a random seed now and then, so views stay mixed across the whole
+    /// fleet and a healed partition has entries from both sides in its passive views.
+    fn probe_seed(&mut self) {
+        let Some(&seed) = self.seeds.choose(&mut self.rng) else {
+            return;
+        };
+        if self.is_neighbour(&seed) {
+            return;
+        }
+        let entries = self.shuffle_sample(seed);
+        self.send(
+            seed,
+            Message::Shuffle {
+                origin: self.me,
+                ttl: 0,
+                entries,
+            },
+        );
+    }
+
+    /// A node that has delivered no broadcast for `stale_after` (the source sends heartbeats
+    /// more often than that) is cut off from the source, as after a partition: it joins again
+    /// through a seed and asks its new neighbour for what it missed. The source never is.
+    fn check_stale(&mut self) {
+        // A node that never heard the source counts from its start: it may have joined a
+        // group of nodes that is cut off from the source from the beginning.
+        if self.config.heartbeat_interval.is_some() {
+            return;
+        }
+        let at = self.last_delivery.unwrap_or(self.started);
+        let stale_for = self.now.saturating_sub(at);
+        let since_join = self
+            .last_join
+            .map_or(stale_for, |j| self.now.saturating_sub(j));
+        if stale_for >= self.config.stale_after && since_join >= self.config.stale_after {
+            self.needs_sync = true;
+            self.join_through_seed();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, Node, Output};
+    use super::*;
+    use std::time::Duration;
+
+    fn entry(peer: u32) -> Entry<u32> {
+        Entry {
+            peer,
+            place: Default::default(),
+        }
+    }
+
+    fn drain(node: &mut Node<u32>) -> Vec<Output<u32>> {
+        std::iter::from_fn(|| node.poll_output()).collect()
+    }
+
+    #[test]
+    fn a_join_is_accepted_and_forwarded_to_every_other_neighbour() {
+        let mut seed = Node::new(entry(0), vec![], Config::default(), 1, Duration::ZERO);
+        for peer in 1..=3 {
+            seed.handle_message(
+                Duration::ZERO,
+                peer,
+                Message::Join {
+                    place: Default::default(),
+                },
+            );
+        }
+        drain(&mut seed);
+        seed.handle_message(
+            Duration::ZERO,
+            4,
+            Message::Join {
+                place: Default::default(),
+            },
+        );
+        let out = drain(&mut seed);
+        assert!(seed.is_neighbour(&4));
+        let forwards: Vec<u32> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    message: Message::ForwardJoin { joiner, .. },
+                } => {
+                    assert_eq!(joiner.peer, 4);
+                    Some(*to)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(forwards.len(), 3);
+        assert!(!forwards.contains(&4));
+    }
+
+    #[test]
+    fn a_full_view_refuses_low_priority_but_takes_high_priority() {
+        let config = Config::default();
+        let capacity = config.active_view_capacity;
+        let mut node = Node::new(entry(0), vec![], config, 1, Duration::ZERO);
+        for peer in 1..=(capacity as u32 + 1) {
+            node.handle_message(
+                Duration::ZERO,
+                peer,
+                Message::Neighbour {
+                    place: Default::default(),
+                    priority: Priority::Low,
+                },
+            );
+        }
+        assert_eq!(
+            node.active().len(),
+            capacity + 1,
+            "one above capacity for the short"
+        );
+        drain(&mut node);
+        node.handle_message(
+            Duration::ZERO,
+            100,
+            Message::Neighbour {
+                place: Default::default(),
+                priority: Priority::Low,
+            },
+        );
+        assert!(!node.is_neighbour(&100));
+        node.handle_message(
+            Duration::ZERO,
+            101,
+            Message::Neighbour {
+                place: Default::default(),
+                priority: Priority::High,
+            },
+        );
+        assert!(node.is_neighbour(&101));
+        assert_eq!(node.active().len(), capacity + 1);
+        let out = drain(&mut node);
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::Send {
+                    message: Message::Disconnect { alive: true },
+                    ..
+                }
+            )),
+            "the displaced neighbour is told"
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! What control-plane nodes say to each other, and the signed envelopes the source broadcasts.
+
+use super::health::Summary;
+use super::place::{Entry, Place};
+use crate::keys::{PublicKey, SecretKey, Signature};
+use crate::trust::Trust;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Most entries a shuffle or shuffle reply may carry; longer ones are refused.
+pub const MAX_SHUFFLE_ENTRIES: usize = 32;
+
+/// Most envelopes a sync reply may carry; longer ones are refused.
+pub const MAX_SYNC_ENVELOPES: usize = 16;
+
+/// Signature domain of broadcast envelopes.
+const ENVELOPE_DOMAIN: &[u8] = b"shoal/broadcast-envelope/v1";
+
+/// How urgently a node asks a peer to become its neighbour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Priority {
+    /// The asker still has neighbours: accept only with room to spare.
+    Low,
+    /// The asker has no neighbour at all: accept, dropping a random neighbour if full.
+    High,
+}
+
+/// One control-plane message between two nodes. The sender is known to the receiver from the
+/// connection, so it is not repeated here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message<P> {
+    /// "Take me in": sent by a new or cut-off node to a seed.
+    Join {
+        /// The joiner's place.
+        place: Place,
+    },
+    /// A random walk spreading a newcomer through the overlay.
+    ForwardJoin {
+        /// The newcomer.
+        joiner: Entry<P>,
+        /// Hops left.
+        ttl: u8,
+    },
+    /// "Become my neighbour."
+    Neighbour {
+        /// The asker's place.
+        place: Place,
+        /// How much the asker needs it.
+        priority: Priority,
+    },
+    /// The answer to [`Message::Neighbour`] or [`Message::Join`]; an accepted reply also tells a
+    /// newcomer that the sender has taken it into its active view.
+    NeighbourReply {
+        /// The replier's place.
+        place: Place,
+        /// Whether the replier now has the receiver in its active view.
+        accepted: bool,
+    },
+    /// The sender has dropped the receiver from its active view.
+    Disconnect {
+        /// The sender is alive and keeps the receiver as a candidate (it was only displaced).
+        alive: bool,
+    },
+    /// A random walk that exchanges view samples with whoever it ends at.
+    Shuffle {
+        /// The node that started the walk and awaits the reply.
+        origin: Entry<P>,
+        /// Hops left.
+        ttl: u8,
+        /// A sample of the origin's views.
+        entries: Vec<Entry<P>>,
+    },
+    /// The end of a shuffle walk answers with a sample of its passive view.
+    ShuffleReply {
+        /// The sample.
+        entries: Vec<Entry<P>>,
+    },
+    /// "Are you there?" Carries the sender's latest broadcast sequence number.
+    Ping {
+        /// Echoed in the pong.
+        nonce: u64,
+        /// The sender's latest delivered sequence number.
+        latest: u64,
+    },
+    /// "I am here."
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+        /// The sender's latest delivered sequence number.
+        latest: u64,
+        /// Whether the receiver is in the sender's active view. A neighbour told `false` has a
+        /// one-sided link (a reply and a disconnect crossed) and drops it.
+        neighbour: bool,
+    },
+    /// "Please ping `target` for me": an indirect probe.
+    ProbeRequest {
+        /// The neighbour that did not answer the asker.
+        target: P,
+        /// Returned in the reply.
+        nonce: u64,
+    },
+    /// `target` answered an indirect probe.
+    ProbeReply {
+        /// The probed node.
+        target: P,
+        /// The request's nonce.
+        nonce: u64,
+    },
+    /// A broadcast envelope, pushed eagerly.
+    Gossip {
+        /// The envelope.
+        envelope: Arc<Envelope>,
+    },
+    /// "I have envelope `seq`", sent lazily instead of the envelope itself.
+    IHave {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// "Send me envelope `seq`, and push to me eagerly from now on."
+    Graft {
+        /// The missing sequence number.
+        seq: u64,
+    },
+    /// "I already had that; announce lazily from now on."
+    Prune,
+    /// "Send me the envelopes the source asked to keep": sent by a new or rejoined node.
+    Sync,
+    /// The kept envelopes.
+    SyncReply {
+        /// At most [`MAX_SYNC_ENVELOPES`].
+        envelopes: Vec<Arc<Envelope>>,
+    },
+    /// A child's summary of its subtree, for its broadcast parent; `None` withdraws it.
+    Health {
+        /// Rises with every report of the same child; older reports are ignored.
+        epoch: u64,
+        /// The subtree's counts.
+        summary: Option<Summary>,
+    },
+}
+
+impl<P> Message<P> {
+    /// A short name for logs and per-kind counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Join { .. } => "join",
+            Message::ForwardJoin { .. } => "forward_join",
+            Message::Neighbour { .. } => "neighbour",
+            Message::NeighbourReply { .. } => "neighbour_reply",
+            Message::Disconnect { .. } => "disconnect",
+            Message::Shuffle { .. } => "shuffle",
+            Message::ShuffleReply { .. } => "shuffle_reply",
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+            Message::ProbeRequest { .. } => "probe_request",
+            Message::ProbeReply { .. } => "probe_reply",
+            Message::Gossip { .. } => "gossip",
+            Message::IHave { .. } => "ihave",
+            Message::Graft { .. } => "graft",
+            Message::Prune => "prune",
+            Message::Sync => "sync",
+            Message::SyncReply { .. } => "sync_reply",
+            Message::Health { .. } => "health",
+        }
+    }
+
+    /// The envelopes this message carries; the driver verifies each before handing the message
+    /// to the node.
+    pub fn envelopes(&self) -> &[Arc<Envelope>] {
+        match self {
+            Message::Gossip { envelope } => std::slice::from_ref(envelope),
+            Message::SyncReply { envelopes } => envelopes,
+            _ => &[],
+        }
+    }
+}
+
+/// A message from the broadcast source: sequence-numbered and signed by a coordinator key.
+///
+/// Sequence numbers are dense (1, 2, 3, ...), so a node can tell which ones it missed. The body
+/// is opaque to the control plane; the daemon puts a postcard-encoded directive in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Position in the source's sequence, from 1.
+    pub seq: u64,
+    /// Keep this envelope for nodes that join later (a release announcement), rather than only
+    /// for the recent-message cache (a heartbeat).
+    pub keep: bool,
+    /// The directive.
+    pub body: Bytes,
+    /// The coordinator key that signed it.
+    pub issuer: PublicKey,
+    /// Signature over `seq`, `keep` and `body`.
+    pub signature: Signature,
+}
+
+#[derive(Serialize)]
+struct Signed<'a> {
+    seq: u64,
+    keep: bool,
+    body: &'a [u8],
+}
+
+impl Envelope {
+    /// Signs a new envelope with a coordinator key.
+    pub fn sign(key: &SecretKey, seq: u64, keep: bool, body: Bytes) -> Self {
+        let signature = key.sign(ENVELOPE_DOMAIN, &signed_bytes(seq, keep, &body));
+        Envelope {
+            seq,
+            keep,
+            body,
+            issuer: key.public(),
+            signature,
+        }
+    }
+
+    /// An envelope with an empty signature, for simulations that do not check signatures.
+    pub fn unsigned(seq: u64, keep: bool, body: Bytes) -> Self {
+        Envelope {
+            seq,
+            keep,
+            body,
+            issuer: PublicKey([0; 32]),
+            signature: Signature([0; 64]),
+        }
+    }
+
+    /// Whether a coordinator key named in `trust` signed this envelope as it is.
+    pub fn verify(&self, trust: &Trust) -> bool {
+        trust.is_coordinator(&self.issuer)
+            && self.issuer.verify(
+                ENVELOPE_DOMAIN,
+                &signed_bytes(self.seq, self.keep, &self.body),
+                &self.signature,
+            )
+    }
+}
+
+fn signed_bytes(seq: u64, keep: bool, body: &[u8]) -> Vec<u8> {
+    // Serialising a struct of plain fields into a Vec cannot fail.
+    postcard::to_stdvec(&Signed { seq, keep, body }).unwrap_or_default()
+}

@@ -1,0 +1,69 @@
+//! How far the control-plane harness scales: memory per node and simulated events per second.
+//!
+//! `cargo bench -p shoal-sim --bench scale` runs 10,000 and 100,000 nodes (override with
+//! `SHOAL_SIM_NODES=10000,100000`) through 60 simulated seconds of joining and idling, with the
+//! source broadcasting heartbeats, then prints the resident memory the nodes added and the event
+//! rate. Under `cargo test` it runs 2,000 nodes for 20 seconds as a smoke test.
+
+use shoal_sim::{Config, Network};
+use std::time::{Duration, Instant};
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let sizes: Vec<u32> = match std::env::var("SHOAL_SIM_NODES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("SHOAL_SIM_NODES is a comma-separated list of node counts")
+            })
+            .collect(),
+        Err(_) if bench => vec![10_000, 100_000],
+        Err(_) => vec![2_000],
+    };
+    let span = if bench {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(20)
+    };
+    println!(
+        "nodes    simulated  events      events/s   messages    RSS added  bytes/node  nodes/GB  reach"
+    );
+    for nodes in sizes {
+        let before = rss_bytes();
+        let started = Instant::now();
+        let mut net = Network::new(Config::default(), nodes);
+        net.run_for(span);
+        let seq = net.broadcast(false);
+        net.run_for(Duration::from_secs(5));
+        let wall = started.elapsed().as_secs_f64();
+        let added = rss_bytes().saturating_sub(before);
+        let (reached, total) = net.reach(seq);
+        let stats = net.stats();
+        assert_eq!(
+            reached, total,
+            "the broadcast after settling reaches every node"
+        );
+        let per_node = added as f64 / f64::from(nodes);
+        println!(
+            "{nodes:<8} {:>7.0} s  {:<10}  {:>9.0}  {:<10}  {:>6.0} MB  {:>10.0}  {:>8.0}  {reached}/{total}",
+            (span + Duration::from_secs(5)).as_secs_f64(),
+            stats.events,
+            stats.events as f64 / wall,
+            stats.messages,
+            added as f64 / 1e6,
+            per_node,
+            1e9 / per_node.max(1.0),
+        );
+    }
+}

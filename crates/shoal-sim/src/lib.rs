@@ -1,0 +1,497 @@
+//! A deterministic in-process network for Shoal's control-plane core.
+//!
+//! [`Network`] runs thousands of real [`shoal_core::control::Node`]s in one process over
+//! simulated links: a discrete-event queue keyed by `(time, sequence)`, latency by topology
+//! distance (rack, fault domain, region), crashes and partitions, all driven by one seeded RNG,
+//! so the same seed replays the same run. Nodes are dense `u32` ids and a crashed node's state is
+//! freed, so memory stays at a few kilobytes per live node.
+//!
+//! Links are modelled at the message level. A message to a crashed or partitioned-off node is
+//! lost; if the sender had no overlay link to it (it was dialling), the sender is told the link
+//! failed after [`Config::dial_failure_after`], as a real QUIC dial would time out. Links between
+//! neighbours give no such signal: the failure detector has to notice, as it must in the daemon
+//! when a machine loses power.
+//!
+//! Node 0 is the broadcast source (the coordinator); the first [`Config::seeds`] nodes are the
+//! seeds everyone else joins through.
+
+#![warn(missing_docs)]
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use shoal_core::control::{self, Envelope, Message, Node, Output, Place, Status, Summary};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+/// A node's id in the simulation: its index.
+pub type NodeId = u32;
+
+/// The simulated network's shape and timing.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The control-plane configuration every node runs; the source adds heartbeats if
+    /// `heartbeat_interval` is set here.
+    pub control: control::Config,
+    /// Heartbeat interval of the source (node 0); `None` for no heartbeats.
+    pub heartbeat_interval: Option<Duration>,
+    /// How many of the first nodes are seeds.
+    pub seeds: usize,
+    /// Regions, fault domains per region and racks per fault domain that nodes are spread over.
+    pub regions: u32,
+    /// Fault domains per region.
+    pub fault_domains: u32,
+    /// Racks per fault domain.
+    pub racks: u32,
+    /// One-way latency within a rack.
+    pub rack_latency: Duration,
+    /// One-way latency within a fault domain.
+    pub fault_domain_latency: Duration,
+    /// One-way latency within a region.
+    pub region_latency: Duration,
+    /// One-way latency between regions.
+    pub remote_latency: Duration,
+    /// How long a dial to an unreachable node takes to fail.
+    pub dial_failure_after: Duration,
+    /// Nodes start joining over this span after time zero, in id order.
+    pub join_spread: Duration,
+    /// The seed of every random choice in the run.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            control: control::Config::default(),
+            heartbeat_interval: Some(Duration::from_secs(5)),
+            seeds: 3,
+            regions: 3,
+            fault_domains: 4,
+            racks: 8,
+            rack_latency: Duration::from_micros(200),
+            fault_domain_latency: Duration::from_micros(500),
+            region_latency: Duration::from_millis(2),
+            remote_latency: Duration::from_millis(40),
+            dial_failure_after: Duration::from_secs(2),
+            join_spread: Duration::from_secs(10),
+            seed: 1,
+        }
+    }
+}
+
+enum Event {
+    Start(NodeId),
+    Timer(NodeId),
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        message: Message<NodeId>,
+    },
+    LinkFailed {
+        node: NodeId,
+        peer: NodeId,
+    },
+}
+
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct Slot {
+    node: Option<Box<Node<NodeId>>>,
+    place: Place,
+    group: u8,
+    wake: Option<Duration>,
+    crashed: bool,
+}
+
+/// Counters of a run.
+#[derive(Clone, Debug, Default)]
+pub struct NetStats {
+    /// Events processed (messages, timers, link failures, starts).
+    pub events: u64,
+    /// Messages sent.
+    pub messages: u64,
+    /// Messages lost to crashes and partitions.
+    pub lost: u64,
+    /// Broadcast deliveries over all nodes.
+    pub deliveries: u64,
+}
+
+/// The simulated network. See the [crate docs](crate).
+pub struct Network {
+    config: Config,
+    now: Duration,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    next_seq: u64,
+    slots: Vec<Slot>,
+    seeds: Vec<NodeId>,
+    rng: SmallRng,
+    partitioned: bool,
+    stats: NetStats,
+}
+
+impl Network {
+    /// A network of `nodes` nodes that start joining at time zero.
+    pub fn new(config: Config, nodes: u32) -> Self {
+        let seeds = (0..config.seeds.min(nodes as usize) as NodeId).collect();
+        let mut network = Network {
+            rng: SmallRng::seed_from_u64(config.seed),
+            config,
+            now: Duration::ZERO,
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            slots: Vec::with_capacity(nodes as usize),
+            seeds,
+            partitioned: false,
+            stats: NetStats::default(),
+        };
+        for _ in 0..nodes {
+            network.add_node();
+        }
+        network
+    }
+
+    /// Adds a node that starts joining now (or, at time zero, over the join spread).
+    pub fn add_node(&mut self) -> NodeId {
+        let id = self.slots.len() as NodeId;
+        let c = &self.config;
+        let rack = id % (c.regions * c.fault_domains * c.racks);
+        let place = Place {
+            region: 1 + rack / (c.fault_domains * c.racks),
+            fault_domain: 1 + rack / c.racks,
+            rack: 1 + rack,
+        };
+        self.slots.push(Slot {
+            node: None,
+            place,
+            group: 0,
+            wake: None,
+            crashed: false,
+        });
+        let start = if self.now.is_zero() && id > 0 {
+            let spread = self.config.join_spread.as_micros() as u64;
+            Duration::from_micros(self.rng.random_range(0..spread.max(1)))
+        } else {
+            self.now
+        };
+        self.schedule(start, Event::Start(id));
+        id
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &NetStats {
+        &self.stats
+    }
+
+    /// Node `id`, if it has started and not crashed.
+    pub fn node(&self, id: NodeId) -> Option<&Node<NodeId>> {
+        self.slots.get(id as usize)?.node.as_deref()
+    }
+
+    /// Ids of nodes that have not crashed (including ones not started yet).
+    pub fn alive(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (0..self.slots.len() as NodeId).filter(|&id| !self.slots[id as usize].crashed)
+    }
+
+    /// Number of nodes ever added.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the network has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Stops node `id` at once, as SIGKILL or a power cut would; its state is freed.
+    pub fn crash(&mut self, id: NodeId) {
+        let slot = &mut self.slots[id as usize];
+        slot.crashed = true;
+        slot.node = None;
+        slot.wake = None;
+    }
+
+    /// Cuts the network into groups: messages between nodes of different groups are lost.
+    pub fn partition(&mut self, group_of: impl Fn(NodeId) -> u8) {
+        for (id, slot) in self.slots.iter_mut().enumerate() {
+            slot.group = group_of(id as NodeId);
+        }
+        self.partitioned = true;
+    }
+
+    /// Ends a partition.
+    pub fn heal(&mut self) {
+        self.partitioned = false;
+    }
+
+    /// Broadcasts an envelope from the source (node 0) now; returns its sequence number.
+    ///
+    /// # Panics
+    ///
+    /// If the source has crashed or not started.
+    pub fn broadcast(&mut self, keep: bool) -> u64 {
+        let now = self.now;
+        let source = self.slots[0]
+            .node
+            .as_deref_mut()
+            .expect("the source is running");
+        let seq = source.next_seq();
+        source.broadcast(now, Envelope::unsigned(seq, keep, Bytes::new()));
+        self.flush(0);
+        seq
+    }
+
+    /// How many running, non-source nodes have delivered `seq`, out of how many.
+    pub fn reach(&self, seq: u64) -> (usize, usize) {
+        let mut reached = 0;
+        let mut total = 0;
+        for slot in self.slots.iter().skip(1) {
+            if let Some(node) = &slot.node {
+                total += 1;
+                if node.has_delivered(seq) {
+                    reached += 1;
+                }
+            }
+        }
+        (reached, total)
+    }
+
+    /// Connected components of the overlay (active views, either direction) among running nodes.
+    pub fn components(&self) -> usize {
+        let n = self.slots.len();
+        let mut parent: Vec<usize> = (0..n).collect();
+        fn find(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(node) = &slot.node else { continue };
+            for neighbour in node.active() {
+                let j = neighbour.entry.peer as usize;
+                if self.slots[j].node.is_some() {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    parent[a] = b;
+                }
+            }
+        }
+        let mut roots: Vec<usize> = (0..n)
+            .filter(|&i| self.slots[i].node.is_some())
+            .map(|i| find(&mut parent, i))
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
+        roots.len()
+    }
+
+    /// Runs events until simulated time `until`.
+    pub fn run_until(&mut self, until: Duration) {
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > until {
+                break;
+            }
+            let Some(Reverse(Scheduled { at, event, .. })) = self.queue.pop() else {
+                break;
+            };
+            self.now = at;
+            self.stats.events += 1;
+            self.step(event);
+        }
+        self.now = until;
+    }
+
+    /// Runs events for `span` of simulated time.
+    pub fn run_for(&mut self, span: Duration) {
+        self.run_until(self.now + span);
+    }
+
+    fn step(&mut self, event: Event) {
+        let now = self.now;
+        match event {
+            Event::Start(id) => {
+                let slot = &mut self.slots[id as usize];
+                if slot.crashed {
+                    return;
+                }
+                let me = control::Entry {
+                    peer: id,
+                    place: slot.place,
+                };
+                let mut config = self.config.control.clone();
+                config.heartbeat_interval = if id == 0 {
+                    self.config.heartbeat_interval
+                } else {
+                    None
+                };
+                let seeds = if id == 0 {
+                    Vec::new()
+                } else {
+                    self.seeds.clone()
+                };
+                let seed = self.config.seed ^ (u64::from(id) << 20) ^ 0x5eed;
+                let mut node = Node::new(me, seeds, config, seed, now);
+                if id != 0 {
+                    node.set_own_summary(Summary::node(Status::Healthy, []));
+                }
+                slot.node = Some(Box::new(node));
+                self.flush(id);
+            }
+            Event::Timer(id) => {
+                let slot = &mut self.slots[id as usize];
+                if slot.wake != Some(now) {
+                    return;
+                }
+                slot.wake = None;
+                let Some(node) = slot.node.as_deref_mut() else {
+                    return;
+                };
+                node.handle_timeout(now);
+                self.flush(id);
+            }
+            Event::Deliver { from, to, message } => {
+                if !self.reachable(from, to) {
+                    self.stats.lost += 1;
+                    return;
+                }
+                let Some(node) = self.slots[to as usize].node.as_deref_mut() else {
+                    self.stats.lost += 1;
+                    return;
+                };
+                node.handle_message(now, from, message);
+                self.flush(to);
+            }
+            Event::LinkFailed { node, peer } => {
+                let Some(n) = self.slots[node as usize].node.as_deref_mut() else {
+                    return;
+                };
+                n.handle_disconnected(now, peer);
+                self.flush(node);
+            }
+        }
+    }
+
+    /// Carries out everything node `id` asked for, then schedules its next timer.
+    fn flush(&mut self, id: NodeId) {
+        let now = self.now;
+        loop {
+            let Some(node) = self.slots[id as usize].node.as_deref_mut() else {
+                return;
+            };
+            let Some(output) = node.poll_output() else {
+                break;
+            };
+            match output {
+                Output::Send { to, message } => {
+                    self.stats.messages += 1;
+                    if self.reachable(id, to) && !self.slots[to as usize].crashed {
+                        let latency = self.latency(id, to);
+                        self.schedule(
+                            now + latency,
+                            Event::Deliver {
+                                from: id,
+                                to,
+                                message,
+                            },
+                        );
+                    } else {
+                        self.stats.lost += 1;
+                        let is_neighbour = self.slots[id as usize]
+                            .node
+                            .as_deref()
+                            .is_some_and(|n| n.is_neighbour(&to));
+                        if !is_neighbour {
+                            let at = now + self.config.dial_failure_after;
+                            self.schedule(at, Event::LinkFailed { node: id, peer: to });
+                        }
+                    }
+                }
+                Output::HeartbeatDue => {
+                    let seq = node.next_seq();
+                    node.broadcast(now, Envelope::unsigned(seq, false, Bytes::new()));
+                }
+                Output::Deliver { .. } => self.stats.deliveries += 1,
+                Output::Disconnect { .. }
+                | Output::NeighbourUp { .. }
+                | Output::NeighbourDown { .. } => {}
+            }
+        }
+        let Some(node) = self.slots[id as usize].node.as_deref_mut() else {
+            return;
+        };
+        let wake = node.poll_timeout().max(now);
+        if self.slots[id as usize].wake != Some(wake) {
+            self.slots[id as usize].wake = Some(wake);
+            self.schedule(wake, Event::Timer(id));
+        }
+    }
+
+    fn reachable(&self, from: NodeId, to: NodeId) -> bool {
+        !self.partitioned || self.slots[from as usize].group == self.slots[to as usize].group
+    }
+
+    fn latency(&self, from: NodeId, to: NodeId) -> Duration {
+        use shoal_core::labels::Closeness;
+        let a = self.slots[from as usize].place;
+        let b = self.slots[to as usize].place;
+        let base = match a.closeness(&b) {
+            Closeness::Rack => self.config.rack_latency,
+            Closeness::FaultDomain => self.config.fault_domain_latency,
+            Closeness::Region => self.config.region_latency,
+            Closeness::Remote => self.config.remote_latency,
+        };
+        // Up to 10% jitter, so messages on different paths do not arrive in lockstep. It is
+        // fixed per ordered pair: messages between two nodes stay in order, as on one stream.
+        let pair = (u64::from(from) << 32 | u64::from(to)) ^ self.config.seed;
+        let spread = base.as_micros() as u64 / 10 + 1;
+        base + Duration::from_micros(mix(pair) % spread)
+    }
+
+    fn schedule(&mut self, at: Duration, event: Event) {
+        self.next_seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.next_seq,
+            event,
+        }));
+    }
+
+    /// The source's aggregated summary of the fleet.
+    pub fn fleet(&self) -> Option<Summary> {
+        self.node(0).map(Node::subtree)
+    }
+}
+
+/// A 64-bit mixing function (SplitMix64's finaliser): cheap, well spread.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
