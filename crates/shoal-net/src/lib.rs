@@ -7,7 +7,8 @@
 //! sans-IO [`Swarm`](shoal_core::swarm::Swarm) scheduler and carries out what it decides
 //! ([`swarm_task`]). Pieces come from and go to a [`Source`](source::Source): the store, or the
 //! origin's payload file. Host-wide bandwidth caps live in [`limits`]; what a process reports
-//! about itself is in [`status`], served by the local control API in [`api`].
+//! about itself is in [`status`], served by the local control API in [`api`]. The control
+//! plane's frames travel over libp2p, through the [`overlay`].
 
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod api;
 pub mod identity;
 pub mod limits;
 pub mod node;
+pub mod overlay;
 pub mod protocol;
 pub mod source;
 pub mod status;
