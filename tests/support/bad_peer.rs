@@ -95,6 +95,7 @@ async fn serve(
         &mut send,
         &PieceMessage::Hello {
             labels: Labels::default(),
+            certificate: Vec::new(),
         },
         MAX_CONTROL_FRAME_BYTES,
     )

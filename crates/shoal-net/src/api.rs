@@ -1,14 +1,21 @@
 //! The local control API: HTTP/JSON on TCP at the same IP:PORT as the QUIC endpoint (UDP).
 //!
-//! `GET /v1/status` returns the [`NodeStatus`](crate::status::NodeStatus). The CLI's
-//! `shoal status --node ADDR` reads it; so can `curl`.
+//! `GET /v1/status` returns the [`NodeStatus`](crate::status::NodeStatus); `GET /v1/members`
+//! a mesh member's views; on the coordinator, `GET /v1/fleet` the aggregated fleet summary and
+//! `POST /v1/tokens` and `POST /v1/announce` its operator actions (from its own host only). The
+//! CLI's `shoal status`, `members`, `token create` and `announce` read and call them; so can `curl`.
 
+use crate::coordinator::{AnnounceRequest, Coordinator, TokenRequest};
+use crate::mesh::Mesh;
 use crate::node::Node;
 use anyhow::{Context, Result};
 use axum::Json;
 use axum::Router;
-use axum::routing::get;
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// The path of the status document.
@@ -25,24 +32,139 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     })
 }
 
+/// The mesh paths: a member's views (`GET`).
+pub const MEMBERS_PATH: &str = "/v1/members";
+/// The coordinator's aggregated fleet summary (`GET`).
+pub const FLEET_PATH: &str = "/v1/fleet";
+/// Create an onboarding token (`POST`, coordinator, from its own host only).
+pub const TOKENS_PATH: &str = "/v1/tokens";
+/// Announce a release (`POST`, coordinator, from its own host only).
+pub const ANNOUNCE_PATH: &str = "/v1/announce";
+
+/// What the API serves besides the data plane's status.
+#[derive(Clone, Default)]
+pub struct Extras {
+    /// The control plane, for `/v1/members` and `/v1/fleet`.
+    pub mesh: Option<Mesh>,
+    /// The coordinator's actions, for `/v1/tokens` and `/v1/announce`.
+    pub coordinator: Option<Arc<Coordinator>>,
+}
+
+type Answer = (StatusCode, Json<serde_json::Value>);
+
+fn error(code: StatusCode, message: String) -> Answer {
+    (code, Json(serde_json::json!({ "error": message })))
+}
+
+fn ok<T: serde::Serialize>(value: &T) -> Answer {
+    match serde_json::to_value(value) {
+        Ok(v) => (StatusCode::OK, Json(v)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Operator actions are taken only from the coordinator's own host: a request must come from
+/// loopback or from the address the API listens on.
+fn is_local(peer: SocketAddr, local: SocketAddr) -> bool {
+    peer.ip().is_loopback() || peer.ip() == local.ip()
+}
+
 /// Serves the API on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Node,
+    extras: Extras,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = Router::new().route(
-        STATUS_PATH,
-        get(move || {
-            let node = node.clone();
-            async move { Json(node.status()) }
-        }),
-    );
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
+    let local = listener.local_addr().ok();
+    let mesh = extras.mesh.clone();
+    let coordinator = extras.coordinator.clone();
+    let coordinator2 = extras.coordinator.clone();
+    let app = Router::new()
+        .route(
+            STATUS_PATH,
+            get(move || {
+                let node = node.clone();
+                async move { Json(node.status()) }
+            }),
+        )
+        .route(
+            MEMBERS_PATH,
+            get(move || {
+                let mesh = mesh.clone();
+                async move {
+                    match mesh {
+                        None => error(StatusCode::NOT_FOUND, "this process is not a mesh member (start it with --join or as the coordinator)".into()),
+                        Some(mesh) => match mesh.members().await {
+                            Ok(m) => ok(&m),
+                            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+                        },
+                    }
+                }
+            }),
+        )
+        .route(
+            FLEET_PATH,
+            get(move || {
+                let coordinator = coordinator.clone();
+                async move {
+                    match coordinator {
+                        None => error(StatusCode::NOT_FOUND, "this process is not the coordinator".into()),
+                        Some(c) => match c.mesh.fleet().await {
+                            Ok(f) => ok(&f),
+                            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+                        },
+                    }
+                }
+            }),
+        )
+        .route(
+            TOKENS_PATH,
+            post({
+                let coordinator = coordinator2.clone();
+                move |ConnectInfo(peer): ConnectInfo<SocketAddr>, Json(request): Json<TokenRequest>| {
+                    let coordinator = coordinator.clone();
+                    async move {
+                        let Some(c) = coordinator else {
+                            return error(StatusCode::NOT_FOUND, "this process is not the coordinator".into());
+                        };
+                        if !local.is_some_and(|l| is_local(peer, l)) {
+                            return error(StatusCode::FORBIDDEN, format!("tokens are created from the coordinator's own host, not from {peer}"));
+                        }
+                        match c.create_token(&request) {
+                            Ok(answer) => ok(&answer),
+                            Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            ANNOUNCE_PATH,
+            post(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, Json(request): Json<AnnounceRequest>| {
+                let coordinator = coordinator2.clone();
+                async move {
+                    let Some(c) = coordinator else {
+                        return error(StatusCode::NOT_FOUND, "this process is not the coordinator".into());
+                    };
+                    if !local.is_some_and(|l| is_local(peer, l)) {
+                        return error(StatusCode::FORBIDDEN, format!("releases are announced from the coordinator's own host, not from {peer}"));
+                    }
+                    match c.announce(request).await {
+                        Ok(answer) => ok(&answer),
+                        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+                    }
+                }
+            }),
+        );
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    })
+    .await;
     if let Err(e) = result {
         tracing::error!("control API stopped: {e}");
     }

@@ -13,8 +13,10 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod coordinator;
 pub mod identity;
 pub mod limits;
+pub mod mesh;
 pub mod node;
 pub mod overlay;
 pub mod protocol;

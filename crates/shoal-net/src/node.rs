@@ -66,6 +66,24 @@ pub struct Config {
     pub congestion: Congestion,
     /// Connections this node opens on its own (peer exchange stops dialling beyond it).
     pub max_peers: usize,
+    /// This node's encoded admission certificate, sent in its hello (empty outside a mesh).
+    pub certificate: Vec<u8>,
+    /// In a mesh: the check every peer's hello certificate must pass before anything else from
+    /// it is acted on. `None` accepts every peer (standalone `seed`/`fetch`).
+    pub admission: Option<AdmissionCheck>,
+}
+
+/// Checks a peer's hello certificate: `Ok` to admit, `Err(reason)` to refuse.
+#[derive(Clone)]
+pub struct AdmissionCheck(pub Arc<CertificateCheck>);
+
+/// The function inside an [`AdmissionCheck`]: peer, encoded certificate, verdict.
+pub type CertificateCheck = dyn Fn(&PeerId, &[u8]) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for AdmissionCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdmissionCheck")
+    }
 }
 
 impl Config {
@@ -79,6 +97,8 @@ impl Config {
             download_limit_bytes_per_sec: None,
             congestion: Congestion::default(),
             max_peers: 40,
+            certificate: Vec::new(),
+            admission: None,
         }
     }
 }
@@ -111,6 +131,7 @@ struct Inner {
     keys: Mutex<HashMap<PeerId, PeerKey>>,
     dialing: Mutex<HashSet<SocketAddr>>,
     next_id: AtomicU64,
+    refused_peers: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
 
@@ -148,6 +169,7 @@ impl Node {
                 keys: Mutex::new(HashMap::new()),
                 dialing: Mutex::new(HashSet::new()),
                 next_id: AtomicU64::new(1),
+                refused_peers: AtomicU64::new(0),
                 shutdown,
             }),
         };
@@ -257,6 +279,22 @@ impl Node {
         Some(status)
     }
 
+    /// Every release here, with whether it is complete: this node's part of the fleet's health.
+    pub fn release_summary(&self) -> Vec<(RootHash, bool)> {
+        lock(&self.inner.releases)
+            .iter()
+            .map(|(root, e)| (*root, *e.complete.borrow()))
+            .collect()
+    }
+
+    /// Connects to a swarm peer found through membership (a few attempts, in the background).
+    pub fn connect(&self, addr: SocketAddr) {
+        if addr == self.inner.config.listen || self.is_connected_to(addr) {
+            return;
+        }
+        tokio::spawn(self.clone().dial_learned(addr));
+    }
+
     /// The whole node's status.
     pub fn status(&self) -> NodeStatus {
         let connections = lock(&self.inner.conns)
@@ -280,6 +318,7 @@ impl Node {
             .collect();
         NodeStatus {
             peer_id: self.peer_id().to_string(),
+            refused_peers: self.inner.refused_peers.load(Ordering::Relaxed),
             listen: self.local_addr().ok(),
             labels: self.inner.config.labels.to_string(),
             connections,
@@ -458,6 +497,7 @@ impl Node {
         // Hello, then Have for every release here.
         let _ = out.try_send(PieceMessage::Hello {
             labels: self.inner.config.labels.clone(),
+            certificate: self.inner.config.certificate.clone(),
         });
         let haves: Vec<PieceMessage> = lock(&self.inner.releases)
             .iter()
@@ -511,14 +551,30 @@ impl Node {
     async fn read_control(&self, recv: quinn::RecvStream, key: PeerKey, link: &Link) -> Result<()> {
         let mut reader = FrameReader::without_idle_timeout(recv, MAX_CONTROL_FRAME_BYTES);
         let mut closed = std::pin::pin!(link.conn.closed());
+        let mut admitted = self.inner.config.admission.is_none();
         loop {
             let msg = tokio::select! {
                 _ = &mut closed => return Ok(()),
                 msg = reader.next::<PieceMessage>() => msg?,
             };
             let Some(msg) = msg else { return Ok(()) };
+            if !admitted && !matches!(msg, PieceMessage::Hello { .. }) {
+                self.inner.refused_peers.fetch_add(1, Ordering::Relaxed);
+                bail!("peer {} sent {msg:?} before a hello", link.peer_id);
+            }
             let (root, event) = match msg {
-                PieceMessage::Hello { labels } => {
+                PieceMessage::Hello {
+                    labels,
+                    certificate,
+                } => {
+                    if let Some(check) = &self.inner.config.admission {
+                        if let Err(reason) = (check.0)(&link.peer_id, &certificate) {
+                            self.inner.refused_peers.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(peer = %link.peer_id, "refused on the data plane: {reason}");
+                            bail!("peer {} refused: {reason}", link.peer_id);
+                        }
+                        admitted = true;
+                    }
                     if let Some(c) = lock(&self.inner.conns).get_mut(&link.peer_id) {
                         c.labels = labels;
                     }

@@ -17,6 +17,9 @@ pub struct NodeStatus {
     pub connections: Vec<ConnectionStatus>,
     /// Releases it holds or fetches.
     pub releases: Vec<ReleaseStatus>,
+    /// Peers refused on the data plane for a missing or invalid admission certificate.
+    #[serde(default)]
+    pub refused_peers: u64,
 }
 
 /// One open connection.

@@ -6,6 +6,7 @@
 mod commands;
 mod failure;
 mod files;
+mod http;
 mod keyfile;
 mod progress;
 mod units;

@@ -20,6 +20,9 @@ impl<P: Peer> Node<P> {
                 accepted: true,
             },
         );
+        // A newcomer knows only its contact: give it candidates to fill its views from at once.
+        let entries = self.shuffle_sample(joiner.peer);
+        self.send(joiner.peer, Message::ShuffleReply { entries });
         let ttl = self.config.active_random_walk_length;
         let others: Vec<P> = self
             .active

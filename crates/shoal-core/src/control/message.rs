@@ -241,3 +241,42 @@ fn signed_bytes(seq: u64, keep: bool, body: &[u8]) -> Vec<u8> {
     // Serialising a struct of plain fields into a Vec cannot fail.
     postcard::to_stdvec(&Signed { seq, keep, body }).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Role;
+
+    fn key(role: Role, n: u8) -> SecretKey {
+        SecretKey::from_seed(role, [n; 32])
+    }
+
+    #[test]
+    fn only_coordinator_signed_untouched_envelopes_verify() {
+        let coordinator = key(Role::Coordinator, 1);
+        let stranger = key(Role::Coordinator, 2);
+        let trust = Trust::sign(
+            &key(Role::Root, 3),
+            vec![key(Role::Publisher, 4).public()],
+            vec![coordinator.public()],
+            1,
+        )
+        .unwrap();
+        let good = Envelope::sign(&coordinator, 7, true, Bytes::from_static(b"announce"));
+        assert!(good.verify(&trust));
+        let forged = Envelope::sign(&stranger, 7, true, Bytes::from_static(b"announce"));
+        assert!(
+            !forged.verify(&trust),
+            "a key the trust document does not name"
+        );
+        let mut replayed = good.clone();
+        replayed.seq = 8;
+        assert!(!replayed.verify(&trust), "the sequence number is signed");
+        let mut changed = good.clone();
+        changed.body = Bytes::from_static(b"announcf");
+        assert!(!changed.verify(&trust), "the body is signed");
+        let mut unkept = good;
+        unkept.keep = false;
+        assert!(!unkept.verify(&trust), "the keep flag is signed");
+    }
+}

@@ -315,6 +315,22 @@ impl<P: Peer> Node<P> {
 
     // ----- Inputs -----
 
+    /// Adds a seed to join through (the driver learns seeds' ids after start).
+    pub fn add_seed(&mut self, seed: P) {
+        if seed != self.me.peer && !self.seeds.contains(&seed) {
+            self.seeds.push(seed);
+        }
+    }
+
+    /// Source only: continues the sequence after `latest`, the last number broadcast before a
+    /// restart, so the fleet does not take new broadcasts for old ones.
+    pub fn resume_after(&mut self, latest: u64) {
+        if latest > self.latest {
+            self.latest = latest;
+            self.delivered_mask = u64::MAX;
+        }
+    }
+
     /// Sets this node's own health summary (usually [`Summary::node`]); sent up from the next report.
     pub fn set_own_summary(&mut self, summary: Summary) {
         self.own = summary;

@@ -40,6 +40,9 @@ pub enum PieceMessage {
     Hello {
         /// The sender's labels (locality: `region`, `fd`, `rack`).
         labels: Labels,
+        /// The sender's encoded admission certificate; empty outside a mesh. A node that
+        /// requires admission closes the connection unless it is valid for the sender.
+        certificate: Vec<u8>,
     },
     /// Every piece of `root` the sender has verified; also says the sender takes part in `root`.
     Have {
@@ -165,8 +168,11 @@ mod tests {
                     origin,
                 }
             }),
-            Just(PieceMessage::Hello {
-                labels: "region=r1,fd=2,rack=7".parse().unwrap()
+            proptest::collection::vec(any::<u8>(), 0..512).prop_map(|certificate| {
+                PieceMessage::Hello {
+                    labels: "region=r1,fd=2,rack=7".parse().unwrap(),
+                    certificate,
+                }
             }),
             (
                 root(),

@@ -2,6 +2,7 @@
 
 mod demo;
 mod keys;
+mod mesh;
 mod net;
 mod release;
 mod store;
@@ -39,10 +40,19 @@ enum Command {
     Node(net::NodeArgs),
     /// Fetch one release from a swarm, verify it, then keep serving it for a while.
     Fetch(net::FetchArgs),
-    /// Show a running process's releases, peers and bans.
+    /// Show a running process's releases, peers and bans, or the fleet summary at the coordinator.
     Status(net::StatusArgs),
     /// Start an origin and N nodes on loopback, distribute a generated payload, verify every copy.
     Demo(demo::DemoArgs),
+    /// Run the coordinator: the mesh's broadcast source, admission authority and release origin.
+    Coordinator(mesh::CoordinatorArgs),
+    /// Create onboarding tokens for new nodes.
+    #[command(subcommand)]
+    Token(mesh::TokenCommand),
+    /// Announce a release: the coordinator serves the file and broadcasts it to the mesh.
+    Announce(mesh::AnnounceArgs),
+    /// Show a mesh member's views, neighbour health and counters.
+    Members(mesh::MembersArgs),
 }
 
 /// Runs a parsed command line.
@@ -57,6 +67,10 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Fetch(args) => net::fetch(args),
         Command::Status(args) => net::status(args),
         Command::Demo(args) => demo::run(args),
+        Command::Coordinator(args) => mesh::coordinator(args),
+        Command::Token(cmd) => mesh::token(cmd),
+        Command::Announce(args) => mesh::announce(args),
+        Command::Members(args) => mesh::members(args),
     }
 }
 

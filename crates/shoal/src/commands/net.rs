@@ -14,8 +14,8 @@ use shoal_net::source::Source;
 use shoal_net::status::{NodeStatus, ReleaseStatus};
 use shoal_net::transport::Congestion;
 use shoal_store::Store;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -24,19 +24,19 @@ use std::time::{Duration, Instant};
 pub struct NetArgs {
     /// The data directory: node key, and (for nodes and fetches) the piece store.
     #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+    pub(super) data_dir: PathBuf,
     /// Where to listen: QUIC on UDP, the control API on TCP, both on this IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
-    listen: SocketAddr,
+    pub(super) listen: SocketAddr,
     /// This machine's labels, e.g. region=eu1,fd=2,rack=7 (close peers are preferred).
     #[arg(long, value_name = "K=V,...", default_value = "")]
-    labels: Labels,
+    pub(super) labels: Labels,
     /// Host-wide upload cap, e.g. 100mbit or 12MiB/s.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    upload_limit: Option<u64>,
+    pub(super) upload_limit: Option<u64>,
     /// QUIC congestion controller: bbr, cubic or newreno.
     #[arg(long, default_value = "cubic", value_name = "NAME")]
-    congestion: Congestion,
+    pub(super) congestion: Congestion,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -62,13 +62,20 @@ pub struct SeedArgs {
 #[derive(Args, Debug)]
 pub struct NodeArgs {
     #[command(flatten)]
-    net: NetArgs,
-    /// A peer to connect to (and reconnect to), IP:PORT; repeat for more.
-    #[arg(long = "peer", value_name = "IP:PORT", value_parser = parse_listen)]
+    pub(super) net: NetArgs,
+    /// A peer to connect to (and reconnect to), IP:PORT; repeat for more. Without --join only.
+    #[arg(long = "peer", value_name = "IP:PORT", value_parser = parse_listen, conflicts_with = "join")]
     peers: Vec<SocketAddr>,
+    /// Join the mesh through this seed (a member's --listen IP:PORT); repeat for more.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
+    pub(super) join: Vec<SocketAddr>,
+    /// An onboarding token from `shoal token create`, redeemed at the coordinator for this
+    /// node's admission certificate (kept in the data directory; not needed once admitted).
+    #[arg(long, value_name = "TOKEN")]
+    pub(super) token: Option<String>,
     /// Host-wide download cap, e.g. 100mbit or 12MiB/s.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    download_limit: Option<u64>,
+    pub(super) download_limit: Option<u64>,
 }
 
 /// `shoal fetch`.
@@ -104,22 +111,25 @@ pub struct FetchArgs {
 /// `shoal status`.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// The IP:PORT the process was started with (`--listen`).
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
-    node: SocketAddr,
+    /// A node's or origin's releases and peers: the IP:PORT it was started with (`--listen`).
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, required_unless_present = "coordinator")]
+    node: Option<SocketAddr>,
+    /// The fleet summary aggregated at the coordinator: its `--listen` IP:PORT.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, conflicts_with = "node")]
+    coordinator: Option<SocketAddr>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .code(Code::General, || "cannot start the async runtime".into())
 }
 
-fn init_logging() {
+pub(super) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -128,8 +138,41 @@ fn init_logging() {
         .try_init();
 }
 
-fn general(e: anyhow::Error) -> Failure {
+pub(super) fn general(e: anyhow::Error) -> Failure {
     Failure::new(Code::General, format!("{e:#}"))
+}
+
+/// Starts the node (its data plane) and binds its control API; the API is served once
+/// `serve_api` is called with what else it should offer.
+pub(super) async fn start_data_plane(
+    net: &NetArgs,
+    peers: Vec<SocketAddr>,
+    download_limit: Option<u64>,
+    admission: Option<(Vec<u8>, node::AdmissionCheck)>,
+) -> Result<(Node, tokio::net::TcpListener), Failure> {
+    let identity = identity(net)?;
+    let mut config = node::Config::new(net.listen);
+    config.labels = net.labels.clone();
+    config.peers = peers;
+    config.upload_limit_bytes_per_sec = net.upload_limit;
+    config.download_limit_bytes_per_sec = download_limit;
+    config.congestion = net.congestion;
+    if let Some((certificate, check)) = admission {
+        config.certificate = certificate;
+        config.admission = Some(check);
+    }
+    let node = Node::start(identity, config).map_err(general)?;
+    let addr = node.local_addr().map_err(general)?;
+    let listener = api::bind(addr).await.map_err(general)?;
+    Ok((node, listener))
+}
+
+/// Creates the data directory if needed and loads (or creates) the node key in it.
+pub(super) fn identity(net: &NetArgs) -> Result<Identity, Failure> {
+    std::fs::create_dir_all(&net.data_dir).code(Code::General, || {
+        format!("cannot create data directory {}", net.data_dir.display())
+    })?;
+    Identity::load_or_create(&net.data_dir).map_err(general)
 }
 
 /// Starts the node and its control API.
@@ -138,25 +181,18 @@ async fn start(
     peers: Vec<SocketAddr>,
     download_limit: Option<u64>,
 ) -> Result<Node, Failure> {
-    std::fs::create_dir_all(&net.data_dir).code(Code::General, || {
-        format!("cannot create data directory {}", net.data_dir.display())
-    })?;
-    let identity = Identity::load_or_create(&net.data_dir).map_err(general)?;
-    let mut config = node::Config::new(net.listen);
-    config.labels = net.labels.clone();
-    config.peers = peers;
-    config.upload_limit_bytes_per_sec = net.upload_limit;
-    config.download_limit_bytes_per_sec = download_limit;
-    config.congestion = net.congestion;
-    let node = Node::start(identity, config).map_err(general)?;
-    let addr = node.local_addr().map_err(general)?;
-    let listener = api::bind(addr).await.map_err(general)?;
-    tokio::spawn(api::serve(listener, node.clone(), node.shutdown_signal()));
+    let (node, listener) = start_data_plane(net, peers, download_limit, None).await?;
+    tokio::spawn(api::serve(
+        listener,
+        node.clone(),
+        api::Extras::default(),
+        node.shutdown_signal(),
+    ));
     Ok(node)
 }
 
 /// Waits for SIGINT or SIGTERM.
-async fn signalled() {
+pub(super) async fn signalled() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -198,6 +234,9 @@ pub fn seed(args: SeedArgs) -> Outcome {
 }
 
 pub fn node(args: NodeArgs) -> Outcome {
+    if !args.join.is_empty() || args.token.is_some() {
+        return super::mesh::node(args);
+    }
     init_logging();
     let store = Store::open(&args.net.data_dir, shoal_store::Config::default())
         .code(Code::General, || "cannot open the store".into())?;
@@ -331,51 +370,22 @@ fn report(status: &ReleaseStatus, seconds: f64, size: u64, json: bool) {
 
 /// Reads a process's status over its control API.
 pub fn fetch_status(addr: SocketAddr) -> Result<NodeStatus, Failure> {
-    let fail = |what: String| {
-        Failure::new(
-            Code::General,
-            format!("cannot read the status of {addr}: {what}"),
-        )
-    };
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| fail(format!("{e} (is a shoal process listening there?)")))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| fail(e.to_string()))?;
-    write!(
-        stream,
-        "GET {} HTTP/1.0\r\nHost: {addr}\r\n\r\n",
-        api::STATUS_PATH
-    )
-    .map_err(|e| fail(e.to_string()))?;
-    let mut response = Vec::new();
-    stream
-        .take(64 * 1024 * 1024)
-        .read_to_end(&mut response)
-        .map_err(|e| fail(e.to_string()))?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| fail("not an HTTP response".into()))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1).is_none_or(|c| c != "200") {
-        return Err(fail(format!(
-            "unexpected answer {:?}",
-            head.lines().next().unwrap_or("")
-        )));
-    }
-    serde_json::from_slice(&response[split + 4..])
-        .map_err(|e| fail(format!("bad status document: {e}")))
+    crate::http::get(addr, api::STATUS_PATH)
 }
 
 pub fn status(args: StatusArgs) -> Outcome {
-    let status = fetch_status(args.node).map_err(|f| json_failure(args.json, f))?;
+    let addr = match (args.node, args.coordinator) {
+        (Some(addr), _) => addr,
+        (None, Some(addr)) => return super::mesh::fleet_status(addr, args.json),
+        (None, None) => unreachable!("clap requires --node or --coordinator"),
+    };
+    let status = fetch_status(addr).map_err(|f| json_failure(args.json, f))?;
     if args.json {
         let value = serde_json::to_value(&status)
             .map_err(|e| Failure::new(Code::General, e.to_string()))?;
         return super::print_json(&value);
     }
-    println!("node {} on {}", status.peer_id, args.node);
+    println!("node {} on {}", status.peer_id, addr);
     if !status.labels.is_empty() {
         println!("  labels: {}", status.labels);
     }

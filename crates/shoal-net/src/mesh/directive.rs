@@ -1,0 +1,41 @@
+//! What the coordinator broadcasts: the bodies of control-plane envelopes.
+
+use super::contact::Contact;
+use serde::{Deserialize, Serialize};
+
+/// The body of a broadcast envelope, postcard-encoded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Directive {
+    /// "The source is alive": keeps the broadcast tree fresh and lets cut-off nodes notice.
+    Heartbeat,
+    /// A new release: prefetch it.
+    Announce {
+        /// The signed manifest, as `shoal release create` wrote it (checked against the trust
+        /// document's publishers on arrival).
+        manifest: Vec<u8>,
+        /// The origin that serves it.
+        origin: Contact,
+    },
+}
+
+impl Directive {
+    /// Encodes for an envelope body.
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding plain data into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes an envelope body; `None` if it is not a directive this version knows.
+    pub fn decode(body: &[u8]) -> Option<Self> {
+        postcard::from_bytes(body).ok()
+    }
+}
+
+/// The first frame on every control stream: who the sender is and its admission certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's `--listen` address.
+    pub addr: std::net::SocketAddr,
+    /// Its encoded [`Certificate`](shoal_core::admission::Certificate).
+    pub certificate: Vec<u8>,
+}

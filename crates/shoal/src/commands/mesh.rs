@@ -1,0 +1,476 @@
+//! The mesh: `shoal coordinator`, `shoal node --join`, `shoal token create`, `shoal announce`,
+//! `shoal members` and `shoal status --coordinator`.
+
+use super::net::{
+    NetArgs, NodeArgs, general, identity, init_logging, runtime, signalled, start_data_plane,
+};
+use super::{json_failure, print_json, trust};
+use crate::failure::{Code, Failure, Outcome, WithCode};
+use crate::{http, keyfile};
+use clap::{Args, Subcommand};
+use shoal_core::admission::{self, Certificate, Token};
+use shoal_core::content::RootHash;
+use shoal_core::control::{self, Summary};
+use shoal_core::keys::{Role, SecretKey};
+use shoal_core::labels::Labels;
+use shoal_core::trust::Trust;
+use shoal_net::api;
+use shoal_net::coordinator::{
+    AnnounceAnswer, AnnounceRequest, Coordinator, TokenAnswer, TokenRequest,
+};
+use shoal_net::mesh::{self, Announcement, FleetStatus, MembersStatus, Mesh, unix_now};
+use shoal_net::node::{AdmissionCheck, Node};
+use shoal_store::Store;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The admission certificate, in the data directory once admitted.
+const CERTIFICATE_FILE: &str = "admission.cert";
+/// The trust document received at admission, next to it.
+const TRUST_FILE: &str = "admission.trust";
+/// How often a node connects to more swarm peers from membership while a release is incomplete.
+const SWARM_REFRESH: Duration = Duration::from_secs(5);
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    shoal_net::node::parse_addr(text, "address").map_err(|e| e.to_string())
+}
+
+/// `shoal coordinator`.
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// The coordinator's signing key (role coordinator, named in the trust document).
+    #[arg(long, value_name = "COORD_KEY")]
+    key: PathBuf,
+    /// The trust document.
+    #[arg(long, value_name = "TRUST_FILE")]
+    trust: PathBuf,
+}
+
+/// `shoal token ...`.
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an onboarding token; prints it alone on stdout.
+    Create(TokenCreateArgs),
+}
+
+/// `shoal token create`.
+#[derive(Args, Debug)]
+pub struct TokenCreateArgs {
+    /// The coordinator's --listen IP:PORT (tokens are created from its own host).
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
+    coordinator: SocketAddr,
+    /// How long the token can be used to join, e.g. 30m, 1h, 2days.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Labels a node must carry to use the token, e.g. region=eu1,fd=2.
+    #[arg(long, value_name = "K=V,...", default_value = "")]
+    labels: Labels,
+}
+
+/// `shoal announce`.
+#[derive(Args, Debug)]
+pub struct AnnounceArgs {
+    /// The release's signed manifest.
+    manifest: PathBuf,
+    /// The payload; the coordinator reads it from this path on its own host and serves it.
+    #[arg(long)]
+    file: PathBuf,
+    /// The coordinator's --listen IP:PORT.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
+    coordinator: SocketAddr,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `shoal members`.
+#[derive(Args, Debug)]
+pub struct MembersArgs {
+    /// The member's --listen IP:PORT.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
+    node: SocketAddr,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The check every peer's certificate must pass on the data plane.
+fn admission_check(trust: Arc<Trust>) -> AdmissionCheck {
+    AdmissionCheck(Arc::new(move |peer, bytes| {
+        Certificate::decode(bytes)
+            .and_then(|c| c.verify(&trust, &peer.to_bytes(), unix_now()))
+            .map_err(|e| e.to_string())
+    }))
+}
+
+fn failed(code: Code) -> impl Fn(anyhow::Error) -> Failure {
+    move |e| Failure::new(code, format!("{e:#}"))
+}
+
+pub fn coordinator(args: CoordinatorArgs) -> Outcome {
+    init_logging();
+    let key =
+        keyfile::read_secret(&args.key, Role::Coordinator).map_err(failed(Code::Unreadable))?;
+    let trust = trust::load(&args.trust)?;
+    if !trust.is_coordinator(&key.public()) {
+        return Err(Failure::new(
+            Code::Trust,
+            format!(
+                "the key in {} ({}) is not a coordinator key of the trust document {}: sign a trust document that names it",
+                args.key.display(),
+                key.public().fingerprint(),
+                args.trust.display()
+            ),
+        ));
+    }
+    let trust = Arc::new(trust);
+    runtime()?.block_on(async {
+        let identity = identity(&args.net)?;
+        let now = unix_now();
+        let certificate = Certificate::issue(
+            &key,
+            identity.peer_id().to_bytes(),
+            args.net.labels.clone(),
+            now,
+            now + admission::DEFAULT_CERTIFICATE_TTL_SECS,
+        );
+        let check = admission_check(trust.clone());
+        let (node, listener) = start_data_plane(
+            &args.net,
+            Vec::new(),
+            None,
+            Some((certificate.encode(), check)),
+        )
+        .await?;
+        let shutdown = node.shutdown_signal();
+        let config = mesh::Config {
+            listen: args.net.listen,
+            seeds: Vec::new(),
+            certificate,
+            trust: trust.clone(),
+            control: control::Config::source(),
+            source_key: Some(SecretKey::from_seed(Role::Coordinator, key.seed())),
+            data_dir: args.net.data_dir.clone(),
+        };
+        let (mesh, _announcements) = mesh::start(
+            &identity,
+            config,
+            Box::new(Summary::default),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(general)?;
+        let coordinator = Arc::new(Coordinator {
+            key,
+            trust,
+            node: node.clone(),
+            mesh: mesh.clone(),
+        });
+        let extras = api::Extras {
+            mesh: Some(mesh),
+            coordinator: Some(coordinator),
+        };
+        tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
+        eprintln!(
+            "coordinator {} listening on {} (control plane UDP {})",
+            node.peer_id(),
+            args.net.listen,
+            mesh::control_addr(args.net.listen)
+        );
+        signalled().await;
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+/// This node's certificate and trust document: from the data directory if it holds a valid
+/// pair, else by redeeming `token` (and then saved there).
+async fn admitted(
+    identity: &shoal_net::identity::Identity,
+    data_dir: &Path,
+    token: Option<&str>,
+    labels: &Labels,
+) -> Result<(Certificate, Trust), Failure> {
+    let own = identity.peer_id().to_bytes();
+    let stored = std::fs::read(data_dir.join(CERTIFICATE_FILE))
+        .ok()
+        .zip(std::fs::read(data_dir.join(TRUST_FILE)).ok())
+        .and_then(|(cert, trust)| {
+            let certificate = Certificate::decode(&cert).ok()?;
+            let trust = Trust::decode(&trust).ok()?;
+            certificate.verify(&trust, &own, unix_now()).ok()?;
+            (certificate.labels() == labels).then_some((certificate, trust))
+        });
+    let Some(token) = token else {
+        return stored.ok_or_else(|| {
+            Failure::new(
+                Code::General,
+                format!(
+                    "{} holds no valid admission certificate for these labels: pass --token TOKEN (from `shoal token create` on the coordinator's host)",
+                    data_dir.display()
+                ),
+            )
+        });
+    };
+    if let Some(stored) = stored {
+        return Ok(stored);
+    }
+    let token: Token = token.parse().map_err(|e: admission::AdmissionError| {
+        Failure::new(Code::Usage, format!("--token: {e}"))
+    })?;
+    let (certificate, trust) = mesh::redeem_token(identity, &token, labels)
+        .await
+        .map_err(|e| Failure::new(Code::General, format!("cannot join the mesh: {e:#}")))?;
+    let write = |name: &str, bytes: &[u8]| {
+        crate::files::write_atomic(&data_dir.join(name), bytes, 0o600).code(Code::General, || {
+            format!("cannot save {} in {}", name, data_dir.display())
+        })
+    };
+    write(TRUST_FILE, trust.encode().as_bytes())?;
+    write(CERTIFICATE_FILE, &certificate.encode())?;
+    Ok((certificate, trust))
+}
+
+/// `shoal node --join ... [--token ...]`: a mesh member that prefetches announced releases
+/// from swarm peers it finds through membership.
+pub fn node(args: NodeArgs) -> Outcome {
+    init_logging();
+    if args.join.is_empty() {
+        return Err(Failure::new(
+            Code::Usage,
+            "--token needs at least one --join IP:PORT (a seed: the coordinator or any member)",
+        ));
+    }
+    let mut store = Store::open(&args.net.data_dir, shoal_store::Config::default())
+        .code(Code::General, || "cannot open the store".into())?;
+    runtime()?.block_on(async {
+        let identity = identity(&args.net)?;
+        let (certificate, trust) = admitted(
+            &identity,
+            &args.net.data_dir,
+            args.token.as_deref(),
+            &args.net.labels,
+        )
+        .await?;
+        let trust = Arc::new(trust);
+        let check = admission_check(trust.clone());
+        let (node, listener) = start_data_plane(
+            &args.net,
+            Vec::new(),
+            args.download_limit,
+            Some((certificate.encode(), check)),
+        )
+        .await?;
+        let shutdown = node.shutdown_signal();
+        let mut added: BTreeSet<RootHash> = BTreeSet::new();
+        for release in store.releases() {
+            added.insert(release.root());
+            let _ = node.add_stored_release(release);
+        }
+        let config = mesh::Config {
+            listen: args.net.listen,
+            seeds: args.join.clone(),
+            certificate,
+            trust,
+            control: control::Config::default(),
+            source_key: None,
+            data_dir: args.net.data_dir.clone(),
+        };
+        let summary_node = node.clone();
+        let own = Box::new(move || mesh::own_summary(summary_node.release_summary()));
+        let (mesh, mut announcements) = mesh::start(&identity, config, own, shutdown.clone())
+            .await
+            .map_err(general)?;
+        let extras = api::Extras {
+            mesh: Some(mesh.clone()),
+            coordinator: None,
+        };
+        tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
+        eprintln!(
+            "node {} listening on {}, joining through {}",
+            node.peer_id(),
+            args.net.listen,
+            args.join
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut refresh = tokio::time::interval(SWARM_REFRESH);
+        let stop = signalled();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                Some(announcement) = announcements.recv() => {
+                    prefetch(&mut store, &node, &mesh, &mut added, announcement).await;
+                }
+                _ = refresh.tick() => {
+                    let incomplete = node.release_summary().iter().any(|(_, complete)| !complete);
+                    if incomplete {
+                        connect_candidates(&node, &mesh).await;
+                    }
+                }
+            }
+        }
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Adds an announced release to the store and swarms for it with members as peers.
+async fn prefetch(
+    store: &mut Store,
+    node: &Node,
+    mesh: &Mesh,
+    added: &mut BTreeSet<RootHash>,
+    announcement: Announcement,
+) {
+    let root = announcement.manifest.root();
+    if added.contains(&root) {
+        return;
+    }
+    match store.add(&announcement.manifest) {
+        Ok(release) => {
+            added.insert(root);
+            let _ = node.add_stored_release(&release);
+            tracing::info!(%root, origin = %announcement.origin.addr, "prefetching {}", announcement.manifest.manifest().name());
+            connect_candidates(node, mesh).await;
+        }
+        Err(e) => tracing::error!(%root, "cannot prefetch: {e}"),
+    }
+}
+
+async fn connect_candidates(node: &Node, mesh: &Mesh) {
+    if let Ok(candidates) = mesh.swarm_candidates().await {
+        for addr in candidates {
+            node.connect(addr);
+        }
+    }
+}
+
+pub fn token(command: TokenCommand) -> Outcome {
+    let TokenCommand::Create(args) = command;
+    let request = TokenRequest {
+        ttl_secs: args.ttl.as_secs(),
+        labels: args.labels,
+    };
+    let answer: TokenAnswer = http::post(
+        args.coordinator,
+        api::TOKENS_PATH,
+        &request,
+        Duration::from_secs(10),
+    )?;
+    println!("{}", answer.token);
+    Ok(())
+}
+
+pub fn announce(args: AnnounceArgs) -> Outcome {
+    let absolute = |path: &Path| {
+        std::path::absolute(path).code(Code::Unreadable, || {
+            format!("cannot resolve {}", path.display())
+        })
+    };
+    let request = AnnounceRequest {
+        manifest: absolute(&args.manifest).map_err(|f| json_failure(args.json, f))?,
+        file: absolute(&args.file).map_err(|f| json_failure(args.json, f))?,
+    };
+    let answer: AnnounceAnswer = http::post(
+        args.coordinator,
+        api::ANNOUNCE_PATH,
+        &request,
+        Duration::from_secs(3600),
+    )
+    .map_err(|f| json_failure(args.json, f))?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "root": answer.root.to_string(),
+            "name": answer.name,
+            "seq": answer.seq,
+        }));
+    }
+    println!(
+        "announced {} (root {}) as broadcast {}",
+        answer.name, answer.root, answer.seq
+    );
+    Ok(())
+}
+
+pub fn members(args: MembersArgs) -> Outcome {
+    let members: MembersStatus =
+        http::get(args.node, api::MEMBERS_PATH).map_err(|f| json_failure(args.json, f))?;
+    if args.json {
+        let value = serde_json::to_value(&members)
+            .map_err(|e| Failure::new(Code::General, e.to_string()))?;
+        return print_json(&value);
+    }
+    println!(
+        "member {} on {} ({})",
+        members.peer_id, members.addr, members.labels
+    );
+    println!(
+        "  latest broadcast {}, parent {}, slowness x{}",
+        members.latest_seq,
+        members.parent.as_deref().unwrap_or("-"),
+        members.slowness_factor
+    );
+    println!("active view ({}):", members.active.len());
+    for n in &members.active {
+        let rtt = n.rtt_ms.map_or("-".to_string(), |r| format!("{r:.1} ms"));
+        println!(
+            "  {} {}  rtt {rtt}{}{}",
+            n.peer_id,
+            n.addr,
+            if n.suspect { "  SUSPECT" } else { "" },
+            if n.eager { "  tree" } else { "" }
+        );
+    }
+    println!("passive view ({}):", members.passive.len());
+    for e in &members.passive {
+        println!("  {} {}", e.peer_id, e.addr);
+    }
+    println!("locality cache ({}):", members.locality.len());
+    for e in &members.locality {
+        println!("  {} {}", e.peer_id, e.addr);
+    }
+    println!(
+        "refused peers {}, refused envelopes {}, malformed frames {}, declared dead {}",
+        members.refused_peers,
+        members.refused_envelopes,
+        members.malformed_frames,
+        members.declared_dead
+    );
+    Ok(())
+}
+
+/// `shoal status --coordinator ADDR`.
+pub fn fleet_status(addr: SocketAddr, json: bool) -> Outcome {
+    let fleet: FleetStatus = http::get(addr, api::FLEET_PATH).map_err(|f| json_failure(json, f))?;
+    if json {
+        let value =
+            serde_json::to_value(&fleet).map_err(|e| Failure::new(Code::General, e.to_string()))?;
+        return print_json(&value);
+    }
+    println!(
+        "fleet: {} nodes (healthy {}, degraded {}, failed {}, unknown {}), latest broadcast {}",
+        fleet.nodes,
+        fleet.states.healthy,
+        fleet.states.degraded,
+        fleet.states.failed,
+        fleet.states.unknown,
+        fleet.latest_seq
+    );
+    for r in &fleet.releases {
+        println!(
+            "release {}: complete on {}, fetching on {}",
+            r.root, r.complete, r.fetching
+        );
+    }
+    Ok(())
+}
