@@ -119,7 +119,14 @@ struct ConnEntry {
     addr: SocketAddr,
     labels: Labels,
     dialed_by_me: bool,
+    /// `Have`s (with later deltas) the peer sent for releases this node did not hold yet: a
+    /// release added after the connection opened picks its peers up from here, since their
+    /// announcements came before it existed. At most [`MAX_UNCLAIMED_HAVES`] releases.
+    unclaimed: HashMap<RootHash, (shoal_core::bitfield::Bitfield, bool)>,
 }
+
+/// Most releases per connection whose `Have` is kept until this node adds the release.
+const MAX_UNCLAIMED_HAVES: usize = 16;
 
 struct Inner {
     identity: Identity,
@@ -265,8 +272,27 @@ impl Node {
                 complete: complete_rx.clone(),
             },
         );
-        for conn in lock(&self.inner.conns).values() {
+        let entry_tx = lock(&self.inner.releases).get(&root).map(|e| e.tx.clone());
+        for (peer, conn) in lock(&self.inner.conns).iter_mut() {
             let _ = conn.out.try_send(have.clone());
+            if let (Some((pieces, origin)), Some(tx)) = (conn.unclaimed.remove(&root), &entry_tx) {
+                let link = Link {
+                    peer_id: *peer,
+                    addr: conn.addr,
+                    conn: conn.conn.clone(),
+                    out: conn.out.clone(),
+                    conn_id: conn.id,
+                };
+                let joined = Event::Joined {
+                    key: self.key(*peer),
+                    link,
+                    have: pieces,
+                    origin,
+                };
+                if tx.try_send(joined).is_err() {
+                    tracing::warn!(%peer, %root, "swarm queue full: an earlier have is lost");
+                }
+            }
         }
         complete_rx
     }
@@ -491,6 +517,7 @@ impl Node {
                     addr,
                     labels: Labels::default(),
                     dialed_by_me,
+                    unclaimed: HashMap::new(),
                 },
             );
         }
@@ -606,7 +633,16 @@ impl Node {
                     reason,
                 } => (root, Event::Rejected { key, piece, reason }),
             };
-            let tx = lock(&self.inner.releases).get(&root).map(|e| e.tx.clone());
+            let tx = {
+                let releases = lock(&self.inner.releases);
+                let tx = releases.get(&root).map(|e| e.tx.clone());
+                if tx.is_none() {
+                    // Kept while the release lock is held, so an `add` of this release cannot
+                    // slip in between and miss it.
+                    self.keep_unclaimed(link, root, &event);
+                }
+                tx
+            };
             match tx {
                 Some(tx) => tx
                     .send(event)
@@ -793,6 +829,37 @@ impl Node {
         );
         for i in chosen {
             tokio::spawn(self.clone().dial_learned(candidates[i].addr));
+        }
+    }
+}
+
+impl Node {
+    /// Remembers a `Have` or `HaveDelta` for a release this node does not hold (yet).
+    fn keep_unclaimed(&self, link: &Link, root: RootHash, event: &Event) {
+        let mut conns = lock(&self.inner.conns);
+        let Some(c) = conns.get_mut(&link.peer_id) else {
+            return;
+        };
+        if c.id != link.conn_id {
+            return;
+        }
+        match event {
+            Event::Joined { have, origin, .. }
+                if c.unclaimed.len() < MAX_UNCLAIMED_HAVES || c.unclaimed.contains_key(&root) =>
+            {
+                c.unclaimed.insert(root, (have.clone(), *origin));
+            }
+            Event::Delta { pieces, .. } => {
+                if let Some((have, _)) = c.unclaimed.get_mut(&root) {
+                    for piece in pieces {
+                        // Untrusted indices: only those inside the bitfield count.
+                        if piece.0 < have.len() {
+                            have.insert(piece.0);
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
