@@ -232,3 +232,111 @@ impl<P: Peer> Node<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, Entry, Node, Output};
+    use super::*;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn node() -> Node<u32> {
+        let mut node = Node::new(
+            Entry {
+                peer: 0,
+                place: Default::default(),
+            },
+            vec![],
+            Config::default(),
+            3,
+            Duration::ZERO,
+        );
+        for peer in [1, 2] {
+            node.handle_message(
+                Duration::ZERO,
+                peer,
+                Message::NeighbourReply {
+                    place: Default::default(),
+                    accepted: true,
+                },
+            );
+        }
+        while node.poll_output().is_some() {}
+        node
+    }
+
+    fn deliveries(node: &mut Node<u32>) -> usize {
+        std::iter::from_fn(|| node.poll_output())
+            .filter(|o| matches!(o, Output::Deliver { .. }))
+            .count()
+    }
+
+    #[test]
+    fn a_replayed_envelope_is_delivered_once_and_its_second_eager_sender_is_pruned() {
+        let mut node = node();
+        let envelope = Arc::new(Envelope::unsigned(1, true, Bytes::from_static(b"x")));
+        node.handle_message(
+            Duration::ZERO,
+            1,
+            Message::Gossip {
+                envelope: envelope.clone(),
+            },
+        );
+        assert_eq!(deliveries(&mut node), 1);
+        node.handle_message(
+            Duration::ZERO,
+            2,
+            Message::Gossip {
+                envelope: envelope.clone(),
+            },
+        );
+        let out: Vec<_> = std::iter::from_fn(|| node.poll_output()).collect();
+        assert!(!out.iter().any(|o| matches!(o, Output::Deliver { .. })));
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                to: 2,
+                message: Message::Prune
+            }
+        )));
+        // Long after, outside the exact window, a kept envelope still is not delivered again.
+        for seq in 2..200 {
+            let e = Arc::new(Envelope::unsigned(seq, false, Bytes::new()));
+            node.handle_message(Duration::ZERO, 1, Message::Gossip { envelope: e });
+        }
+        while node.poll_output().is_some() {}
+        node.handle_message(
+            Duration::ZERO,
+            1,
+            Message::SyncReply {
+                envelopes: vec![envelope],
+            },
+        );
+        assert_eq!(deliveries(&mut node), 0);
+        assert_eq!(node.stats().delivered, 199);
+    }
+
+    #[test]
+    fn a_missing_announced_envelope_is_grafted_after_the_timeout() {
+        let mut node = node();
+        node.handle_message(Duration::ZERO, 2, Message::IHave { seq: 1 });
+        node.handle_timeout(Duration::from_millis(100));
+        let early: Vec<_> = std::iter::from_fn(|| node.poll_output()).collect();
+        assert!(!early.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                message: Message::Graft { .. },
+                ..
+            }
+        )));
+        node.handle_timeout(Config::default().graft_timeout);
+        let out: Vec<_> = std::iter::from_fn(|| node.poll_output()).collect();
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                to: 2,
+                message: Message::Graft { seq: 1 }
+            }
+        )));
+    }
+}

@@ -20,6 +20,9 @@ pub struct Config {
     pub active_random_walk_length: u8,
     /// At this many remaining hops a forward-join also puts the newcomer in a passive view.
     pub passive_random_walk_length: u8,
+    /// Joins a node takes per second; more are dropped and counted, so a flood of joins cannot
+    /// churn a seed's view (and its neighbours', through forward-joins) without bound.
+    pub max_joins_per_sec: u32,
     /// How often a node shuffles its views with a random walk.
     pub shuffle_interval: Duration,
     /// Active-view entries in a shuffle.
@@ -65,6 +68,7 @@ impl Default for Config {
             locality_cache_capacity: 8,
             active_random_walk_length: 6,
             passive_random_walk_length: 3,
+            max_joins_per_sec: 32,
             shuffle_interval: Duration::from_secs(10),
             shuffle_active_entries: 3,
             shuffle_passive_entries: 4,

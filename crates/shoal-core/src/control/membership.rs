@@ -8,9 +8,30 @@ use super::place::Entry;
 use crate::labels::Closeness;
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
+use std::time::Duration;
 
 impl<P: Peer> Node<P> {
     pub(super) fn on_join(&mut self, joiner: Entry<P>) {
+        if self.is_neighbour(&joiner.peer) {
+            // A repeated join from a neighbour: confirm, but do not walk it through the overlay again.
+            self.send(
+                joiner.peer,
+                Message::NeighbourReply {
+                    place: self.me.place,
+                    accepted: true,
+                },
+            );
+            return;
+        }
+        let (start, count) = self.join_window;
+        if self.now.saturating_sub(start) >= Duration::from_secs(1) {
+            self.join_window = (self.now, 1);
+        } else if count >= self.config.max_joins_per_sec {
+            self.stats.joins_refused += 1;
+            return;
+        } else {
+            self.join_window.1 += 1;
+        }
         let capacity = self.config.active_view_capacity;
         self.add_active(joiner, capacity);
         self.send(
@@ -507,6 +528,52 @@ mod tests {
             .collect();
         assert_eq!(forwards.len(), 3);
         assert!(!forwards.contains(&4));
+    }
+
+    #[test]
+    fn a_flood_of_joins_is_limited_and_a_repeated_join_is_not_forwarded_again() {
+        let config = Config::default();
+        let limit = config.max_joins_per_sec;
+        let mut seed = Node::new(entry(0), vec![], config, 1, Duration::ZERO);
+        for peer in 1..=limit + 10 {
+            seed.handle_message(
+                Duration::ZERO,
+                peer,
+                Message::Join {
+                    place: Default::default(),
+                },
+            );
+        }
+        assert_eq!(seed.stats().joins_refused, 10);
+        drain(&mut seed);
+        let neighbour = seed.active()[0].entry.peer;
+        seed.handle_message(
+            Duration::from_secs(2),
+            neighbour,
+            Message::Join {
+                place: Default::default(),
+            },
+        );
+        let out = drain(&mut seed);
+        assert!(
+            !out.iter().any(|o| matches!(
+                o,
+                Output::Send {
+                    message: Message::ForwardJoin { .. },
+                    ..
+                }
+            )),
+            "a neighbour joining again is not walked through the overlay again"
+        );
+        // A new second starts a new allowance.
+        seed.handle_message(
+            Duration::from_secs(2),
+            10_000,
+            Message::Join {
+                place: Default::default(),
+            },
+        );
+        assert!(seed.is_neighbour(&10_000));
     }
 
     #[test]

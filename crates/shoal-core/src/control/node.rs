@@ -129,6 +129,8 @@ pub struct Stats {
     pub declared_dead: u64,
     /// Times the node joined through a seed.
     pub joins_sent: u64,
+    /// Joins dropped over the per-second limit.
+    pub joins_refused: u64,
     /// Broadcasts delivered.
     pub delivered: u64,
     /// Broadcasts received again after delivery.
@@ -171,6 +173,7 @@ pub struct Node<P: Peer> {
     pub(super) next_shuffle: Duration,
     pub(super) next_fill: Duration,
     pub(super) next_seed_probe: Duration,
+    pub(super) join_window: (Duration, u32),
 
     // Failure detection.
     pub(super) slowness: u32,
@@ -223,6 +226,7 @@ impl<P: Peer> Node<P> {
             next_shuffle,
             next_fill: now,
             next_seed_probe,
+            join_window: (now, 0),
             slowness: 0,
             nonce: 0,
             relays: Vec::new(),
