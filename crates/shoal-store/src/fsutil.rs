@@ -1,4 +1,5 @@
-//! Small file-system helpers the store needs and std does not have.
+//! Small file-system helpers the store needs and std does not have; [`write_atomic`] is also
+//! used by the rest of Shoal for every file it replaces whole.
 
 use std::fs::File;
 use std::io;
@@ -63,15 +64,40 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, then
-/// renamed over `path`, then the directory synced.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `path` atomically with permission `mode`: a temporary file next to it
+/// (created with `mode`, exactly, whatever the umask), synced, renamed over `path`, then the
+/// directory synced. A failed write removes the temporary file. The one helper for every file
+/// Shoal replaces whole: store markers, keys, manifests, trust documents, admission files.
+///
+/// # Errors
+///
+/// Any IO error on the way; `path` is then unchanged.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp_name);
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // open() filters the mode through the umask; set it exactly.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
     sync_dir(dir)
 }

@@ -31,7 +31,7 @@
 
 mod bitmap;
 mod error;
-mod fsutil;
+pub mod fsutil;
 mod gc;
 pub mod hashing;
 mod release;

@@ -325,7 +325,7 @@ impl Release {
                 .sync()
                 .map_err(|e| StoreError::io("sync", &bitmap_path, e))?;
             let marker = self.dir.join(COMPLETE_FILE);
-            fsutil::write_atomic(&marker, self.root().to_hex().as_bytes())
+            fsutil::write_atomic(&marker, self.root().to_hex().as_bytes(), 0o644)
                 .map_err(|e| StoreError::io("write", &marker, e))?;
             state.complete = true;
             return Ok(());
@@ -356,7 +356,7 @@ impl Release {
         self.check_writable()?;
         let marker = self.dir.join(PINNED_FILE);
         if pinned {
-            fsutil::write_atomic(&marker, b"pinned\n")
+            fsutil::write_atomic(&marker, b"pinned\n", 0o644)
                 .map_err(|e| StoreError::io("write", &marker, e))?;
         } else if let Err(e) = std::fs::remove_file(&marker)
             && e.kind() != std::io::ErrorKind::NotFound

@@ -1,8 +1,7 @@
 //! File helpers shared by the commands.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
 /// Reads at most `limit + 1` bytes of a file, so an oversize input is detected without reading
 /// all of it.
@@ -45,30 +44,4 @@ pub fn check_replaceable(
             path.display()
         ))
     }
-}
-
-/// Writes a file atomically with `mode`: a temporary file beside it, synced, then renamed over
-/// `path`. A reader never sees half of it, and a failure (a full disk) leaves any old file as it
-/// was and no temporary file behind.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // open() filters the mode through the umask; set it exactly.
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -33,7 +33,7 @@ pub fn write_pair(path: &Path, key: &SecretKey, force: bool) -> Result<PathBuf> 
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    crate::files::write_atomic(path, bytes, mode)
+    shoal_store::fsutil::write_atomic(path, bytes, mode)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

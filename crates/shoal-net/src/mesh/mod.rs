@@ -457,9 +457,7 @@ fn read_sequence(data_dir: &std::path::Path) -> u64 {
 
 fn write_sequence(data_dir: &std::path::Path, seq: u64) {
     let path = data_dir.join(SEQUENCE_FILE);
-    let tmp = data_dir.join(format!("{SEQUENCE_FILE}.tmp"));
-    let result =
-        std::fs::write(&tmp, format!("{seq}\n")).and_then(|()| std::fs::rename(&tmp, &path));
+    let result = shoal_store::fsutil::write_atomic(&path, format!("{seq}\n").as_bytes(), 0o644);
     if let Err(e) = result {
         tracing::error!(
             "cannot record broadcast sequence {seq} in {}: {e}",

@@ -227,9 +227,10 @@ async fn admitted(
         .await
         .map_err(|e| Failure::new(Code::General, format!("cannot join the mesh: {e:#}")))?;
     let write = |name: &str, bytes: &[u8]| {
-        crate::files::write_atomic(&data_dir.join(name), bytes, 0o600).code(Code::General, || {
-            format!("cannot save {} in {}", name, data_dir.display())
-        })
+        shoal_store::fsutil::write_atomic(&data_dir.join(name), bytes, 0o600)
+            .code(Code::General, || {
+                format!("cannot save {} in {}", name, data_dir.display())
+            })
     };
     write(TRUST_FILE, trust.encode().as_bytes())?;
     write(CERTIFICATE_FILE, &certificate.encode())?;

@@ -136,9 +136,10 @@ fn create(args: CreateArgs) -> Outcome {
     };
     let signed = SignedManifest::sign(manifest, &key)
         .code(Code::General, || "cannot sign the manifest".into())?;
-    files::write_atomic(&args.out, &signed.encode(), 0o644).code(Code::General, || {
-        format!("cannot write manifest {}", args.out.display())
-    })?;
+    shoal_store::fsutil::write_atomic(&args.out, &signed.encode(), 0o644)
+        .code(Code::General, || {
+            format!("cannot write manifest {}", args.out.display())
+        })?;
 
     let m = &signed.manifest;
     if args.json {

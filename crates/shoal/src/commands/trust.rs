@@ -57,7 +57,7 @@ pub fn run(cmd: TrustCommand) -> Outcome {
                 .collect::<Result<Vec<_>, _>>()?;
             let trust = Trust::sign(&root, publishers, coordinators, super::unix_now())
                 .code(Code::General, || "cannot create the trust document".into())?;
-            crate::files::write_atomic(&out, trust.encode().as_bytes(), 0o644)
+            shoal_store::fsutil::write_atomic(&out, trust.encode().as_bytes(), 0o644)
                 .code(Code::General, || format!("cannot write {}", out.display()))?;
             eprintln!(
                 "wrote trust document {} signed by root {}",
