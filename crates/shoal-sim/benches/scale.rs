@@ -3,7 +3,7 @@
 //! `cargo bench -p shoal-sim --bench scale` runs 10,000 and 100,000 nodes (override with
 //! `SHOAL_SIM_NODES=10000,100000`) through 60 simulated seconds of joining and idling, with the
 //! source broadcasting heartbeats, then prints the resident memory the nodes added and the event
-//! rate. Under `cargo test` it runs 2,000 nodes for 20 seconds as a smoke test.
+//! rate. Under `cargo test` it runs 2,000 nodes for 40 seconds as a smoke test.
 
 use shoal_sim::{Config, Network};
 use std::time::{Duration, Instant};
@@ -31,10 +31,12 @@ fn main() {
         Err(_) if bench => vec![10_000, 100_000],
         Err(_) => vec![2_000],
     };
+    // Long enough for the join storm to settle: a group of nodes that formed apart from the
+    // source notices after `stale_after` (15 s) and joins again through a seed.
     let span = if bench {
         Duration::from_secs(60)
     } else {
-        Duration::from_secs(20)
+        Duration::from_secs(40)
     };
     println!(
         "nodes    simulated  events      events/s   messages    RSS added  bytes/node  nodes/GB  reach"

@@ -68,7 +68,7 @@ impl Default for Config {
             locality_cache_capacity: 8,
             active_random_walk_length: 6,
             passive_random_walk_length: 3,
-            max_joins_per_sec: 32,
+            max_joins_per_sec: 100,
             shuffle_interval: Duration::from_secs(10),
             shuffle_active_entries: 3,
             shuffle_passive_entries: 4,
