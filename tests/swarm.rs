@@ -244,7 +244,7 @@ fn a_node_serves_the_releases_in_its_store() {
 }
 
 #[test]
-fn the_demo_swarms_a_release_and_verifies_every_copy() {
+fn the_demo_forms_a_mesh_announces_a_release_and_verifies_every_copy() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(
         dir.path(),
@@ -256,6 +256,10 @@ fn the_demo_swarms_a_release_and_verifies_every_copy() {
     assert!(out.status.success(), "{text}{}", support::stderr(&out));
     assert!(text.contains("all 2 copies verified"), "{text}");
     assert!(text.contains("Kumar-Ross bound"), "{text}");
+    assert!(
+        text.contains("counts the release complete on 2 of 2 nodes"),
+        "{text}"
+    );
     // Without --keep the work directory is removed.
     assert!(!dir.path().join("work").exists());
 }

@@ -1,5 +1,7 @@
-//! `shoal demo`: an origin and N nodes on loopback, as real processes, distributing one
-//! generated payload; every copy is verified and the time is set against the Kumar-Ross bound.
+//! `shoal demo`: a coordinator and N nodes on loopback, as real processes, forming a mesh through
+//! seeds and an onboarding token; the coordinator announces one generated payload, every node
+//! fetches it from the others, every copy is verified, and the time from the announcement is set
+//! against the Kumar-Ross bound.
 
 use super::net::fetch_status;
 use crate::failure::{Code, Failure, Outcome, WithCode};
@@ -8,17 +10,16 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// `shoal demo`.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Receiving nodes besides the origin.
+    /// Nodes besides the coordinator (which is the release's origin).
     #[arg(long, default_value_t = 8, value_name = "N")]
     nodes: usize,
     /// Payload size, e.g. 256MiB.
@@ -77,7 +78,8 @@ fn step(exe: &Path, dir: &Path, args: &[&str]) -> Outcome {
     Ok(())
 }
 
-/// A loopback port free on both UDP and TCP.
+/// A loopback port PORT with UDP PORT (data plane), UDP PORT+1 (control plane) and TCP PORT
+/// (API) all free.
 fn free_port() -> Result<u16, Failure> {
     for _ in 0..100 {
         let udp =
@@ -86,11 +88,51 @@ fn free_port() -> Result<u16, Failure> {
             .local_addr()
             .code(Code::General, || "no local address".into())?
             .port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let Some(next) = port.checked_add(1) else {
+            continue;
+        };
+        if UdpSocket::bind(("127.0.0.1", next)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
             return Ok(port);
         }
     }
     Err(fail("found no free loopback port"))
+}
+
+/// Waits up to `within` for `ready`, polling.
+fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) -> Outcome {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        if Instant::now() > deadline {
+            return Err(fail(format!(
+                "gave up waiting {} s for {what}; the logs are in the work directory",
+                within.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Runs a `shoal` subcommand in `dir` and returns what it printed on stdout.
+fn output(exe: &Path, dir: &Path, args: &[&str]) -> Result<String, Failure> {
+    let out = Command::new(exe)
+        .current_dir(dir)
+        .args(args)
+        .stderr(Stdio::piped())
+        .output()
+        .code(Code::General, || {
+            format!("cannot run shoal {}", args.join(" "))
+        })?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "shoal {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn bar(multi: &MultiProgress, len: u64, label: String) -> ProgressBar {
@@ -202,93 +244,93 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
     let pieces = manifest.layout().piece_count();
     let rate = args.rate.to_string();
 
-    let origin_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    // The mesh: a coordinator (broadcast source, admission authority, origin), an onboarding
+    // token, and nodes that find each other through seeds, with no peer lists.
+    let coordinator = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let mut children = Children(Vec::new());
-    let origin = Command::new(exe)
+    let child = Command::new(exe)
         .current_dir(dir)
         .args([
-            "seed",
-            "demo.manifest",
-            "--file",
-            "payload.bin",
-            "--trust",
-            "trust.json",
+            "coordinator",
             "--data-dir",
-            "origin",
+            "coordinator",
+            "--key",
+            "coordinator.key",
         ])
         .args([
+            "--trust",
+            "trust.json",
             "--listen",
-            &origin_addr.to_string(),
-            "--upload-limit",
-            &rate,
+            &coordinator.to_string(),
         ])
+        .args(["--upload-limit", &rate])
         .stdout(Stdio::null())
-        .stderr(log(dir, "origin")?)
+        .stderr(log(dir, "coordinator")?)
         .spawn()
-        .code(Code::General, || "cannot start the origin".into())?;
-    children.0.push(origin);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while fetch_status(origin_addr).is_err() {
-        if Instant::now() > deadline {
-            return Err(fail(format!(
-                "the origin did not start on {origin_addr} within 60 s"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .code(Code::General, || "cannot start the coordinator".into())?;
+    children.0.push(child);
+    wait_until(Duration::from_secs(60), "the coordinator to answer", || {
+        fetch_status(coordinator).is_ok()
+    })?;
+    let token = output(
+        exe,
+        dir,
+        &["token", "create", "--coordinator", &coordinator.to_string()],
+    )?;
     eprintln!(
-        "origin on {origin_addr}; starting {} nodes, every process capped at {}/s up and down",
+        "coordinator on {coordinator}; starting {} nodes, every process capped at {}/s up and down",
         args.nodes,
         human_bytes(args.rate)
     );
-
-    let started = Instant::now();
-    let (done_tx, done_rx) = mpsc::channel::<(usize, Instant, String)>();
-    let mut addrs = Vec::new();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
     for i in 0..args.nodes {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut child = Command::new(exe)
+        // Seeds: the coordinator and the first two nodes.
+        let mut joins = vec![coordinator];
+        joins.extend(addrs.iter().take(2));
+        let mut command = Command::new(exe);
+        command
             .current_dir(dir)
-            .args([
-                "fetch",
-                "demo.manifest",
-                "--trust",
-                "trust.json",
-                "--data-dir",
-                &format!("node{i}"),
-            ])
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--peer",
-                &origin_addr.to_string(),
-            ])
-            .args([
-                "--upload-limit",
-                &rate,
-                "--download-limit",
-                &rate,
-                "--seed-secs",
-                "3600",
-                "--json",
-            ])
-            .stdout(Stdio::piped())
+            .args(["node", "--data-dir", &format!("node{i}")])
+            .args(["--listen", &addr.to_string(), "--token", token.trim()])
+            .args(["--labels", &format!("region=demo,fd={},rack={i}", i % 3)])
+            .args(["--upload-limit", &rate, "--download-limit", &rate]);
+        for join in &joins {
+            command.args(["--join", &join.to_string()]);
+        }
+        let child = command
+            .stdout(Stdio::null())
             .stderr(log(dir, &format!("node{i}"))?)
             .spawn()
             .code(Code::General, || format!("cannot start node {i}"))?;
-        let stdout = child.stdout.take().ok_or_else(|| fail("no stdout"))?;
-        let tx = done_tx.clone();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send((i, Instant::now(), line));
-            }
-        });
         children.0.push(child);
         addrs.push(addr);
     }
-    drop(done_tx);
+    let nodes = u32::try_from(args.nodes).unwrap_or(u32::MAX);
+    let counted = || {
+        crate::http::get::<shoal_net::mesh::FleetStatus>(coordinator, shoal_net::api::FLEET_PATH)
+            .is_ok_and(|f| f.nodes == nodes)
+    };
+    wait_until(
+        Duration::from_secs(120),
+        "every node to join the mesh",
+        counted,
+    )?;
+    eprintln!("all {} nodes joined; announcing the release", args.nodes);
 
+    let started = Instant::now();
+    output(
+        exe,
+        dir,
+        &[
+            "announce",
+            "demo.manifest",
+            "--file",
+            "payload.bin",
+            "--coordinator",
+            &coordinator.to_string(),
+        ],
+    )?;
     let multi = if std::io::stderr().is_terminal() {
         MultiProgress::with_draw_target(ProgressDrawTarget::stderr())
     } else {
@@ -297,50 +339,58 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
     let bars: Vec<ProgressBar> = (0..args.nodes)
         .map(|i| bar(&multi, u64::from(pieces), format!("node{i}")))
         .collect();
-    let mut results: Vec<Option<(f64, serde_json::Value)>> = vec![None; args.nodes];
+    let mut results: Vec<Option<(f64, String)>> = vec![None; args.nodes];
     let limit = Duration::from_secs(600);
     while results.iter().any(Option::is_none) {
         if started.elapsed() > limit {
-            return Err(fail("the demo did not finish within 600 s"));
-        }
-        while let Ok((i, at, line)) = done_rx.try_recv() {
-            let value: serde_json::Value = serde_json::from_str(&line)
-                .map_err(|e| fail(format!("node{i} printed {line:?}: {e}")))?;
-            if value["ok"] != serde_json::Value::Bool(true) {
-                return Err(fail(format!("node{i} failed: {line}")));
-            }
-            bars[i].set_position(u64::from(pieces));
-            bars[i].finish();
-            if !std::io::stderr().is_terminal() {
-                eprintln!("node{i} done after {:.2} s", (at - started).as_secs_f64());
-            }
-            results[i] = Some(((at - started).as_secs_f64(), value));
+            return Err(fail("the release did not reach every node within 600 s"));
         }
         for (i, addr) in addrs.iter().enumerate() {
-            if results[i].is_none()
-                && let Ok(status) = fetch_status(*addr)
-                && let Some(r) = status.releases.first()
-            {
-                bars[i].set_position(u64::from(r.have));
+            if results[i].is_some() {
+                continue;
+            }
+            let Ok(status) = fetch_status(*addr) else {
+                continue;
+            };
+            let Some(r) = status.releases.iter().find(|r| r.root == root) else {
+                continue;
+            };
+            bars[i].set_position(u64::from(r.have));
+            if r.complete {
+                let secs = started.elapsed().as_secs_f64();
+                bars[i].finish();
+                if !std::io::stderr().is_terminal() {
+                    eprintln!("node{i} done after {secs:.2} s");
+                }
+                results[i] = Some((secs, r.path.clone()));
             }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let origin_status = fetch_status(origin_addr).ok();
+    let origin_status = fetch_status(coordinator).ok();
+    // Health climbs the broadcast tree once a second per level: give the count time to settle.
+    let fleet_complete = || {
+        crate::http::get::<shoal_net::mesh::FleetStatus>(coordinator, shoal_net::api::FLEET_PATH)
+            .ok()
+            .and_then(|f| f.releases.into_iter().find(|r| r.root.to_hex() == root))
+            .map_or(0, |r| r.complete)
+    };
+    let settled = Instant::now() + Duration::from_secs(30);
+    let mut complete = fleet_complete();
+    while complete < nodes && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(200));
+        complete = fleet_complete();
+    }
     drop(children);
 
     // Verify every copy against the root, as b3sum would.
     let mut last = 0.0f64;
     for (i, result) in results.iter().enumerate() {
-        let Some((secs, value)) = result else {
+        let Some((secs, path)) = result else {
             continue;
         };
         last = last.max(*secs);
-        let path = dir.join(
-            value["path"]
-                .as_str()
-                .ok_or_else(|| fail("no path in fetch output"))?,
-        );
+        let path = dir.join(path);
         let file =
             File::open(&path).code(Code::General, || format!("cannot open {}", path.display()))?;
         let hashed = shoal_store::hashing::hash_file(
@@ -366,6 +416,10 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
     println!(
         "last node done after {last:.2} s; Kumar-Ross bound {bound:.2} s ({:.2}x)",
         last / bound
+    );
+    println!(
+        "the coordinator's fleet summary counts the release complete on {complete} of {} nodes",
+        args.nodes
     );
     if let Some(s) = origin_status.and_then(|s| s.releases.into_iter().next()) {
         println!(

@@ -42,7 +42,7 @@ enum Command {
     Fetch(net::FetchArgs),
     /// Show a running process's releases, peers and bans, or the fleet summary at the coordinator.
     Status(net::StatusArgs),
-    /// Start an origin and N nodes on loopback, distribute a generated payload, verify every copy.
+    /// Start a coordinator and N nodes on loopback, announce a generated payload, verify every copy.
     Demo(demo::DemoArgs),
     /// Run the coordinator: the mesh's broadcast source, admission authority and release origin.
     Coordinator(mesh::CoordinatorArgs),
