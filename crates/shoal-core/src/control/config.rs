@@ -20,8 +20,9 @@ pub struct Config {
     pub active_random_walk_length: u8,
     /// At this many remaining hops a forward-join also puts the newcomer in a passive view.
     pub passive_random_walk_length: u8,
-    /// Joins a node takes per second; more are dropped and counted, so a flood of joins cannot
-    /// churn a seed's view (and its neighbours', through forward-joins) without bound.
+    /// Joins a node takes per second. Beyond it a join changes no view and starts no
+    /// forward-join walk: the joiner only gets a sample of members to ask instead, so a flood of
+    /// joins cannot churn a seed's view (and its neighbours') without bound.
     pub max_joins_per_sec: u32,
     /// How often a node shuffles its views with a random walk.
     pub shuffle_interval: Duration,

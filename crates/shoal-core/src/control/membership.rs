@@ -27,7 +27,12 @@ impl<P: Peer> Node<P> {
         if self.now.saturating_sub(start) >= Duration::from_secs(1) {
             self.join_window = (self.now, 1);
         } else if count >= self.config.max_joins_per_sec {
+            // Over the limit the view stays as it is, but the joiner is pointed at other
+            // members: it asks one of them to be its neighbour, which spreads a join storm over
+            // the overlay instead of queueing it at the seeds.
             self.stats.joins_refused += 1;
+            let entries = self.shuffle_sample(joiner.peer);
+            self.send(joiner.peer, Message::ShuffleReply { entries });
             return;
         } else {
             self.join_window.1 += 1;
