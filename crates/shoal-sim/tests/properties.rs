@@ -64,6 +64,18 @@ proptest! {
     }
 
     #[test]
+    fn every_view_of_a_small_mesh_fills(seed in any::<u64>(), nodes in 8u32..40) {
+        // Few nodes, so most are one over capacity: a short node must still find a place.
+        let mut net = network(nodes, seed);
+        net.run_for(SETTLE);
+        let capacity = Config::default().control.active_view_capacity;
+        for id in net.alive() {
+            let active = net.node(id).unwrap().active().len();
+            prop_assert!(active >= capacity, "node {id} of {nodes} has {active} neighbours, seed {seed}");
+        }
+    }
+
+    #[test]
     fn after_half_the_nodes_crash_the_next_broadcast_reaches_every_survivor(seed in any::<u64>()) {
         let mut net = network(2000, seed);
         crash_fraction(&mut net, 0.5, seed);

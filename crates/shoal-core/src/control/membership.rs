@@ -100,21 +100,22 @@ impl<P: Peer> Node<P> {
     }
 
     pub(super) fn on_neighbour(&mut self, asker: Entry<P>, priority: Priority) {
+        // Only a node short of neighbours asks, so a request is always taken. A node already
+        // one over capacity makes room by displacing a random neighbour: that neighbour is then
+        // short by one and asks in turn, so a shortage walks through the overlay until it
+        // reaches a node with a neighbour to spare. Refusing instead can leave a short node
+        // stuck when every candidate it knows is one over capacity (seen in a 12-node mesh).
         let capacity = self.config.active_view_capacity;
-        let accepted = self.is_neighbour(&asker.peer)
-            || priority == Priority::High
-            // One above capacity, so a neighbour-short node can always find a place.
-            || self.active.len() <= capacity;
-        if accepted {
-            self.add_active(asker, capacity + 1);
-        } else {
-            self.add_passive(asker);
-        }
+        let limit = match priority {
+            Priority::High => capacity,
+            Priority::Low => capacity + 1,
+        };
+        self.add_active(asker, limit);
         self.send(
             asker.peer,
             Message::NeighbourReply {
                 place: self.me.place,
-                accepted,
+                accepted: true,
             },
         );
     }
@@ -370,6 +371,9 @@ impl<P: Peer> Node<P> {
             return;
         }
         let Some(&candidate) = self.passive.choose(&mut self.rng) else {
+            // Short of neighbours and no candidate known (a newcomer whose contact knew few):
+            // learn some now rather than at the next periodic shuffle.
+            self.shuffle();
             return;
         };
         let priority = if self.active.is_empty() {
@@ -582,7 +586,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_view_refuses_low_priority_but_takes_high_priority() {
+    fn a_short_node_always_finds_a_place() {
         let config = Config::default();
         let capacity = config.active_view_capacity;
         let mut node = Node::new(entry(0), vec![], config, 1, Duration::ZERO);
@@ -599,7 +603,7 @@ mod tests {
         assert_eq!(
             node.active().len(),
             capacity + 1,
-            "one above capacity for the short"
+            "one above capacity without displacing"
         );
         drain(&mut node);
         node.handle_message(
@@ -610,17 +614,12 @@ mod tests {
                 priority: Priority::Low,
             },
         );
-        assert!(!node.is_neighbour(&100));
-        node.handle_message(
-            Duration::ZERO,
-            101,
-            Message::Neighbour {
-                place: Default::default(),
-                priority: Priority::High,
-            },
+        assert!(node.is_neighbour(&100));
+        assert_eq!(
+            node.active().len(),
+            capacity + 1,
+            "a random neighbour made room"
         );
-        assert!(node.is_neighbour(&101));
-        assert_eq!(node.active().len(), capacity + 1);
         let out = drain(&mut node);
         assert!(
             out.iter().any(|o| matches!(
@@ -631,6 +630,20 @@ mod tests {
                 }
             )),
             "the displaced neighbour is told"
+        );
+        node.handle_message(
+            Duration::ZERO,
+            101,
+            Message::Neighbour {
+                place: Default::default(),
+                priority: Priority::High,
+            },
+        );
+        assert!(node.is_neighbour(&101));
+        assert_eq!(
+            node.active().len(),
+            capacity + 1,
+            "a high-priority asker displaces one too"
         );
     }
 }

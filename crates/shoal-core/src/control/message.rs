@@ -20,9 +20,10 @@ const ENVELOPE_DOMAIN: &[u8] = b"shoal/broadcast-envelope/v1";
 /// How urgently a node asks a peer to become its neighbour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Priority {
-    /// The asker still has neighbours: accept only with room to spare.
+    /// The asker has some neighbours but fewer than it wants: accept, displacing a random
+    /// neighbour only if already one over capacity.
     Low,
-    /// The asker has no neighbour at all: accept, dropping a random neighbour if full.
+    /// The asker has no neighbour at all: accept, displacing a random neighbour if at capacity.
     High,
 }
 
