@@ -471,18 +471,8 @@ fn poll_node(
 
 /// `shoal announce --json` of `release`; its sequence number and how long it ran.
 fn announce(mesh: &Mesh<'_>, release: &Release) -> (u64, Duration) {
-    let addr = mesh.coordinator.listen().to_string();
-    let cmd = mesh.coordinator.api.command(&[
-        "announce",
-        release.manifest.to_str().expect("UTF-8 path"),
-        "--file",
-        release.payload.to_str().expect("UTF-8 path"),
-        "--coordinator",
-        &addr,
-        "--json",
-    ]);
     let started = Instant::now();
-    let out = harness::run_ok(cmd).unwrap_or_else(|e| panic!("{e}"));
+    let out = mesh.announce_with(release, &["--json"]);
     let took = started.elapsed();
     let said: serde_json::Value = harness::parse(&out).unwrap_or_else(|e| panic!("{e}"));
     let seq = said["seq"]

@@ -296,9 +296,7 @@ fn components(mesh: &Mesh<'_>) -> Result<Vec<BTreeSet<String>>, String> {
 #[test]
 fn a_partitioned_mesh_heals_and_delivers_to_both_sides() {
     let test = "a_partitioned_mesh_heals_and_delivers_to_both_sides";
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        report(&format!("SKIPPED {test}: needs root (network namespaces)"));
+    if harness::common::skip_unless_root(test, "build network namespaces") {
         return;
     }
     remove_stale();

@@ -18,6 +18,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+/// The helpers every end-to-end test shares (payloads, root checks).
+#[path = "mod.rs"]
+pub mod common;
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -557,18 +561,9 @@ impl Work {
     }
 }
 
-/// Writes `len` pseudo-random, incompressible bytes from `seed` (xorshift64) to `path`.
+/// Writes `len` pseudo-random, incompressible bytes from `seed` to `path`.
 pub fn write_random(path: &Path, len: usize, seed: u64) {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    std::fs::write(path, bytes).expect("write the payload");
+    std::fs::write(path, common::bytes(len, seed)).expect("write the payload");
 }
 
 /// Labels for node `i`, spread over two regions, four fault domains and ten racks.
@@ -1118,17 +1113,27 @@ impl<'w> Mesh<'w> {
     ///
     /// Unless it succeeds.
     pub fn announce(&self, release: &Release) -> String {
+        String::from_utf8_lossy(&self.announce_with(release, &[]).stdout).into_owned()
+    }
+
+    /// `shoal announce MANIFEST --file FILE --coordinator ADDR EXTRA...`, run where the
+    /// coordinator runs; returns its output.
+    ///
+    /// # Panics
+    ///
+    /// Unless it succeeds.
+    pub fn announce_with(&self, release: &Release, extra: &[&str]) -> Output {
         let addr = self.coordinator.listen().to_string();
-        let cmd = self.coordinator.api.command(&[
+        let mut args = vec![
             "announce",
             release.manifest.to_str().expect("UTF-8 path"),
             "--file",
             release.payload.to_str().expect("UTF-8 path"),
             "--coordinator",
             &addr,
-        ]);
-        let out = run_ok(cmd).unwrap_or_else(|e| panic!("{e}"));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ];
+        args.extend_from_slice(extra);
+        run_ok(self.coordinator.api.command(&args)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Copies every log to `target/tmp/mesh-logs/TEST-PID/` and prints their tails.

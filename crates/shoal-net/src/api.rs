@@ -69,6 +69,37 @@ fn is_local(peer: SocketAddr, local: SocketAddr) -> bool {
     peer.ip().is_loopback() || peer.ip() == local.ip()
 }
 
+/// The coordinator, for an operator action (`what`, as in "tokens are created") asked for by
+/// `peer`; or the answer that refuses it.
+fn operator(
+    coordinator: &Option<Arc<Coordinator>>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    what: &str,
+) -> Result<Arc<Coordinator>, Answer> {
+    let Some(c) = coordinator.clone() else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "this process is not the coordinator".into(),
+        ));
+    };
+    if !local.is_some_and(|l| is_local(peer, l)) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!("{what} from the coordinator's own host, not from {peer}"),
+        ));
+    }
+    Ok(c)
+}
+
+/// The answer to an operator action: its result, or what was wrong with the request.
+fn outcome<T: serde::Serialize>(result: Result<T>) -> Answer {
+    match result {
+        Ok(answer) => ok(&answer),
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -80,6 +111,7 @@ pub async fn serve(
     let mesh = extras.mesh.clone();
     let coordinator = extras.coordinator.clone();
     let coordinator2 = extras.coordinator.clone();
+    let coordinator3 = extras.coordinator.clone();
     let app = Router::new()
         .route(
             STATUS_PATH,
@@ -120,42 +152,33 @@ pub async fn serve(
         )
         .route(
             TOKENS_PATH,
-            post({
-                let coordinator = coordinator2.clone();
-                move |ConnectInfo(peer): ConnectInfo<SocketAddr>, Json(request): Json<TokenRequest>| {
-                    let coordinator = coordinator.clone();
+            post(
+                move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                      Json(request): Json<TokenRequest>| {
+                    let coordinator = operator(&coordinator2, peer, local, "tokens are created");
                     async move {
-                        let Some(c) = coordinator else {
-                            return error(StatusCode::NOT_FOUND, "this process is not the coordinator".into());
-                        };
-                        if !local.is_some_and(|l| is_local(peer, l)) {
-                            return error(StatusCode::FORBIDDEN, format!("tokens are created from the coordinator's own host, not from {peer}"));
-                        }
-                        match c.create_token(&request) {
-                            Ok(answer) => ok(&answer),
-                            Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+                        match coordinator {
+                            Ok(c) => outcome(c.create_token(&request)),
+                            Err(refusal) => refusal,
                         }
                     }
-                }
-            }),
+                },
+            ),
         )
         .route(
             ANNOUNCE_PATH,
-            post(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, Json(request): Json<AnnounceRequest>| {
-                let coordinator = coordinator2.clone();
-                async move {
-                    let Some(c) = coordinator else {
-                        return error(StatusCode::NOT_FOUND, "this process is not the coordinator".into());
-                    };
-                    if !local.is_some_and(|l| is_local(peer, l)) {
-                        return error(StatusCode::FORBIDDEN, format!("releases are announced from the coordinator's own host, not from {peer}"));
+            post(
+                move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                      Json(request): Json<AnnounceRequest>| {
+                    let coordinator = operator(&coordinator3, peer, local, "releases are announced");
+                    async move {
+                        match coordinator {
+                            Ok(c) => outcome(c.announce(request).await),
+                            Err(refusal) => refusal,
+                        }
                     }
-                    match c.announce(request).await {
-                        Ok(answer) => ok(&answer),
-                        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
-                    }
-                }
-            }),
+                },
+            ),
         );
     let result = axum::serve(
         listener,

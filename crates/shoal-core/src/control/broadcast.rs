@@ -235,34 +235,14 @@ impl<P: Peer> Node<P> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, Entry, Node, Output};
+    use super::super::testing::node_with_neighbours;
+    use super::super::{Config, Node, Output};
     use super::*;
     use bytes::Bytes;
     use std::time::Duration;
 
     fn node() -> Node<u32> {
-        let mut node = Node::new(
-            Entry {
-                peer: 0,
-                place: Default::default(),
-            },
-            vec![],
-            Config::default(),
-            3,
-            Duration::ZERO,
-        );
-        for peer in [1, 2] {
-            node.handle_message(
-                Duration::ZERO,
-                peer,
-                Message::NeighbourReply {
-                    place: Default::default(),
-                    accepted: true,
-                },
-            );
-        }
-        while node.poll_output().is_some() {}
-        node
+        node_with_neighbours(&[1, 2], 3)
     }
 
     fn deliveries(node: &mut Node<u32>) -> usize {

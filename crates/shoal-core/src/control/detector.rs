@@ -183,40 +183,13 @@ impl<P: Peer> Node<P> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, Entry, Node, Output};
+    use super::super::testing::{node_with_neighbours, sends};
+    use super::super::{Config, Node};
     use super::*;
-
-    fn entry(peer: u32) -> Entry<u32> {
-        Entry {
-            peer,
-            place: Default::default(),
-        }
-    }
-
-    fn sends(node: &mut Node<u32>) -> Vec<(u32, Message<u32>)> {
-        std::iter::from_fn(|| node.poll_output())
-            .filter_map(|o| match o {
-                Output::Send { to, message } => Some((to, message)),
-                _ => None,
-            })
-            .collect()
-    }
 
     /// A node with neighbours 1, 2 and 3, all just heard from at time zero.
     fn node_with_three_neighbours() -> Node<u32> {
-        let mut node = Node::new(entry(0), vec![], Config::default(), 7, Duration::ZERO);
-        for peer in 1..=3 {
-            node.handle_message(
-                Duration::ZERO,
-                peer,
-                Message::NeighbourReply {
-                    place: Default::default(),
-                    accepted: true,
-                },
-            );
-        }
-        sends(&mut node);
-        node
+        node_with_neighbours(&[1, 2, 3], 7)
     }
 
     #[test]

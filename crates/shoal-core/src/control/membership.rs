@@ -485,20 +485,9 @@ impl<P: Peer> Node<P> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{drain, entry};
     use super::super::{Config, Node, Output};
     use super::*;
-    use std::time::Duration;
-
-    fn entry(peer: u32) -> Entry<u32> {
-        Entry {
-            peer,
-            place: Default::default(),
-        }
-    }
-
-    fn drain(node: &mut Node<u32>) -> Vec<Output<u32>> {
-        std::iter::from_fn(|| node.poll_output()).collect()
-    }
 
     #[test]
     fn a_join_is_accepted_and_forwarded_to_every_other_neighbour() {

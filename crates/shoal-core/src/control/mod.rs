@@ -55,6 +55,8 @@ mod membership;
 mod message;
 mod node;
 mod place;
+#[cfg(test)]
+mod testing;
 
 pub use config::Config;
 pub use health::{MAX_SUMMARY_RELEASES, ReleaseCount, Status, Summary};
