@@ -55,7 +55,17 @@ fn wait_for_status(addr: SocketAddr) {
 
 /// Starts `shoal seed` for `manifest` and waits until it answers.
 fn seed(f: &Fixture, manifest: &str, payload: &str, extra: &[&str]) -> (Proc, SocketAddr) {
-    let addr = free_addr();
+    seed_at(f, free_addr(), manifest, payload, extra)
+}
+
+/// Starts `shoal seed` listening on `addr` and waits until it answers.
+fn seed_at(
+    f: &Fixture,
+    addr: SocketAddr,
+    manifest: &str,
+    payload: &str,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
     let child = shoal()
         .current_dir(f.path())
         .args([
@@ -314,7 +324,10 @@ fn a_peer_serving_corrupt_pieces_is_banned_and_honest_nodes_finish() {
     let size = 2 * 1024 * 1024;
     let root = release(&f, size);
     let bad = BadPeer::start(&f.file("app.manifest"), Misbehaviour::Corrupt);
-    let (_origin, origin) = seed(&f, "app.manifest", "payload.bin", &[]);
+    // The origin starts only once both nodes have banned the bad peer, so each node is sure to
+    // have asked it (with the origin up from the start, a node can finish before the bad peer's
+    // connection is set up); the nodes redial the origin's address until it answers.
+    let origin = free_addr();
     let fetches: Vec<_> = (0..2)
         .map(|i| {
             fetch(
@@ -326,6 +339,10 @@ fn a_peer_serving_corrupt_pieces_is_banned_and_honest_nodes_finish() {
             )
         })
         .collect();
+    for (i, (_, addr, _)) in fetches.iter().enumerate() {
+        wait_until_banned(*addr, &bad.peer_id, &format!("node{i}"));
+    }
+    let _origin = seed_at(&f, origin, "app.manifest", "payload.bin", &[]);
     for (i, (_, addr, rx)) in fetches.iter().enumerate() {
         let result = done(rx, &format!("node{i}"));
         check_copy(&f, &result, &root, size as u64);
@@ -343,6 +360,26 @@ fn a_peer_serving_corrupt_pieces_is_banned_and_honest_nodes_finish() {
         let out = run(f.path(), &["status", "--node", &addr.to_string()]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(&format!("BANNED {}", bad.peer_id)), "{text}");
+    }
+}
+
+/// Waits until the node at `addr` lists `peer_id` as banned from its first release.
+fn wait_until_banned(addr: SocketAddr, peer_id: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let banned = status(addr).is_some_and(|s| {
+            s["releases"][0]["banned"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|p| p["peer_id"] == peer_id))
+        });
+        if banned {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the bad peer is not banned after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

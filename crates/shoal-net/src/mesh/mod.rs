@@ -18,10 +18,12 @@
 
 mod contact;
 mod directive;
+mod known;
 mod status;
 
 pub use contact::{Contact, control_addr};
 pub use directive::{Directive, Hello};
+use known::{KnownPeers, MAX_KNOWN_PEERS};
 pub use status::{
     FleetRelease, FleetStates, FleetStatus, MemberEntry, MemberStatus, MembersStatus,
 };
@@ -39,7 +41,6 @@ use shoal_core::keys::SecretKey;
 use shoal_core::labels::Labels;
 use shoal_core::manifest::{SignedManifest, VerifiedManifest};
 use shoal_core::trust::Trust;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,8 +52,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 const COMMAND_QUEUE: usize = 64;
 /// Verified announcements waiting for the daemon to prefetch them.
 const ANNOUNCEMENT_QUEUE: usize = 64;
-/// Peers whose hello passed, remembered for naming their frames; cleared when it grows past this.
-const MAX_KNOWN_PEERS: usize = 16 * 1024;
 /// How often the node's own health summary is refreshed from the data plane.
 const OWN_SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a seed's identity request may take.
@@ -129,6 +128,7 @@ struct Counters {
     refused_envelopes: AtomicU64,
     malformed_frames: AtomicU64,
     dropped_sends: AtomicU64,
+    unnamed_frames: AtomicU64,
 }
 
 /// A handle on the running mesh task. Cheap to clone.
@@ -150,7 +150,7 @@ pub fn unix_now() -> u64 {
 /// `trust`, for the connection's peer id, valid now. Passing peers are remembered in `known`.
 fn hello_check(
     trust: Arc<Trust>,
-    known: Arc<Mutex<HashMap<PeerId, Contact>>>,
+    known: Arc<Mutex<KnownPeers>>,
     counters: Arc<Counters>,
 ) -> overlay::HelloCheck {
     Arc::new(move |peer: &PeerId, bytes: &[u8]| {
@@ -166,17 +166,10 @@ fn hello_check(
             });
         match checked {
             Ok(addr) => {
-                let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
-                if known.len() >= MAX_KNOWN_PEERS {
-                    known.clear();
-                }
-                known.insert(
-                    *peer,
-                    Contact {
-                        peer_id: *peer,
-                        addr,
-                    },
-                );
+                known
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remember(*peer, addr);
                 true
             }
             Err(reason) => {
@@ -208,7 +201,7 @@ pub async fn start(
             config.listen
         );
     }
-    let known = Arc::new(Mutex::new(HashMap::new()));
+    let known = Arc::new(Mutex::new(KnownPeers::new(MAX_KNOWN_PEERS)));
     let counters = Arc::new(Counters::default());
     let hello = Hello {
         addr: config.listen,
@@ -469,7 +462,7 @@ fn write_sequence(data_dir: &std::path::Path, seq: u64) {
 struct Task {
     node: control::Node<Contact>,
     overlay: Overlay,
-    known: Arc<Mutex<HashMap<PeerId, Contact>>>,
+    known: Arc<Mutex<KnownPeers>>,
     counters: Arc<Counters>,
     config: Config,
     epoch: Instant,
@@ -510,23 +503,37 @@ impl Task {
         self.epoch.elapsed()
     }
 
-    fn contact(&self, peer: PeerId) -> Contact {
-        self.known
+    /// The contact of `peer`: from its hello, else from the core's own views; `None` if its
+    /// address is known to neither (then it is not named to the core at all).
+    fn contact(&self, peer: PeerId) -> Option<Contact> {
+        let known = self
+            .known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&peer)
-            .copied()
-            .unwrap_or(Contact {
+            .get(&peer);
+        known.or_else(|| {
+            let probe = Contact {
                 peer_id: peer,
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            })
+                addr: self.config.listen,
+            };
+            let active = self.node.active().iter().map(|n| &n.entry);
+            active
+                .chain(self.node.passive())
+                .chain(self.node.locality())
+                .find(|e| e.peer == probe)
+                .map(|e| e.peer)
+        })
     }
 
     fn handle_event(&mut self, event: Event) {
         let now = self.now();
         match event {
             Event::Frame { peer, frame } => {
-                let from = self.contact(peer);
+                let Some(from) = self.contact(peer) else {
+                    self.counters.unnamed_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "frame from a peer whose address is not known: dropped");
+                    return;
+                };
                 let Ok(message) = postcard::from_bytes::<Message<Contact>>(&frame) else {
                     self.counters
                         .malformed_frames
@@ -557,8 +564,9 @@ impl Task {
                 ));
             }
             Event::Disconnected { peer } => {
-                let contact = self.contact(peer);
-                self.node.handle_disconnected(now, contact);
+                if let Some(contact) = self.contact(peer) {
+                    self.node.handle_disconnected(now, contact);
+                }
             }
         }
     }
@@ -623,7 +631,7 @@ impl Task {
                 self.known
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(contact.peer_id, contact);
+                    .remember(contact.peer_id, contact.addr);
                 self.node.add_seed(contact);
             }
         }
@@ -753,6 +761,7 @@ impl Task {
                 + stats.malformed_frames
                 + stats.oversize_frames,
             dropped_sends: self.counters.dropped_sends.load(Ordering::Relaxed),
+            unnamed_frames: self.counters.unnamed_frames.load(Ordering::Relaxed),
             declared_dead: core.declared_dead,
             joins_sent: core.joins_sent,
             delivered: core.delivered,

@@ -35,6 +35,9 @@ pub struct MembersStatus {
     pub malformed_frames: u64,
     /// Messages dropped because a peer's queue was full.
     pub dropped_sends: u64,
+    /// Frames dropped because their sender's address was not known (forgotten by a full table).
+    #[serde(default)]
+    pub unnamed_frames: u64,
     /// Neighbours the failure detector declared dead.
     pub declared_dead: u64,
     /// Joins sent through seeds.
