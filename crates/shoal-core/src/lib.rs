@@ -4,6 +4,9 @@
 //! the daemon, in tests and in the simulator. It does no IO: no sockets, no files, no clocks and no
 //! ambient randomness. Callers pass bytes, times and random sources in, and get values out.
 //!
+//! - [`rollout`]: rollout plans, directives and reports, the coordinator's conductor and each
+//!   node's rollout agent.
+//! - [`activation`]: how one service on a node switches releases, checks health and goes back.
 //! - [`control`]: the control plane: HyParView membership, Plumtree broadcast, failure detection
 //!   and health aggregation, as one sans-IO state machine per process.
 //! - [`content`]: the content model. A payload is cut into power-of-two [pieces](content::PieceLayout);
@@ -22,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod activation;
 pub mod admission;
 pub mod bitfield;
 pub mod content;
@@ -29,6 +33,7 @@ pub mod control;
 pub mod keys;
 pub mod labels;
 pub mod manifest;
+pub mod rollout;
 pub mod swarm;
 pub mod trust;
 pub mod wire;
