@@ -235,9 +235,18 @@ fn percent(text: &str) -> Option<u16> {
     (1.0..=10_000.0).contains(&bp).then_some(bp as u16)
 }
 
-fn count(text: &str) -> Option<u32> {
-    text.trim().parse::<u32>().ok()
+/// Parses a count of at least 1 (`"3"`) or a percent (`"25%"`).
+fn amount(text: &str) -> Option<Amount> {
+    if let Some(bp) = percent(text) {
+        return Some(Amount::Percent(bp));
+    }
+    match text.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Some(Amount::Count(n)),
+        _ => None,
+    }
 }
+
+const AMOUNT_HELP: &str = "give a count of at least 1, or a percent above 0% and at most 100%";
 
 impl Plan {
     /// Parses and checks a plan file's text.
@@ -298,19 +307,10 @@ fn stage(s: StageFile) -> Result<Stage, PlanError> {
         return Err(bad("name", &s.name, "give a name of 1 to 32 characters"));
     }
     let select = Selector::new(s.select).map_err(|why| bad("select", "", &why))?;
-    let size = if let Some(bp) = percent(&s.size) {
-        Size::Percent(bp)
-    } else {
-        match count(&s.size) {
-            Some(n) if n > 0 => Size::Count(n),
-            _ => {
-                return Err(bad(
-                    "size",
-                    &s.size,
-                    "give a count of at least 1, or a percent above 0% and at most 100%",
-                ));
-            }
-        }
+    let size = match amount(&s.size) {
+        Some(Amount::Count(n)) => Size::Count(n),
+        Some(Amount::Percent(bp)) => Size::Percent(bp),
+        None => return Err(bad("size", &s.size, AMOUNT_HELP)),
     };
     let success = if s.success == "strict" {
         Success::Strict
@@ -329,20 +329,8 @@ fn stage(s: StageFile) -> Result<Stage, PlanError> {
             }
         }
     };
-    let failure_threshold = if let Some(bp) = percent(&s.failure_threshold) {
-        Amount::Percent(bp)
-    } else {
-        match count(&s.failure_threshold) {
-            Some(n) if n > 0 => Amount::Count(n),
-            _ => {
-                return Err(bad(
-                    "failure_threshold",
-                    &s.failure_threshold,
-                    "give a count of at least 1, or a percent above 0% and at most 100%",
-                ));
-            }
-        }
-    };
+    let failure_threshold = amount(&s.failure_threshold)
+        .ok_or_else(|| bad("failure_threshold", &s.failure_threshold, AMOUNT_HELP))?;
     let on_failure = match s.on_failure.as_str() {
         "pause" => OnFailure::Pause,
         "rollback" => OnFailure::Rollback,

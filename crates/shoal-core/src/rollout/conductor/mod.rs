@@ -27,6 +27,12 @@
 //! Time is a [`Duration`] since the Unix epoch (the driver's wall clock, or the simulator's), so
 //! a restored conductor's deadlines still hold.
 
+mod status;
+mod waves;
+
+pub use status::{StageStatus, Status};
+pub use waves::Wave;
+
 use super::directive::{Action, Cell, DIRECTIVE_TTL_SECS, Directive, Release, Spec, StageRule};
 use super::plan::{MAX_EXACT_COUNT, OnFailure, Plan, Size, Success};
 use super::report::{NodeState, RolloutReport};
@@ -34,6 +40,7 @@ use super::selector::fraction_threshold;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+use waves::{cut_waves, describe};
 
 /// How the conductor runs.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -42,7 +49,8 @@ pub struct Config {
     pub settle: Duration,
     /// How often the current directive is sent again (fresh expiry, for late joiners).
     pub refresh: Duration,
-    /// How long after a census starts a stage that selects nobody fails the rollout.
+    /// How long the census, and then the assignment, may take to hear from every node before
+    /// the rollout is aborted with the count of nodes that answered.
     pub census_timeout: Duration,
     /// A fall of the fleet count by more than this share (basis points) within
     /// [`Config::settle`] holds every decision until it settles.
@@ -134,21 +142,6 @@ enum Phase {
     Waves,
 }
 
-/// One wave: the cells it opens and what it expects.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Wave {
-    /// Its stage.
-    pub stage: u8,
-    /// Its cells.
-    pub cells: Vec<Cell>,
-    /// Nodes the assignment found in its cells.
-    pub expected: u32,
-    /// When it was opened.
-    pub opened_at: Option<Duration>,
-    /// When it passed.
-    pub passed_at: Option<Duration>,
-}
-
 /// An audit-log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -170,52 +163,6 @@ pub enum Output {
     Record(Record),
     /// Sign and broadcast.
     Broadcast(Box<Directive>),
-}
-
-/// Per-stage counts for status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageStatus {
-    /// The stage's name.
-    pub name: String,
-    /// `pending`, `running`, `passed` or `failed`.
-    pub state: String,
-    /// Healthy nodes in its opened cells.
-    pub healthy: u32,
-    /// Failed or reverted nodes in its opened cells.
-    pub failed: u32,
-    /// Activating nodes.
-    pub activating: u32,
-    /// Nodes expected in the stage (from the assignment).
-    pub expected: u32,
-}
-
-/// A rollout's status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    /// Its id.
-    pub id: u64,
-    /// The service.
-    pub service: String,
-    /// The release's version.
-    pub version: String,
-    /// Its state.
-    pub state: String,
-    /// Per stage.
-    pub stages: Vec<StageStatus>,
-    /// The wave being run (index), if any.
-    pub wave: Option<u32>,
-    /// Its waves.
-    pub waves: Vec<Wave>,
-    /// Why it stopped, if it did.
-    pub reason: Option<String>,
-    /// Census: nodes matching each stage's selector, by (stage, region, fault domain).
-    pub census: Vec<(Cell, u32)>,
-    /// Nodes skipped by the census.
-    pub excluded: u32,
-    /// The most frequent failure reasons.
-    pub reasons: Vec<(String, u32)>,
-    /// Some failed nodes.
-    pub failed_sample: Vec<String>,
 }
 
 /// One rollout as the conductor keeps it (and persists it).
@@ -493,6 +440,9 @@ impl Conductor {
             if let Some((_, since)) = self.fleet {
                 at(since + self.config.settle);
             }
+            if let Phase::Census { since } | Phase::Assigning { since } = r.phase {
+                at(since + self.config.census_timeout);
+            }
         }
         next
     }
@@ -526,78 +476,6 @@ impl Conductor {
     /// The waves of `id` (empty until the assignment is done).
     pub fn waves(&self, id: u64) -> &[Wave] {
         self.rollouts.get(&id).map_or(&[], |r| &r.waves)
-    }
-
-    /// The status of `id`.
-    pub fn status(&self, id: u64) -> Option<Status> {
-        let r = self.rollouts.get(&id)?;
-        let empty = RolloutReport::new(id, 0);
-        let report = r.report.as_ref().unwrap_or(&empty);
-        let stages = r
-            .plan
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let waves: Vec<(usize, &Wave)> = r
-                    .waves
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| usize::from(w.stage) == i)
-                    .collect();
-                let mut counts = [0u32; 5];
-                for (_, w) in waves.iter().filter(|(_, w)| w.opened_at.is_some()) {
-                    for c in &w.cells {
-                        for (sum, n) in counts.iter_mut().zip(report.cell(c)) {
-                            *sum += n;
-                        }
-                    }
-                }
-                let state = if waves.is_empty() || waves.iter().all(|(_, w)| w.opened_at.is_none())
-                {
-                    "pending"
-                } else if waves.iter().all(|(_, w)| w.passed_at.is_some()) {
-                    "passed"
-                } else if matches!(r.state, RolloutState::RolledBack | RolloutState::Paused)
-                    && waves.iter().any(|(j, _)| *j == r.wave)
-                    && r.reason.is_some()
-                {
-                    "failed"
-                } else {
-                    "running"
-                };
-                StageStatus {
-                    name: s.name.clone(),
-                    state: state.into(),
-                    healthy: counts[NodeState::Healthy as usize],
-                    failed: counts[NodeState::Failed as usize]
-                        + counts[NodeState::Reverted as usize],
-                    activating: counts[NodeState::Activating as usize],
-                    expected: waves.iter().map(|(_, w)| w.expected).sum(),
-                }
-            })
-            .collect();
-        let census = r.census.as_ref();
-        Some(Status {
-            id,
-            service: r.spec.service.clone(),
-            version: r.spec.release.version.clone(),
-            state: r.state.as_str().into(),
-            stages,
-            wave: (r.phase == Phase::Waves && r.wave < r.waves.len())
-                .then(|| u32::try_from(r.wave).unwrap_or(u32::MAX)),
-            waves: r.waves.clone(),
-            reason: r.reason.clone(),
-            census: census.map_or_else(Vec::new, |c| {
-                c.census
-                    .iter()
-                    .map(|cc| (cc.cell.clone(), cc.counts[0]))
-                    .collect()
-            }),
-            excluded: census.map_or(0, |c| c.excluded),
-            reasons: report.reasons.clone(),
-            failed_sample: report.failed_sample.clone(),
-        })
     }
 
     fn running(
@@ -654,26 +532,22 @@ impl Conductor {
             });
             let inflated = report.as_ref().is_some_and(|rep| rep.nodes > fleet);
             match r.phase.clone() {
-                Phase::Census { since } => {
+                Phase::Census { since } | Phase::Assigning { since } => {
+                    let census = matches!(r.phase, Phase::Census { .. });
                     if settled && complete {
-                        if let Some(rep) = report {
-                            self.finish_census(now, id, rep);
+                        match (census, report) {
+                            (true, Some(rep)) => self.finish_census(now, id, rep),
+                            (false, Some(rep)) => self.finish_assignment(now, id, &rep),
+                            _ => {}
                         }
-                    } else if now >= since + self.config.census_timeout && r.dry_run {
-                        self.finish(
-                            now,
-                            id,
-                            RolloutState::Aborted,
-                            "the census did not settle".into(),
+                    } else if now >= since + self.config.census_timeout {
+                        let answered = report.as_ref().map_or(0, |rep| rep.nodes);
+                        let what = if census { "census" } else { "assignment" };
+                        let reason = format!(
+                            "the {what} did not settle within {:?}: {answered} of {fleet} nodes answered",
+                            self.config.census_timeout
                         );
-                    }
-                }
-                Phase::Assigning { .. } => {
-                    if settled
-                        && complete
-                        && let Some(rep) = report
-                    {
-                        self.finish_assignment(now, id, &rep);
+                        self.finish(now, id, RolloutState::Aborted, reason);
                     }
                 }
                 Phase::Waves => {
@@ -941,55 +815,4 @@ impl Conductor {
                 open: r.open.clone(),
             })));
     }
-}
-
-/// Cuts the assigned cells into waves: stage by stage; one region at a time if the plan says
-/// so; `max_parallel_fault_domains` fault domains of a region at a time if it goes fault domain
-/// by fault domain.
-fn cut_waves(plan: &Plan, report: &RolloutReport) -> Vec<Wave> {
-    let mut waves = Vec::new();
-    for stage in 0..plan.stages.len() {
-        let stage_index = u8::try_from(stage).unwrap_or(u8::MAX);
-        let cells: Vec<(Cell, u32)> = report
-            .cells
-            .iter()
-            .filter(|c| c.cell.stage == stage_index)
-            .map(|c| (c.cell.clone(), c.counts.iter().sum::<u32>()))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        let mut groups: BTreeMap<String, Vec<(Cell, u32)>> = BTreeMap::new();
-        for (cell, n) in cells {
-            let key = if plan.one_region_at_a_time {
-                cell.region.clone()
-            } else {
-                String::new()
-            };
-            groups.entry(key).or_default().push((cell, n));
-        }
-        for (_, cells) in groups {
-            let chunk = if plan.fault_domain_by_fault_domain {
-                usize::try_from(plan.max_parallel_fault_domains).unwrap_or(1)
-            } else {
-                cells.len().max(1)
-            };
-            for part in cells.chunks(chunk.max(1)) {
-                waves.push(Wave {
-                    stage: stage_index,
-                    cells: part.iter().map(|(c, _)| c.clone()).collect(),
-                    expected: part.iter().map(|(_, n)| n).sum(),
-                    opened_at: None,
-                    passed_at: None,
-                });
-            }
-        }
-    }
-    waves
-}
-
-fn describe(cells: &[Cell]) -> String {
-    let parts: Vec<String> = cells
-        .iter()
-        .map(|c| format!("{}/{}", c.region, c.fault_domain))
-        .collect();
-    parts.join(" ")
 }
