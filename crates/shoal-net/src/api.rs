@@ -48,6 +48,8 @@ pub struct Extras {
     pub mesh: Option<Mesh>,
     /// The coordinator's actions, for `/v1/tokens` and `/v1/announce`.
     pub coordinator: Option<Arc<Coordinator>>,
+    /// More routes, served beside these (the daemon's rollout and service endpoints).
+    pub routes: Option<Router>,
 }
 
 type Answer = (StatusCode, Json<serde_json::Value>);
@@ -65,7 +67,7 @@ fn ok<T: serde::Serialize>(value: &T) -> Answer {
 
 /// Operator actions are taken only from the coordinator's own host: a request must come from
 /// loopback or from the address the API listens on.
-fn is_local(peer: SocketAddr, local: SocketAddr) -> bool {
+pub fn is_local(peer: SocketAddr, local: SocketAddr) -> bool {
     peer.ip().is_loopback() || peer.ip() == local.ip()
 }
 
@@ -180,6 +182,10 @@ pub async fn serve(
                 },
             ),
         );
+    let app = match extras.routes {
+        Some(routes) => app.merge(routes),
+        None => app,
+    };
     let result = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

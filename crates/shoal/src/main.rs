@@ -15,8 +15,16 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = commands::Cli::parse();
-    match commands::run(cli) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let outcome = if commands::is_node_control(&args) {
+        let name = std::ffi::OsString::from("shoal node");
+        let control =
+            commands::NodeControl::parse_from(std::iter::once(&name).chain(args.iter().skip(2)));
+        commands::node_control(control)
+    } else {
+        commands::run(commands::Cli::parse())
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("error: {}", failure.message);

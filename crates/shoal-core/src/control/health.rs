@@ -5,11 +5,14 @@ use super::Peer;
 use super::message::Message;
 use super::node::{ChildReport, Node};
 use crate::content::RootHash;
+use crate::rollout::RolloutReport;
 use serde::{Deserialize, Serialize};
 
 /// Most releases a summary counts. When a subtree knows more, the ones held by the fewest nodes
 /// are left out, so the releases that matter to most of the fleet are always counted.
 pub const MAX_SUMMARY_RELEASES: usize = 16;
+/// Most rollouts a summary reports on; older ones are left out.
+pub const MAX_SUMMARY_ROLLOUTS: usize = 4;
 
 /// A node's status, by the fleet convention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +49,8 @@ pub struct Summary {
     pub states: [u32; 4],
     /// Per release, sorted by root; at most [`MAX_SUMMARY_RELEASES`].
     pub releases: Vec<ReleaseCount>,
+    /// Per rollout, sorted by id; at most [`MAX_SUMMARY_ROLLOUTS`] (the newest).
+    pub rollouts: Vec<RolloutReport>,
 }
 
 impl Summary {
@@ -55,6 +60,7 @@ impl Summary {
             nodes: 1,
             states: [0; 4],
             releases: Vec::new(),
+            rollouts: Vec::new(),
         };
         summary.states[status as usize] = 1;
         for (root, complete) in releases {
@@ -77,7 +83,24 @@ impl Summary {
         for release in &other.releases {
             self.add_release(*release);
         }
+        for report in &other.rollouts {
+            self.add_rollout(report);
+        }
         self.trim();
+    }
+
+    /// Adds one rollout's report (a node's own, or a child's sum).
+    pub fn add_rollout(&mut self, report: &RolloutReport) {
+        match self
+            .rollouts
+            .binary_search_by_key(&report.rollout, |r| r.rollout)
+        {
+            Ok(i) => self.rollouts[i].add(report),
+            Err(i) => self.rollouts.insert(i, report.clone()),
+        }
+        while self.rollouts.len() > MAX_SUMMARY_ROLLOUTS {
+            self.rollouts.remove(0);
+        }
     }
 
     /// The count for `root`, if this summary has one.
@@ -92,6 +115,12 @@ impl Summary {
     pub fn is_well_formed(&self) -> bool {
         self.releases.len() <= MAX_SUMMARY_RELEASES
             && self.releases.windows(2).all(|w| w[0].root < w[1].root)
+            && self.rollouts.len() <= MAX_SUMMARY_ROLLOUTS
+            && self
+                .rollouts
+                .windows(2)
+                .all(|w| w[0].rollout < w[1].rollout)
+            && self.rollouts.iter().all(RolloutReport::is_well_formed)
     }
 
     fn add_release(&mut self, release: ReleaseCount) {

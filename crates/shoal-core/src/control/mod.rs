@@ -59,7 +59,7 @@ mod place;
 mod testing;
 
 pub use config::Config;
-pub use health::{MAX_SUMMARY_RELEASES, ReleaseCount, Status, Summary};
+pub use health::{MAX_SUMMARY_RELEASES, MAX_SUMMARY_ROLLOUTS, ReleaseCount, Status, Summary};
 pub use message::{Envelope, MAX_SHUFFLE_ENTRIES, MAX_SYNC_ENVELOPES, Message, Priority};
 pub use node::{Neighbour, Node, Output, Stats};
 pub use place::{Entry, Place};

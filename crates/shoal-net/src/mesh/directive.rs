@@ -16,6 +16,9 @@ pub enum Directive {
         /// The origin that serves it.
         origin: Contact,
     },
+    /// A rollout directive (a whole snapshot of the rollout; see
+    /// [`shoal_core::rollout::directive`]).
+    Rollout(Box<shoal_core::rollout::Directive>),
 }
 
 impl Directive {
@@ -27,7 +30,11 @@ impl Directive {
 
     /// Decodes an envelope body; `None` if it is not a directive this version knows.
     pub fn decode(body: &[u8]) -> Option<Self> {
-        postcard::from_bytes(body).ok()
+        let directive: Directive = postcard::from_bytes(body).ok()?;
+        match &directive {
+            Directive::Rollout(d) if !d.is_well_formed() => None,
+            _ => Some(directive),
+        }
     }
 }
 

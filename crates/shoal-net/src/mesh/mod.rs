@@ -80,6 +80,15 @@ pub struct Config {
     pub data_dir: PathBuf,
 }
 
+/// What a broadcast delivered for the daemon, verified.
+#[derive(Debug)]
+pub enum Delivered {
+    /// A release to prefetch.
+    Release(Box<Announcement>),
+    /// A rollout directive, for the node's rollout agent.
+    Rollout(Box<shoal_core::rollout::Directive>),
+}
+
 /// A release announcement that arrived, verified, for the daemon to prefetch.
 #[derive(Debug)]
 pub struct Announcement {
@@ -114,6 +123,11 @@ enum Command {
     Members(oneshot::Sender<MembersStatus>),
     Fleet(oneshot::Sender<FleetStatus>),
     Candidates(oneshot::Sender<Vec<SocketAddr>>),
+    Subtree(oneshot::Sender<Summary>),
+    Rollout {
+        directive: Box<shoal_core::rollout::Directive>,
+        reply: oneshot::Sender<Result<u64>>,
+    },
     Announce {
         manifest: Vec<u8>,
         origin: Contact,
@@ -194,7 +208,7 @@ pub async fn start(
     config: Config,
     own_summary: Box<dyn Fn() -> Summary + Send>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(Mesh, mpsc::Receiver<Announcement>)> {
+) -> Result<(Mesh, mpsc::Receiver<Delivered>)> {
     if config.listen.ip().is_unspecified() {
         bail!(
             "--listen {} is not an address peers can reach: give this machine's own IP",
@@ -353,6 +367,32 @@ impl Mesh {
         .await?
     }
 
+    /// The health summary of this member's subtree (on the coordinator: the whole fleet).
+    ///
+    /// # Errors
+    ///
+    /// If the mesh task has stopped.
+    pub async fn subtree(&self) -> Result<Summary> {
+        self.ask(Command::Subtree).await
+    }
+
+    /// Coordinator only: signs and broadcasts a rollout directive (kept for late joiners).
+    /// Returns the broadcast's sequence number.
+    ///
+    /// # Errors
+    ///
+    /// If this process is not the coordinator or the mesh task has stopped.
+    pub async fn broadcast_rollout(
+        &self,
+        directive: shoal_core::rollout::Directive,
+    ) -> Result<u64> {
+        self.ask(|reply| Command::Rollout {
+            directive: Box::new(directive),
+            reply,
+        })
+        .await?
+    }
+
     /// The overlay's transport counters.
     pub fn overlay_stats(&self) -> overlay::Stats {
         self.overlay.stats()
@@ -468,7 +508,7 @@ struct Task {
     epoch: Instant,
     own_summary: Box<dyn Fn() -> Summary + Send>,
     next_own_summary: Instant,
-    announcements: mpsc::Sender<Announcement>,
+    announcements: mpsc::Sender<Delivered>,
 }
 
 impl Task {
@@ -618,6 +658,12 @@ impl Task {
             Command::Candidates(reply) => {
                 let _ = reply.send(self.candidates());
             }
+            Command::Subtree(reply) => {
+                let _ = reply.send(self.node.subtree());
+            }
+            Command::Rollout { directive, reply } => {
+                let _ = reply.send(self.broadcast(&Directive::Rollout(directive), true));
+            }
             Command::Announce {
                 manifest,
                 origin,
@@ -692,6 +738,21 @@ impl Task {
         };
         match directive {
             Directive::Heartbeat => {}
+            Directive::Rollout(rollout) => {
+                tracing::info!(
+                    rollout = rollout.spec.rollout,
+                    seq = envelope.seq,
+                    "rollout directive {}",
+                    rollout.seq
+                );
+                if self
+                    .announcements
+                    .try_send(Delivered::Rollout(rollout))
+                    .is_err()
+                {
+                    tracing::error!("delivery queue full: rollout directive dropped");
+                }
+            }
             Directive::Announce { manifest, origin } => {
                 let verified =
                     SignedManifest::decode(&manifest).and_then(|m| m.verify(&self.config.trust));
@@ -699,7 +760,11 @@ impl Task {
                     Ok(manifest) => {
                         tracing::info!(root = %manifest.root(), seq = envelope.seq, "release announced");
                         let announcement = Announcement { manifest, origin };
-                        if self.announcements.try_send(announcement).is_err() {
+                        if self
+                            .announcements
+                            .try_send(Delivered::Release(Box::new(announcement)))
+                            .is_err()
+                        {
                             tracing::error!("announcement queue full: release dropped");
                         }
                     }

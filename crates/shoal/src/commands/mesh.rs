@@ -14,11 +14,13 @@ use shoal_core::control::{self, Summary};
 use shoal_core::keys::{Role, SecretKey};
 use shoal_core::labels::Labels;
 use shoal_core::trust::Trust;
+use shoal_daemon::agent;
+use shoal_daemon::db::Db;
+use shoal_daemon::origin::serve_published;
+use shoal_daemon::routes::PublishAnswer;
 use shoal_net::api;
-use shoal_net::coordinator::{
-    AnnounceAnswer, AnnounceRequest, Coordinator, TokenAnswer, TokenRequest,
-};
-use shoal_net::mesh::{self, Announcement, FleetStatus, MembersStatus, Mesh, unix_now};
+use shoal_net::coordinator::{AnnounceRequest, Coordinator, TokenAnswer, TokenRequest};
+use shoal_net::mesh::{self, Announcement, Delivered, FleetStatus, MembersStatus, Mesh, unix_now};
 use shoal_net::node::{AdmissionCheck, Node};
 use shoal_store::Store;
 use std::collections::BTreeSet;
@@ -31,6 +33,8 @@ use std::time::Duration;
 const CERTIFICATE_FILE: &str = "admission.cert";
 /// The trust document received at admission, next to it.
 const TRUST_FILE: &str = "admission.trust";
+/// Where the coordinator keeps the manifests it published.
+const PUBLISHED_DIR: &str = "published";
 /// How often a node connects to more swarm peers from membership while a release is incomplete.
 const SWARM_REFRESH: Duration = Duration::from_secs(5);
 
@@ -157,7 +161,7 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             source_key: Some(SecretKey::from_seed(Role::Coordinator, key.seed())),
             data_dir: args.net.data_dir.clone(),
         };
-        let (mesh, _announcements) = mesh::start(
+        let (mesh, _delivered) = mesh::start(
             &identity,
             config,
             Box::new(Summary::default),
@@ -165,15 +169,33 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
         )
         .await
         .map_err(general)?;
+        let db = Arc::new(Db::open(&args.net.data_dir).map_err(failed(Code::General))?);
+        let conductor = shoal_daemon::conductor::start(db.clone(), mesh.clone(), shutdown.clone())
+            .map_err(failed(Code::General))?;
         let coordinator = Arc::new(Coordinator {
             key,
-            trust,
+            trust: trust.clone(),
             node: node.clone(),
             mesh: mesh.clone(),
         });
+        let republish = (db.clone(), node.clone(), trust.clone());
+        tokio::spawn(async move {
+            match serve_published(republish.0, republish.1, republish.2).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("serving {n} published releases again"),
+                Err(e) => tracing::error!("{e:#}"),
+            }
+        });
+        let routes = shoal_daemon::routes::coordinator(
+            conductor,
+            coordinator.clone(),
+            args.net.data_dir.join(PUBLISHED_DIR),
+            args.net.listen,
+        );
         let extras = api::Extras {
             mesh: Some(mesh),
             coordinator: Some(coordinator),
+            routes: Some(routes),
         };
         tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
         eprintln!(
@@ -247,6 +269,11 @@ pub fn node(args: NodeArgs) -> Outcome {
             "--token needs at least one --join IP:PORT (a seed: the coordinator or any member)",
         ));
     }
+    let services = match &args.services {
+        Some(path) => shoal_daemon::services::load(path)
+            .map_err(|e| Failure::new(Code::Usage, format!("--services: {e:#}")))?,
+        None => Default::default(),
+    };
     let mut store = Store::open(&args.net.data_dir, shoal_store::Config::default())
         .code(Code::General, || "cannot open the store".into())?;
     runtime()?.block_on(async {
@@ -282,14 +309,35 @@ pub fn node(args: NodeArgs) -> Outcome {
             source_key: None,
             data_dir: args.net.data_dir.clone(),
         };
+        let agent_node = node.clone();
+        let agent = agent::start(
+            agent::Config {
+                data_dir: args.net.data_dir.clone(),
+                node_id: identity.peer_id().to_bytes(),
+                name: format!("{} {}", args.net.listen, identity.peer_id()),
+                labels: args.net.labels.clone(),
+                services,
+            },
+            Box::new(move || agent_node.release_summary()),
+            shutdown.clone(),
+        )
+        .map_err(failed(Code::General))?;
         let summary_node = node.clone();
-        let own = Box::new(move || mesh::own_summary(summary_node.release_summary()));
-        let (mesh, mut announcements) = mesh::start(&identity, config, own, shutdown.clone())
+        let summary_agent = agent.clone();
+        let own = Box::new(move || {
+            let mut summary = mesh::own_summary(summary_node.release_summary());
+            for report in summary_agent.reports() {
+                summary.add_rollout(&report);
+            }
+            summary
+        });
+        let (mesh, mut delivered) = mesh::start(&identity, config, own, shutdown.clone())
             .await
             .map_err(general)?;
         let extras = api::Extras {
             mesh: Some(mesh.clone()),
             coordinator: None,
+            routes: Some(shoal_daemon::routes::node(agent.clone(), args.net.listen)),
         };
         tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
         eprintln!(
@@ -309,9 +357,12 @@ pub fn node(args: NodeArgs) -> Outcome {
             tokio::select! {
                 biased;
                 () = &mut stop => break,
-                Some(announcement) = announcements.recv() => {
-                    prefetch(&mut store, &node, &mesh, &mut added, announcement).await;
-                }
+                Some(delivery) = delivered.recv() => match delivery {
+                    Delivered::Release(announcement) => {
+                        prefetch(&mut store, &node, &mesh, &mut added, *announcement).await;
+                    }
+                    Delivered::Rollout(directive) => agent.directive(*directive),
+                },
                 _ = refresh.tick() => {
                     let incomplete = node.release_summary().iter().any(|(_, complete)| !complete);
                     if incomplete {
@@ -382,23 +433,25 @@ pub fn announce(args: AnnounceArgs) -> Outcome {
         manifest: absolute(&args.manifest).map_err(|f| json_failure(args.json, f))?,
         file: absolute(&args.file).map_err(|f| json_failure(args.json, f))?,
     };
-    let answer: AnnounceAnswer = http::post(
+    // Publishing also records the release at the coordinator, so it can be rolled out.
+    let answer: PublishAnswer = http::post(
         args.coordinator,
-        api::ANNOUNCE_PATH,
+        shoal_daemon::routes::PUBLISH_PATH,
         &request,
         Duration::from_secs(3600),
     )
     .map_err(|f| json_failure(args.json, f))?;
+    let name = format!("{}@{}", answer.service, answer.version);
     if args.json {
         return print_json(&serde_json::json!({
-            "root": answer.root.to_string(),
-            "name": answer.name,
+            "root": answer.root,
+            "name": name,
             "seq": answer.seq,
         }));
     }
     println!(
-        "announced {} (root {}) as broadcast {}",
-        answer.name, answer.root, answer.seq
+        "announced {name} (root {}) as broadcast {}",
+        answer.root, answer.seq
     );
     Ok(())
 }

@@ -5,6 +5,7 @@ mod keys;
 mod mesh;
 mod net;
 mod release;
+mod rollout;
 mod store;
 mod trust;
 
@@ -36,7 +37,9 @@ enum Command {
     Store(store::StoreCommand),
     /// Serve a published release from its payload file: the origin of a swarm.
     Seed(net::SeedArgs),
-    /// Run the node daemon: serve the store's releases to peers and finish partial ones.
+    /// Run the node daemon: serve the store's releases to peers, finish partial ones, and with
+    /// --join take part in the mesh and its rollouts. `shoal node drain|undrain --node IP:PORT`
+    /// takes a running node out of rollouts and back.
     Node(net::NodeArgs),
     /// Fetch one release from a swarm, verify it, then keep serving it for a while.
     Fetch(net::FetchArgs),
@@ -53,7 +56,16 @@ enum Command {
     Announce(mesh::AnnounceArgs),
     /// Show a mesh member's views, neighbour health and counters.
     Members(mesh::MembersArgs),
+    /// Create a release's manifest and publish it at the coordinator (which serves the file).
+    Publish(release::PublishArgs),
+    /// Plan, start, watch and steer rollouts.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
+    /// Show the coordinator's audit log of rollout decisions.
+    Audit(rollout::AuditArgs),
 }
+
+pub use net::{NodeControl, is_node_control, node_control};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Outcome {
@@ -71,6 +83,9 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Token(cmd) => mesh::token(cmd),
         Command::Announce(args) => mesh::announce(args),
         Command::Members(args) => mesh::members(args),
+        Command::Publish(args) => release::publish(args),
+        Command::Rollout(cmd) => rollout::run(cmd),
+        Command::Audit(args) => rollout::audit(args),
     }
 }
 

@@ -76,6 +76,9 @@ pub struct NodeArgs {
     /// Host-wide download cap, e.g. 100mbit or 12MiB/s.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub(super) download_limit: Option<u64>,
+    /// The services this node runs and rolls out (TOML; see `shoal help node`). With --join.
+    #[arg(long, value_name = "SERVICES.toml", requires = "join")]
+    pub(super) services: Option<PathBuf>,
 }
 
 /// `shoal fetch`.
@@ -233,6 +236,58 @@ pub fn seed(args: SeedArgs) -> Outcome {
     })
 }
 
+/// `shoal node drain|undrain --node IP:PORT`: steer a running node. Parsed apart from the
+/// daemon's own flags, which these commands do not take.
+#[derive(clap::Parser, Debug)]
+#[command(name = "shoal node")]
+pub struct NodeControl {
+    #[command(subcommand)]
+    action: NodeAction,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum NodeAction {
+    /// Take a running node out of rollouts: it starts no activation until undrained.
+    Drain(NodeAddr),
+    /// Let a drained node take part in rollouts again.
+    Undrain(NodeAddr),
+}
+
+#[derive(Args, Debug)]
+struct NodeAddr {
+    /// The node's --listen IP:PORT.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
+    node: SocketAddr,
+}
+
+/// Whether a command line is `shoal node drain|undrain ...`.
+pub fn is_node_control(args: &[std::ffi::OsString]) -> bool {
+    args.get(1).is_some_and(|a| a == "node")
+        && args.get(2).is_some_and(|a| a == "drain" || a == "undrain")
+}
+
+pub fn node_control(control: NodeControl) -> Outcome {
+    let (addr, path) = match control.action {
+        NodeAction::Drain(a) => (a.node, shoal_daemon::routes::DRAIN_PATH),
+        NodeAction::Undrain(a) => (a.node, shoal_daemon::routes::UNDRAIN_PATH),
+    };
+    let status: shoal_daemon::agent::AgentStatus = crate::http::post(
+        addr,
+        path,
+        &serde_json::json!({}),
+        std::time::Duration::from_secs(10),
+    )?;
+    println!(
+        "node {addr} {}",
+        if status.drained {
+            "drained"
+        } else {
+            "undrained"
+        }
+    );
+    Ok(())
+}
+
 pub fn node(args: NodeArgs) -> Outcome {
     if !args.join.is_empty() || args.token.is_some() {
         return super::mesh::node(args);
@@ -380,10 +435,39 @@ pub fn status(args: StatusArgs) -> Outcome {
         (None, None) => unreachable!("clap requires --node or --coordinator"),
     };
     let status = fetch_status(addr).map_err(|f| json_failure(args.json, f))?;
+    // A mesh member also has a rollout agent; a plain `shoal node`, `seed` or `fetch` has none.
+    let agent: Option<shoal_daemon::agent::AgentStatus> =
+        crate::http::get(addr, shoal_daemon::routes::SERVICES_PATH).ok();
     if args.json {
-        let value = serde_json::to_value(&status)
+        let mut value = serde_json::to_value(&status)
             .map_err(|e| Failure::new(Code::General, e.to_string()))?;
+        let services = agent
+            .as_ref()
+            .map(|a| a.services.clone())
+            .unwrap_or_default();
+        value["services"] = json!(services);
+        if let Some(a) = &agent {
+            value["drained"] = json!(a.drained);
+            value["refused_directives"] = json!(a.refused_directives);
+        }
         return super::print_json(&value);
+    }
+    if let Some(a) = &agent {
+        for s in &a.services {
+            let version = if s.version.is_empty() {
+                "-"
+            } else {
+                &s.version
+            };
+            let target = s
+                .target
+                .as_ref()
+                .map_or_else(String::new, |t| format!(" (activating {t})"));
+            println!("service {}: {version} {}{target}", s.name, s.state);
+        }
+        if a.drained {
+            println!("  drained: takes part in no rollout");
+        }
     }
     println!("node {} on {}", status.peer_id, addr);
     if !status.labels.is_empty() {

@@ -89,7 +89,139 @@ pub fn run(cmd: ReleaseCommand) -> Outcome {
     }
 }
 
+/// What `shoal publish` takes.
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The payload file (the coordinator reads it from this path and serves it: run this on
+    /// the coordinator's host).
+    file: PathBuf,
+    /// The service the release belongs to.
+    #[arg(long)]
+    service: String,
+    /// The release's version label.
+    #[arg(long)]
+    version: String,
+    /// The publisher secret key.
+    #[arg(long, value_name = "PUBLISHER_KEY")]
+    key: PathBuf,
+    /// The coordinator's --listen IP:PORT.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_coordinator)]
+    coordinator: std::net::SocketAddr,
+    /// Piece size, as for `release create`.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    piece_size: Option<u64>,
+    /// The release counter [default: the current Unix time in seconds].
+    #[arg(long, value_name = "N")]
+    release_counter: Option<u64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_coordinator(text: &str) -> Result<std::net::SocketAddr, String> {
+    shoal_net::node::parse_addr(text, "address").map_err(|e| e.to_string())
+}
+
+/// `shoal publish`: `release create` into a temporary manifest, then the coordinator verifies
+/// both files, keeps the manifest, serves the payload and broadcasts the announcement.
+pub fn publish(args: PublishArgs) -> Outcome {
+    let json = args.json;
+    publish_inner(args).map_err(|f| super::json_failure(json, f))
+}
+
+fn publish_inner(args: PublishArgs) -> Outcome {
+    let dir = tempfile_dir()?;
+    let out = dir.join("release.manifest");
+    let file = std::path::absolute(&args.file).code(Code::Unreadable, || {
+        format!("cannot resolve {}", args.file.display())
+    })?;
+    let create_args = CreateArgs {
+        file: file.clone(),
+        service: args.service,
+        version: args.version,
+        key: args.key,
+        piece_size: args.piece_size,
+        release_counter: args.release_counter,
+        out: out.clone(),
+        json: true,
+    };
+    let signed = sign(&create_args);
+    let result = signed.and_then(|_| {
+        let request = shoal_net::coordinator::AnnounceRequest {
+            manifest: out.clone(),
+            file,
+        };
+        crate::http::post::<_, shoal_daemon::routes::PublishAnswer>(
+            args.coordinator,
+            shoal_daemon::routes::PUBLISH_PATH,
+            &request,
+            std::time::Duration::from_secs(3600),
+        )
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let answer = result?;
+    if args.json {
+        return super::print_json(&json!({
+            "root": answer.root,
+            "service": answer.service,
+            "version": answer.version,
+            "release_counter": answer.counter,
+            "seq": answer.seq,
+        }));
+    }
+    println!("{}", answer.root);
+    eprintln!(
+        "published {}@{} (counter {}) as broadcast {}",
+        answer.service, answer.version, answer.counter, answer.seq
+    );
+    Ok(())
+}
+
+/// A fresh private directory for a temporary manifest.
+fn tempfile_dir() -> Result<PathBuf, Failure> {
+    let dir = std::env::temp_dir().join(format!(
+        "shoal-publish-{}-{}",
+        std::process::id(),
+        super::unix_now()
+    ));
+    std::fs::create_dir_all(&dir).code(Code::General, || {
+        format!("cannot create a temporary directory {}", dir.display())
+    })?;
+    Ok(dir)
+}
+
 fn create(args: CreateArgs) -> Outcome {
+    let (signed, seconds) = sign(&args)?;
+    let size = signed.manifest.size_bytes;
+    let layout = PieceLayout::new(size, u64::from(signed.manifest.piece_size_bytes))
+        .code(Code::General, || "the signed manifest's layout".into())?;
+    let m = &signed.manifest;
+    if args.json {
+        let mut value = summary(m);
+        value["manifest"] = json!(args.out);
+        value["seconds"] = json!(seconds);
+        value["bytes_per_second"] = json!(size as f64 / seconds.max(1e-9));
+        return super::print_json(&value);
+    }
+    println!("{}", m.root);
+    eprintln!(
+        "{} {}: {} in {} piece{} of {}, hashed in {seconds:.2} s ({}/s), signed by {}; manifest {}",
+        m.name(),
+        m.release_counter,
+        human_bytes(size),
+        layout.piece_count(),
+        if layout.piece_count() == 1 { "" } else { "s" },
+        human_bytes(u64::from(layout.piece_size_bytes())),
+        human_bytes((size as f64 / seconds.max(1e-9)) as u64),
+        m.publisher.fingerprint(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Hashes the payload, signs the manifest and writes it to `args.out`; returns it and the
+/// hashing time in seconds.
+fn sign(args: &CreateArgs) -> Result<(SignedManifest, f64), Failure> {
     shoal_core::manifest::check_name("service", &args.service)
         .code(Code::Usage, || "--service".into())?;
     shoal_core::manifest::check_name("version", &args.version)
@@ -124,8 +256,8 @@ fn create(args: CreateArgs) -> Outcome {
 
     let created = super::unix_now();
     let manifest = Manifest {
-        service: args.service,
-        version: args.version,
+        service: args.service.clone(),
+        version: args.version.clone(),
         release_counter: args.release_counter.unwrap_or(created),
         size_bytes: size,
         piece_size_bytes: layout.piece_size_bytes(),
@@ -141,28 +273,7 @@ fn create(args: CreateArgs) -> Outcome {
             format!("cannot write manifest {}", args.out.display())
         })?;
 
-    let m = &signed.manifest;
-    if args.json {
-        let mut value = summary(m);
-        value["manifest"] = json!(args.out);
-        value["seconds"] = json!(seconds);
-        value["bytes_per_second"] = json!(size as f64 / seconds.max(1e-9));
-        return super::print_json(&value);
-    }
-    println!("{}", m.root);
-    eprintln!(
-        "{} {}: {} in {} piece{} of {}, hashed in {seconds:.2} s ({}/s), signed by {}; manifest {}",
-        m.name(),
-        m.release_counter,
-        human_bytes(size),
-        layout.piece_count(),
-        if layout.piece_count() == 1 { "" } else { "s" },
-        human_bytes(u64::from(layout.piece_size_bytes())),
-        human_bytes((size as f64 / seconds.max(1e-9)) as u64),
-        m.publisher.fingerprint(),
-        args.out.display()
-    );
-    Ok(())
+    Ok((signed, seconds))
 }
 
 fn verify(

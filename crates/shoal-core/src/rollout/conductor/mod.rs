@@ -409,6 +409,37 @@ impl Conductor {
         Ok(())
     }
 
+    /// After a restart: sends the current directive of every unfinished rollout again (a
+    /// fresh sequence and expiry, the same decisions), so a directive lost in the crash is not
+    /// skipped and no wave is opened twice.
+    pub fn resend_all(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+        let ids: Vec<u64> = self
+            .rollouts
+            .iter()
+            .filter(|(_, r)| !r.state.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.record(
+                now,
+                id,
+                None,
+                "coordinator restarted: current directive sent again".into(),
+            );
+            self.send(now, id);
+        }
+    }
+
+    /// The release the newest completed rollout of `service` put in place.
+    pub fn last_completed(&self, service: &str) -> Option<&Release> {
+        self.rollouts
+            .values()
+            .rev()
+            .find(|r| r.spec.service == service && !r.dry_run && r.state == RolloutState::Completed)
+            .map(|r| &r.spec.release)
+    }
+
     /// The next output for the driver.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

@@ -45,6 +45,8 @@ pub struct Status {
     pub reason: Option<String>,
     /// Census: nodes matching each stage's selector, by (stage, region, fault domain).
     pub census: Vec<(Cell, u32)>,
+    /// Nodes the census counted.
+    pub nodes: u32,
     /// Nodes skipped by the census.
     pub excluded: u32,
     /// The most frequent failure reasons.
@@ -120,6 +122,7 @@ impl Conductor {
                     .map(|cc| (cc.cell.clone(), cc.counts[0]))
                     .collect()
             }),
+            nodes: census.map_or(0, |c| c.nodes),
             excluded: census.map_or(0, |c| c.excluded),
             reasons: report.reasons.clone(),
             failed_sample: report.failed_sample.clone(),

@@ -1,0 +1,22 @@
+//! Shoal's process runtime: everything a `shoal node` or `shoal coordinator` process does
+//! besides moving bytes, as thin drivers of the core's state machines.
+//!
+//! - [`agent`]: drives a node's rollout agent ([`shoal_core::rollout::Agent`]).
+//! - [`executor`] and [`supervisor`]: carry out activation commands: stage, switch, restart,
+//!   health-check; keep supervised services running.
+//! - [`services`]: the node's services file.
+//! - [`conductor`]: drives the coordinator's conductor ([`shoal_core::rollout::Conductor`]).
+//! - [`db`]: the coordinator's database (redb): releases, rollouts, audit log; [`origin`]
+//!   serves its published releases again after a restart.
+//! - [`routes`]: their HTTP endpoints, served beside the data plane's API.
+
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod conductor;
+pub mod db;
+pub mod executor;
+pub mod origin;
+pub mod routes;
+pub mod services;
+pub mod supervisor;
