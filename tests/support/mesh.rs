@@ -712,6 +712,8 @@ pub struct Mesh<'w> {
     pub outsiders: Vec<Proc>,
     /// The onboarding token every node redeems.
     pub token: String,
+    /// More arguments every node started from now on gets (e.g. `--services FILE`).
+    pub node_args: Vec<String>,
 }
 
 impl<'w> Mesh<'w> {
@@ -761,6 +763,7 @@ impl<'w> Mesh<'w> {
             nodes: Vec::new(),
             outsiders: Vec::new(),
             token: String::new(),
+            node_args: Vec::new(),
         };
         mesh.wait_ready();
         mesh.token = mesh.create_token();
@@ -892,7 +895,51 @@ impl<'w> Mesh<'w> {
             args.extend_from_slice(&["--join", join]);
         }
         args.extend_from_slice(&["--token", token, "--labels", labels]);
+        args.extend(self.node_args.iter().map(String::as_str));
         Proc::spawn(self.work, name, netns, listen, &args)
+    }
+
+    /// Starts the (killed) coordinator again with the same data directory and address, and
+    /// waits until it answers.
+    pub fn restart_coordinator(&mut self) {
+        let listen = self.coordinator.listen();
+        let addr = listen.to_string();
+        let name = self.coordinator.name.clone();
+        self.coordinator = Proc::spawn(
+            self.work,
+            &name,
+            None,
+            listen,
+            &[
+                "coordinator",
+                "--data-dir",
+                &name,
+                "--listen",
+                &addr,
+                "--key",
+                "coordinator.key",
+                "--trust",
+                "trust.json",
+            ],
+        );
+        self.wait_ready();
+    }
+
+    /// Starts the (killed) node `index` again: same data directory, address and labels, no
+    /// token (it is admitted already), and waits until it answers.
+    pub fn restart_node(&mut self, index: usize, joins: &[SocketAddr], labels: &str) {
+        let old = &self.nodes[index];
+        let (name, listen) = (old.name.clone(), old.listen());
+        let addr = listen.to_string();
+        let joins: Vec<String> = joins.iter().map(SocketAddr::to_string).collect();
+        let mut args = vec!["node", "--data-dir", &name, "--listen", &addr];
+        for join in &joins {
+            args.extend_from_slice(&["--join", join]);
+        }
+        args.extend_from_slice(&["--labels", labels]);
+        args.extend(self.node_args.iter().map(String::as_str));
+        self.nodes[index] = Proc::spawn(self.work, &name, None, listen, &args);
+        self.wait_ready();
     }
 
     /// The coordinator and every node not killed, coordinator first.
