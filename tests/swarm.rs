@@ -254,12 +254,21 @@ fn a_node_serves_the_releases_in_its_store() {
 }
 
 #[test]
-fn the_demo_forms_a_mesh_announces_a_release_and_verifies_every_copy() {
+fn the_demo_swarms_a_release_then_rolls_a_service_out_and_stops_a_bad_build() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(
         dir.path(),
         &[
-            "demo", "--nodes", "2", "--size", "1MiB", "--rate", "400mbit", "--dir", "work",
+            "demo",
+            "--nodes",
+            "2",
+            "--size",
+            "1MiB",
+            "--rate",
+            "400mbit",
+            "--dir",
+            "work",
+            "--bad-release",
         ],
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -270,6 +279,14 @@ fn the_demo_forms_a_mesh_announces_a_release_and_verifies_every_copy() {
         text.contains("counts the release complete on 2 of 2 nodes"),
         "{text}"
     );
+    assert!(text.contains("rollout 1 of hello 1.0: completed"), "{text}");
+    assert!(
+        text.contains("rollout 2 of hello 2.0: rolled_back"),
+        "{text}"
+    );
+    for node in ["node0", "node1"] {
+        assert!(text.contains(&format!("{node}: hello 1.0")), "{text}");
+    }
     // Without --keep the work directory is removed.
     assert!(!dir.path().join("work").exists());
 }

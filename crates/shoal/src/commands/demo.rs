@@ -1,7 +1,8 @@
 //! `shoal demo`: a coordinator and N nodes on loopback, as real processes, forming a mesh through
 //! seeds and an onboarding token; the coordinator announces one generated payload, every node
 //! fetches it from the others, every copy is verified, and the time from the announcement is set
-//! against the Kumar-Ross bound.
+//! against the Kumar-Ross bound. Then a tiny service is rolled out over the nodes
+//! ([`demo_rollout`](super::demo_rollout)).
 
 use super::net::fetch_status;
 use crate::failure::{Code, Failure, Outcome, WithCode};
@@ -34,6 +35,10 @@ pub struct DemoArgs {
     /// Keep the work directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// After the good release, roll out a build that fails its health check: it stops at the
+    /// canary and rolls back.
+    #[arg(long)]
+    bad_release: bool,
 }
 
 /// Child processes, stopped when dropped.
@@ -61,7 +66,7 @@ fn fail(what: impl Into<String>) -> Failure {
 }
 
 /// Runs a `shoal` subcommand in `dir` that must succeed; its output is not needed.
-fn step(exe: &Path, dir: &Path, args: &[&str]) -> Outcome {
+pub(super) fn step(exe: &Path, dir: &Path, args: &[&str]) -> Outcome {
     output(exe, dir, args).map(drop)
 }
 
@@ -103,7 +108,7 @@ fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) -> 
 }
 
 /// Runs a `shoal` subcommand in `dir` and returns what it printed on stdout.
-fn output(exe: &Path, dir: &Path, args: &[&str]) -> Result<String, Failure> {
+pub(super) fn output(exe: &Path, dir: &Path, args: &[&str]) -> Result<String, Failure> {
     let out = Command::new(exe)
         .current_dir(dir)
         .args(args)
@@ -205,6 +210,7 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
             "trust.json",
         ],
     )?;
+    super::demo_rollout::prepare(dir)?;
     eprintln!("generating a {} payload", human_bytes(args.size));
     write_payload(&dir.join("payload.bin"), args.size)?;
     step(
@@ -280,8 +286,12 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
             .current_dir(dir)
             .args(["node", "--data-dir", &format!("node{i}")])
             .args(["--listen", &addr.to_string(), "--token", token.trim()])
-            .args(["--labels", &format!("region=demo,fd={},rack={i}", i % 3)])
-            .args(["--upload-limit", &rate, "--download-limit", &rate]);
+            .args([
+                "--labels",
+                &format!("region=r{},fd={},rack={i}", 1 + i % 2, i % 3),
+            ])
+            .args(["--upload-limit", &rate, "--download-limit", &rate])
+            .args(["--services", "services.toml"]);
         for join in &joins {
             command.args(["--join", &join.to_string()]);
         }
@@ -368,7 +378,6 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
         std::thread::sleep(Duration::from_millis(200));
         complete = fleet_complete();
     }
-    drop(children);
 
     // Verify every copy against the root, as b3sum would.
     let mut last = 0.0f64;
@@ -415,6 +424,9 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
             s.bytes_up as f64 / args.size.max(1) as f64
         );
     }
+    let _ = std::io::stdout().flush();
+    super::demo_rollout::run(exe, dir, coordinator, &addrs, args.bad_release)?;
+    drop(children);
     let _ = std::io::stdout().flush();
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The subcommands.
 
 mod demo;
+mod demo_rollout;
 mod keys;
 mod mesh;
 mod net;
@@ -45,7 +46,8 @@ enum Command {
     Fetch(net::FetchArgs),
     /// Show a running process's releases, peers and bans, or the fleet summary at the coordinator.
     Status(net::StatusArgs),
-    /// Start a coordinator and N nodes on loopback, announce a generated payload, verify every copy.
+    /// Start a coordinator and N nodes on loopback, announce a generated payload, verify every
+    /// copy, then roll a tiny service out canary, pilot, broad.
     Demo(demo::DemoArgs),
     /// Run the coordinator: the mesh's broadcast source, admission authority and release origin.
     Coordinator(mesh::CoordinatorArgs),
