@@ -262,6 +262,8 @@ pub struct Members {
     pub bytes_received: Option<u64>,
     /// Control frames sent, if this build reports it.
     pub frames_sent: Option<u64>,
+    /// Control frames received, if this build reports it.
+    pub frames_received: Option<u64>,
 }
 
 /// One active-view entry.
@@ -775,8 +777,14 @@ impl<'w> Mesh<'w> {
     /// only; every other node passes all three `--join`. No node gets a `--peer` list. Returns
     /// once every process answers on its API.
     pub fn start_loopback(work: &'w Work, nodes: usize) -> Mesh<'w> {
+        Mesh::start_loopback_with(work, nodes, &[])
+    }
+
+    /// Like [`start_loopback`](Self::start_loopback), every node also getting `node_args`.
+    pub fn start_loopback_with(work: &'w Work, nodes: usize, node_args: &[&str]) -> Mesh<'w> {
         assert!(nodes >= 3, "three seeds need at least three nodes");
         let mut mesh = Mesh::start(work, loopback_listen(), None);
+        mesh.node_args = node_args.iter().map(|a| (*a).to_owned()).collect();
         let coordinator = mesh.coordinator.listen();
         for i in 0..2 {
             mesh.add_node(loopback_listen(), None, &[coordinator], &spread_labels(i));

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// How often the fleet's counts are read from the health tree.
-const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the fleet's counts are read from the coordinator's health tree (a local read).
+const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 /// Requests waiting for the task.
 const REQUEST_QUEUE: usize = 64;
 

@@ -49,6 +49,11 @@ pub struct Config {
     pub health_interval: Duration,
     /// A child's summary not refreshed for this long is dropped.
     pub health_expiry: Duration,
+    /// When the rollout part of a subtree's summary changes, the node reports again this soon
+    /// after its last report instead of waiting the whole interval, so a wave's gate sees its
+    /// nodes turn healthy within a fraction of a second per tree level. Between such changes
+    /// (and at idle) reports keep the interval.
+    pub health_urgent_gap: Duration,
     /// A node whose active view has been empty this long joins again through a seed.
     pub rejoin_after: Duration,
     /// How often a node contacts a random seed to mix views across the whole fleet.
@@ -82,6 +87,7 @@ impl Default for Config {
             message_cache: 64,
             health_interval: Duration::from_secs(1),
             health_expiry: Duration::from_secs(5),
+            health_urgent_gap: Duration::from_millis(200),
             rejoin_after: Duration::from_secs(2),
             seed_probe_interval: Duration::from_secs(30),
             stale_after: Duration::from_secs(15),

@@ -158,11 +158,25 @@ impl<P: Peer> Node<P> {
         if n.child.as_ref().is_some_and(|c| c.epoch >= epoch) {
             return;
         }
+        let rollouts_changed =
+            n.child.as_ref().map(|c| &c.summary.rollouts) != summary.as_ref().map(|s| &s.rollouts);
         n.child = summary.map(|summary| ChildReport {
             epoch,
             summary,
             received: now,
         });
+        if rollouts_changed {
+            self.report_soon();
+        }
+    }
+
+    /// Moves the next report up to [`Config::health_urgent_gap`](super::Config) after the last
+    /// one (never earlier than now), for a change a rollout gate waits on.
+    pub(super) fn report_soon(&mut self) {
+        let at = (self.last_report + self.config.health_urgent_gap).max(self.now);
+        if at < self.next_health {
+            self.next_health = at;
+        }
     }
 
     /// A new broadcast came first from `parent`: report to it from now on, and withdraw the
@@ -216,6 +230,7 @@ impl<P: Peer> Node<P> {
             epoch: self.epoch,
             summary: Some(self.subtree()),
         };
+        self.last_report = self.now;
         self.reported_to = Some(parent);
         self.send(parent, message);
     }

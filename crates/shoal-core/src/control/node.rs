@@ -197,6 +197,8 @@ pub struct Node<P: Peer> {
     pub(super) epoch: u64,
     pub(super) reported_to: Option<P>,
     pub(super) next_health: Duration,
+    /// When the last health report went to the parent.
+    pub(super) last_report: Duration,
 }
 
 impl<P: Peer> Node<P> {
@@ -244,6 +246,7 @@ impl<P: Peer> Node<P> {
             epoch: 0,
             reported_to: None,
             next_health,
+            last_report: now,
             config,
         }
     }
@@ -337,6 +340,9 @@ impl<P: Peer> Node<P> {
 
     /// Sets this node's own health summary (usually [`Summary::node`]); sent up from the next report.
     pub fn set_own_summary(&mut self, summary: Summary) {
+        if summary.rollouts != self.own.rollouts {
+            self.report_soon();
+        }
         self.own = summary;
     }
 

@@ -52,8 +52,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 const COMMAND_QUEUE: usize = 64;
 /// Verified announcements waiting for the daemon to prefetch them.
 const ANNOUNCEMENT_QUEUE: usize = 64;
-/// How often the node's own health summary is refreshed from the data plane.
-const OWN_SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the node's own health summary is refreshed from the data plane and the rollout
+/// agent (local reads only; what reaches the parent still goes at the health interval).
+const OWN_SUMMARY_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a seed's identity request may take.
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// File in the coordinator's data directory holding the last broadcast sequence number.

@@ -1,0 +1,370 @@
+//! Rollout benchmark: how fast a plan goes through a fleet of real processes, what it costs the
+//! coordinator, and how fast a failed canary is back on the previous release. A coordinator and
+//! N nodes on loopback (the harness is tests/support/mesh.rs); no root needed.
+//!
+//! Run with `cargo bench -p shoal --bench rollout`. Without `--bench` (under `cargo test
+//! --all-targets`) it runs a smoke configuration (6 nodes) that fails unless every figure was
+//! produced.
+//!
+//! Every node runs a supervised service whose health check appends the time of each passing
+//! check to `passes` in the service's working directory. For each fleet size:
+//!
+//! - release 1.0 is published and waited for on every node (distribution runs ahead), then
+//!   rolled out with a plan of canary 1 / pilot 20% / broad 100%, zero bake, one region at a
+//!   time; the figure is the time from `shoal rollout start` to the rollout completed;
+//! - **per wave**, the delay from the wave's last node healthy (its second passing check after
+//!   the wave opened, from the `passes` files) to the next wave's directive (its `opened_at`, or
+//!   the completion for the last wave);
+//! - **coordinator load**: control frames the coordinator received per second during the
+//!   rollout (`frames_received` of `shoal members --json`), beside the same figure at idle
+//!   just before;
+//! - at the largest size, a **bad release** (2.0, whose health check fails): the time from the
+//!   canary's own failure (its switch to 2.0 plus the grace period) to its second passing check
+//!   on 1.0 again.
+//!
+//! Configuration: `SHOAL_ROLLOUT_NODES` (comma-separated fleet sizes, default `10,30,50`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/support/mesh.rs"]
+mod harness;
+
+use harness::{Mesh, Work, run_ok, shoal_command};
+use serde_json::Value;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The health check's grace period.
+const GRACE_SECS: u64 = 4;
+/// How long the mesh has to form and count every node.
+const SETTLED_WITHIN: Duration = Duration::from_secs(120);
+/// How long a rollout may take before the run fails.
+const ROLLOUT_WITHIN: Duration = Duration::from_secs(600);
+/// The idle window before each rollout.
+const IDLE: Duration = Duration::from_secs(5);
+
+const PLAN: &str = r#"
+one_region_at_a_time = true
+fault_domain_by_fault_domain = false
+
+[[stage]]
+name = "canary"
+select = { region = "r1" }
+size = "1"
+on_failure = "rollback"
+
+[[stage]]
+name = "pilot"
+size = "20%"
+on_failure = "rollback"
+
+[[stage]]
+name = "broad"
+size = "100%"
+on_failure = "rollback"
+"#;
+
+fn services() -> String {
+    format!(
+        r#"[[service]]
+name = "web"
+mode = "supervise"
+health = {{ command = ["sh", "-c", "test \"$(cat version)\" = \"$SHOAL_VERSION\" && echo \"$SHOAL_VERSION $(date +%s%N)\" >> passes"], grace_secs = {GRACE_SECS}, passes = 2, interval_secs = 0.25 }}
+"#
+    )
+}
+
+fn app(writes: &str) -> String {
+    format!(
+        "#!/bin/sh\necho \"$SHOAL_VERSION $(date +%s%N)\" >> started\necho \"{writes}\" > version\nexec sleep 1000000\n"
+    )
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn shoal(work: &Work, args: &[&str]) -> Value {
+    let mut cmd = shoal_command(None);
+    cmd.current_dir(work.path()).args(args);
+    let out = run_ok(cmd).unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// `VERSION TIME` lines of a node's file, for `version`.
+fn times(mesh: &Mesh, i: usize, file: &str, version: &str) -> Vec<u128> {
+    let path = mesh.nodes[i].data_dir.join("services/web/work").join(file);
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (v, t) = l.split_once(' ')?;
+            (v == version).then(|| t.parse().ok())?
+        })
+        .collect()
+}
+
+fn ns(v: &Value) -> u128 {
+    u128::from(v["secs"].as_u64().unwrap()) * 1_000_000_000
+        + u128::from(v["nanos"].as_u64().unwrap())
+}
+
+fn frames_received(mesh: &Mesh) -> u64 {
+    mesh.coordinator
+        .api
+        .members()
+        .unwrap()
+        .frames_received
+        .unwrap_or(0)
+}
+
+struct Figures {
+    nodes: usize,
+    waves: usize,
+    total_secs: f64,
+    delays_secs: Vec<f64>,
+    idle_frames_per_sec: f64,
+    rollout_frames_per_sec: f64,
+    bad_back_secs: Option<f64>,
+}
+
+fn publish(work: &Work, mesh: &mut Mesh, version: &str, counter: u64, writes: &str) {
+    let file = work.file(&format!("web-{version}"));
+    std::fs::write(&file, app(writes)).unwrap();
+    let coordinator = mesh.coordinator.listen().to_string();
+    let published = shoal(
+        work,
+        &[
+            "publish",
+            file.to_str().unwrap(),
+            "--service",
+            "web",
+            "--version",
+            version,
+            "--key",
+            "publisher.key",
+            "--coordinator",
+            &coordinator,
+            "--release-counter",
+            &counter.to_string(),
+            "--json",
+        ],
+    );
+    let root = published["root"].as_str().unwrap().to_owned();
+    let n = mesh.nodes.len() as u64;
+    mesh.wait(
+        &format!("web {version} on every node"),
+        SETTLED_WITHIN,
+        |m| {
+            let complete = m.coordinator.api.fleet()?.complete(&root);
+            (complete == n)
+                .then_some(())
+                .ok_or(format!("{complete} of {n}"))
+        },
+    );
+}
+
+/// Starts a rollout of `version` and waits until it is `state`; returns its status and the
+/// start time (ns).
+fn roll_out(work: &Work, mesh: &mut Mesh, version: &str, state: &str) -> (Value, u128) {
+    let coordinator = mesh.coordinator.listen().to_string();
+    let started = now_ns();
+    let status = shoal(
+        work,
+        &[
+            "rollout",
+            "start",
+            "--coordinator",
+            &coordinator,
+            "--plan",
+            "plan.toml",
+            "--service",
+            "web",
+            "--version",
+            version,
+            "--json",
+        ],
+    );
+    let id = status["id"].as_u64().unwrap().to_string();
+    let dir = work.path().to_owned();
+    let status = mesh.wait(
+        &format!("rollout of {version} is {state}"),
+        ROLLOUT_WITHIN,
+        |_| {
+            let mut cmd = shoal_command(None);
+            cmd.current_dir(&dir).args([
+                "rollout",
+                "status",
+                "--coordinator",
+                &coordinator,
+                &id,
+                "--json",
+            ]);
+            let s: Value =
+                serde_json::from_slice(&run_ok(cmd)?.stdout).map_err(|e| e.to_string())?;
+            if s["state"] == state {
+                Ok(s)
+            } else if s["state"] == "running" {
+                Err(s["state"].to_string())
+            } else {
+                panic!("rollout of {version} ended {}: {s}", s["state"])
+            }
+        },
+    );
+    (status, started)
+}
+
+fn measure(nodes: usize, bad: bool) -> Figures {
+    let work = Work::new(&format!("bench-rollout-{nodes}"));
+    std::fs::write(work.file("services.toml"), services()).unwrap();
+    std::fs::write(work.file("plan.toml"), PLAN).unwrap();
+    let mut mesh = Mesh::start_loopback_with(&work, nodes, &["--services", "services.toml"]);
+    let n = nodes as u64;
+    mesh.wait("the coordinator counts every node", SETTLED_WITHIN, |m| {
+        let counted = m.coordinator.api.fleet()?.nodes;
+        (counted == n)
+            .then_some(())
+            .ok_or(format!("{counted} of {n}"))
+    });
+    publish(&work, &mut mesh, "1.0", 1, "1.0");
+
+    let before = frames_received(&mesh);
+    std::thread::sleep(IDLE);
+    let idle_frames_per_sec = (frames_received(&mesh) - before) as f64 / IDLE.as_secs_f64();
+
+    let before = frames_received(&mesh);
+    let t0 = Instant::now();
+    let (status, started) = roll_out(&work, &mut mesh, "1.0", "completed");
+    let total_secs = t0.elapsed().as_secs_f64();
+    let rollout_frames_per_sec = (frames_received(&mesh) - before) as f64 / total_secs;
+    let completed = started + (total_secs * 1e9) as u128;
+
+    // Per wave: last node healthy (its second pass after the wave opened) to the next directive.
+    let waves = status["waves"].as_array().unwrap().clone();
+    let mut delays_secs = Vec::new();
+    for (w, wave) in waves.iter().enumerate() {
+        let opened = ns(&wave["opened_at"]);
+        let next = waves
+            .get(w + 1)
+            .map_or(ns(&wave["passed_at"]), |n| ns(&n["opened_at"]));
+        let cells: Vec<(String, String)> = wave["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["region"].as_str().unwrap().to_owned(),
+                    c["fault_domain"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let mut last_healthy = None;
+        for (i, labels) in (0..nodes).map(|i| (i, harness::spread_labels(i))) {
+            let in_wave = cells.iter().any(|(r, f)| {
+                labels.contains(&format!("region={r},")) && labels.contains(&format!("fd={f},"))
+            });
+            let passes: Vec<u128> = times(&mesh, i, "passes", "1.0")
+                .into_iter()
+                .filter(|t| *t >= opened)
+                .collect();
+            if in_wave && passes.len() >= 2 && passes[1] <= next {
+                last_healthy = Some(last_healthy.map_or(passes[1], |l: u128| l.max(passes[1])));
+            }
+        }
+        if let Some(last) = last_healthy {
+            delays_secs.push((next.saturating_sub(last)) as f64 / 1e9);
+        }
+    }
+    let _ = completed;
+
+    let bad_back_secs = bad.then(|| {
+        publish(&work, &mut mesh, "2.0", 2, "broken");
+        let (_, _) = roll_out(&work, &mut mesh, "2.0", "rolled_back");
+        let canary = (0..nodes)
+            .find(|&i| !times(&mesh, i, "started", "2.0").is_empty())
+            .expect("a canary started 2.0");
+        let switched = times(&mesh, canary, "started", "2.0")[0];
+        let failed = switched + u128::from(GRACE_SECS) * 1_000_000_000;
+        let back = mesh.wait("the canary is healthy on 1.0 again", ROLLOUT_WITHIN, |m| {
+            let passes: Vec<u128> = times(m, canary, "passes", "1.0")
+                .into_iter()
+                .filter(|t| *t >= failed)
+                .collect();
+            passes.get(1).copied().ok_or("not yet".to_owned())
+        });
+        (back.saturating_sub(failed)) as f64 / 1e9
+    });
+    Figures {
+        nodes,
+        waves: waves.len(),
+        total_secs,
+        delays_secs,
+        idle_frames_per_sec,
+        rollout_frames_per_sec,
+        bad_back_secs,
+    }
+}
+
+fn main() -> ExitCode {
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let sizes: Vec<usize> = if smoke {
+        vec![6]
+    } else {
+        std::env::var("SHOAL_ROLLOUT_NODES")
+            .unwrap_or_else(|_| "10,30,50".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect()
+    };
+    println!(
+        "rollout bench{}: fleet sizes {sizes:?}",
+        if smoke { " (smoke run)" } else { "" }
+    );
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let mut all = Vec::new();
+    for &n in &sizes {
+        all.push(measure(n, n == largest));
+    }
+    println!();
+    println!(
+        "| nodes | waves | start to completed | per-wave delay median / max | coordinator frames/s idle / rollout |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut ok = true;
+    for f in &all {
+        let mut d = f.delays_secs.clone();
+        d.sort_by(f64::total_cmp);
+        ok &= !d.is_empty() && d.len() == f.waves;
+        let median = d.get(d.len() / 2).copied().unwrap_or(f64::NAN);
+        let max = d.last().copied().unwrap_or(f64::NAN);
+        println!(
+            "| {} | {} | {:.1} s | {median:.2} s / {max:.2} s | {:.1} / {:.1} |",
+            f.nodes, f.waves, f.total_secs, f.idle_frames_per_sec, f.rollout_frames_per_sec
+        );
+        if let Some(b) = f.bad_back_secs {
+            println!(
+                "bad release at {} nodes: canary healthy on 1.0 again {b:.2} s after its own failure (switch + {GRACE_SECS} s grace)",
+                f.nodes
+            );
+        }
+    }
+    println!();
+    println!(
+        "Command: cargo bench -p shoal --bench rollout   (SHOAL_ROLLOUT_NODES={})",
+        sizes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    if ok && all.iter().any(|f| f.bad_back_secs.is_some()) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "rollout bench: some figure is missing (a wave without its delay, or no bad-release figure)"
+        );
+        ExitCode::FAILURE
+    }
+}
