@@ -47,7 +47,9 @@ use waves::{cut_waves, describe};
 pub struct Config {
     /// How long the counts must hold still before a census or assignment is taken as complete.
     pub settle: Duration,
-    /// How often the current directive is sent again (fresh expiry, for late joiners).
+    /// How often the current directive is sent again (fresh expiry, for late joiners). Each
+    /// one is kept by the broadcast for nodes that join later, where only the newest few are,
+    /// so this stays well apart; it must stay under the directives' TTL.
     pub refresh: Duration,
     /// How long the census, and then the assignment, may take to hear from every node before
     /// the rollout is aborted with the count of nodes that answered.
@@ -61,7 +63,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             settle: Duration::from_secs(2),
-            refresh: Duration::from_secs(60),
+            refresh: Duration::from_secs(DIRECTIVE_TTL_SECS / 6),
             census_timeout: Duration::from_secs(60),
             drop_bp: 1000,
         }
