@@ -133,37 +133,7 @@ struct Figures {
 fn publish(work: &Work, mesh: &mut Mesh, version: &str, counter: u64, writes: &str) {
     let file = work.file(&format!("web-{version}"));
     std::fs::write(&file, app(writes)).unwrap();
-    let coordinator = mesh.coordinator.listen().to_string();
-    let published = shoal(
-        work,
-        &[
-            "publish",
-            file.to_str().unwrap(),
-            "--service",
-            "web",
-            "--version",
-            version,
-            "--key",
-            "publisher.key",
-            "--coordinator",
-            &coordinator,
-            "--release-counter",
-            &counter.to_string(),
-            "--json",
-        ],
-    );
-    let root = published["root"].as_str().unwrap().to_owned();
-    let n = mesh.nodes.len() as u64;
-    mesh.wait(
-        &format!("web {version} on every node"),
-        SETTLED_WITHIN,
-        |m| {
-            let complete = m.coordinator.api.fleet()?.complete(&root);
-            (complete == n)
-                .then_some(())
-                .ok_or(format!("{complete} of {n}"))
-        },
-    );
+    mesh.publish(&file, "web", version, counter, SETTLED_WITHIN);
 }
 
 /// Starts a rollout of `version` and waits until it is `state`; returns its status and the

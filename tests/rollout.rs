@@ -143,37 +143,8 @@ impl Fleet<'_> {
     fn publish(&mut self, version: &str, counter: u64, writes: &str) -> String {
         let file = self.work.file(&format!("web-{version}"));
         std::fs::write(&file, app(writes)).unwrap();
-        let coordinator = self.coordinator();
-        let published = self.shoal(&[
-            "publish",
-            file.to_str().unwrap(),
-            "--service",
-            "web",
-            "--version",
-            version,
-            "--key",
-            "publisher.key",
-            "--coordinator",
-            &coordinator,
-            "--release-counter",
-            &counter.to_string(),
-            "--json",
-        ]);
-        let root = published["root"].as_str().unwrap().to_owned();
-        let nodes = self.mesh.live_nodes().len() as u64;
-        let r = root.clone();
-        self.mesh.wait(
-            &format!("web {version} is on every node"),
-            RELEASE_EVERYWHERE_WITHIN,
-            |m| {
-                let fleet = m.coordinator.api.fleet()?;
-                let complete = fleet.complete(&r);
-                (complete == nodes)
-                    .then_some(())
-                    .ok_or(format!("{complete} of {nodes}"))
-            },
-        );
-        root
+        self.mesh
+            .publish(&file, "web", version, counter, RELEASE_EVERYWHERE_WITHIN)
     }
 
     /// `shoal rollout start` of `web@version`; returns the id.
@@ -474,23 +445,8 @@ fn a_node_killed_mid_activation_comes_back_healthy_on_one_release() {
         "#!/bin/sh\ndate +%s%N >> \"started-$SHOAL_VERSION\"\nsleep 5\necho \"$SHOAL_VERSION\" > version\nexec sleep 1000000\n",
     )
     .unwrap();
-    let coordinator = f.coordinator();
-    f.shoal(&[
-        "publish",
-        file.to_str().unwrap(),
-        "--service",
-        "web",
-        "--version",
-        "2.0",
-        "--key",
-        "publisher.key",
-        "--coordinator",
-        &coordinator,
-        "--release-counter",
-        "2",
-        "--json",
-    ]);
-    std::thread::sleep(Duration::from_secs(3));
+    f.mesh
+        .publish(&file, "web", "2.0", 2, RELEASE_EVERYWHERE_WITHIN);
     let id = f.start("2.0");
     // The canary is the first node to start 2.0; kill it while it says it is activating.
     let work_dirs: Vec<PathBuf> = (0..6).map(|i| f.work_dir(i)).collect();

@@ -907,6 +907,52 @@ impl<'w> Mesh<'w> {
         Proc::spawn(self.work, name, netns, listen, &args)
     }
 
+    /// Publishes `file` as `service@version` with release counter `counter` through
+    /// `shoal publish` at this mesh's coordinator (publisher key `publisher.key`), then waits
+    /// `within` until every live node holds it. Returns its root.
+    pub fn publish(
+        &mut self,
+        file: &Path,
+        service: &str,
+        version: &str,
+        counter: u64,
+        within: Duration,
+    ) -> String {
+        let coordinator = self.coordinator.listen().to_string();
+        let out = self.work.offline(&[
+            "publish",
+            file.to_str().expect("UTF-8 path"),
+            "--service",
+            service,
+            "--version",
+            version,
+            "--key",
+            "publisher.key",
+            "--coordinator",
+            &coordinator,
+            "--release-counter",
+            &counter.to_string(),
+            "--json",
+        ]);
+        let published: serde_json::Value = parse(&out).unwrap_or_else(|e| panic!("{e}"));
+        let root = published["root"]
+            .as_str()
+            .unwrap_or_else(|| panic!("shoal publish printed no root: {published}"))
+            .to_owned();
+        let nodes = self.live_nodes().len() as u64;
+        self.wait(
+            &format!("{service} {version} is on every node"),
+            within,
+            |m| {
+                let complete = m.coordinator.api.fleet()?.complete(&root);
+                (complete == nodes)
+                    .then_some(())
+                    .ok_or(format!("{complete} of {nodes}"))
+            },
+        );
+        root
+    }
+
     /// Starts the (killed) coordinator again with the same data directory and address, and
     /// waits until it answers.
     pub fn restart_coordinator(&mut self) {
