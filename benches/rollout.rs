@@ -28,7 +28,7 @@
 #[path = "../tests/support/mesh.rs"]
 mod harness;
 
-use harness::{Mesh, Work, run_ok, shoal_command};
+use harness::{Mesh, Work};
 use serde_json::Value;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -86,13 +86,6 @@ fn now_ns() -> u128 {
         .as_nanos()
 }
 
-fn shoal(work: &Work, args: &[&str]) -> Value {
-    let mut cmd = shoal_command(None);
-    cmd.current_dir(work.path()).args(args);
-    let out = run_ok(cmd).unwrap_or_else(|e| panic!("{e}"));
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
 /// `VERSION TIME` lines of a node's file, for `version`.
 fn times(mesh: &Mesh, i: usize, file: &str, version: &str) -> Vec<u128> {
     let path = mesh.nodes[i].data_dir.join("services/web/work").join(file);
@@ -138,42 +131,14 @@ fn publish(work: &Work, mesh: &mut Mesh, version: &str, counter: u64, writes: &s
 
 /// Starts a rollout of `version` and waits until it is `state`; returns its status and the
 /// start time (ns).
-fn roll_out(work: &Work, mesh: &mut Mesh, version: &str, state: &str) -> (Value, u128) {
-    let coordinator = mesh.coordinator.listen().to_string();
+fn roll_out(mesh: &mut Mesh, version: &str, state: &str) -> (Value, u128) {
     let started = now_ns();
-    let status = shoal(
-        work,
-        &[
-            "rollout",
-            "start",
-            "--coordinator",
-            &coordinator,
-            "--plan",
-            "plan.toml",
-            "--service",
-            "web",
-            "--version",
-            version,
-            "--json",
-        ],
-    );
-    let id = status["id"].as_u64().unwrap().to_string();
-    let dir = work.path().to_owned();
+    let id = mesh.start_rollout("plan.toml", "web", version);
     let status = mesh.wait(
         &format!("rollout of {version} is {state}"),
         ROLLOUT_WITHIN,
-        |_| {
-            let mut cmd = shoal_command(None);
-            cmd.current_dir(&dir).args([
-                "rollout",
-                "status",
-                "--coordinator",
-                &coordinator,
-                &id,
-                "--json",
-            ]);
-            let s: Value =
-                serde_json::from_slice(&run_ok(cmd)?.stdout).map_err(|e| e.to_string())?;
+        |m| {
+            let s = m.rollout_status(id)?;
             if s["state"] == state {
                 Ok(s)
             } else if s["state"] == "running" {
@@ -206,7 +171,7 @@ fn measure(nodes: usize, bad: bool) -> Figures {
 
     let before = frames_received(&mesh);
     let t0 = Instant::now();
-    let (status, started) = roll_out(&work, &mut mesh, "1.0", "completed");
+    let (status, started) = roll_out(&mut mesh, "1.0", "completed");
     let total_secs = t0.elapsed().as_secs_f64();
     let rollout_frames_per_sec = (frames_received(&mesh) - before) as f64 / total_secs;
     let completed = started + (total_secs * 1e9) as u128;
@@ -251,7 +216,7 @@ fn measure(nodes: usize, bad: bool) -> Figures {
 
     let bad_back_secs = bad.then(|| {
         publish(&work, &mut mesh, "2.0", 2, "broken");
-        let (_, _) = roll_out(&work, &mut mesh, "2.0", "rolled_back");
+        let (_, _) = roll_out(&mut mesh, "2.0", "rolled_back");
         let canary = (0..nodes)
             .find(|&i| !times(&mesh, i, "started", "2.0").is_empty())
             .expect("a canary started 2.0");

@@ -147,32 +147,16 @@ impl Fleet<'_> {
             .publish(&file, "web", version, counter, RELEASE_EVERYWHERE_WITHIN)
     }
 
-    /// `shoal rollout start` of `web@version`; returns the id.
+    /// `shoal rollout start` of `web@version` with `plan.toml`; returns the id.
     fn start(&self, version: &str) -> u64 {
-        let coordinator = self.coordinator();
-        let status = self.shoal(&[
-            "rollout",
-            "start",
-            "--coordinator",
-            &coordinator,
-            "--plan",
-            "plan.toml",
-            "--service",
-            "web",
-            "--version",
-            version,
-            "--json",
-        ]);
-        status["id"].as_u64().unwrap()
+        self.mesh.start_rollout("plan.toml", "web", version)
     }
 
     /// Waits until rollout `id` is in `state`, and returns its status.
     fn wait_state(&mut self, id: u64, state: &str) -> Value {
-        let coordinator = self.coordinator();
-        let dir = self.work.path().to_owned();
         self.mesh
-            .wait(&format!("rollout {id} is {state}"), ROLLOUT_WITHIN, |_| {
-                let status = rollout_status(&dir, &coordinator, id)?;
+            .wait(&format!("rollout {id} is {state}"), ROLLOUT_WITHIN, |m| {
+                let status = m.rollout_status(id)?;
                 match status["state"].as_str() {
                     Some(s) if s == state => Ok(status),
                     Some("running") | Some("paused") => Err(format!("{}", status["stages"])),
@@ -229,16 +213,6 @@ impl Fleet<'_> {
         self.wait_state(id, "completed");
         id
     }
-}
-
-/// `shoal rollout status ID --json`, run in `dir`.
-fn rollout_status(dir: &std::path::Path, coordinator: &str, id: u64) -> Result<Value, String> {
-    let mut cmd = harness::shoal_command(None);
-    cmd.current_dir(dir)
-        .args(["rollout", "status", "--coordinator", coordinator])
-        .args([&id.to_string(), "--json"]);
-    let out = run_ok(cmd)?;
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
 fn ns(time: &Value) -> u128 {
@@ -398,10 +372,8 @@ fn a_coordinator_killed_mid_rollout_resumes_without_skipping_or_repeating_a_wave
     std::fs::write(work.file("plan.toml"), slow).unwrap();
     f.publish("1.0", 1, "1.0");
     let id = f.start("1.0");
-    let coordinator = f.coordinator();
-    let dir = work.path().to_owned();
-    f.mesh.wait("the third wave is open", ROLLOUT_WITHIN, |_| {
-        let s = rollout_status(&dir, &coordinator, id)?;
+    f.mesh.wait("the third wave is open", ROLLOUT_WITHIN, |m| {
+        let s = m.rollout_status(id)?;
         (s["wave"].as_u64().unwrap_or(0) >= 2)
             .then_some(())
             .ok_or(format!("wave {}", s["wave"]))

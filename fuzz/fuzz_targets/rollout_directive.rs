@@ -24,10 +24,9 @@ fuzz_target!(|data: &[u8]| {
         "region=r1,fd=1".parse().expect("valid labels"),
         BTreeMap::from([("web".to_owned(), Policy::default())]),
         Persisted::default(),
-        Duration::ZERO,
     );
-    agent.handle_complete(Duration::ZERO, directive.spec.release.root);
-    let _ = agent.handle_directive(Duration::ZERO, 1_000, directive);
+    agent.handle_complete(directive.spec.release.root);
+    let _ = agent.handle_directive(1_000, directive);
     while agent.poll_output().is_some() {}
     agent.check_invariants();
 });

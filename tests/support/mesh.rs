@@ -953,6 +953,43 @@ impl<'w> Mesh<'w> {
         root
     }
 
+    /// `shoal rollout start --plan PLAN` of `service@version` at this mesh's coordinator, run
+    /// in the work directory; returns the rollout id.
+    pub fn start_rollout(&self, plan: &str, service: &str, version: &str) -> u64 {
+        let coordinator = self.coordinator.listen().to_string();
+        let out = self.work.offline(&[
+            "rollout",
+            "start",
+            "--coordinator",
+            &coordinator,
+            "--plan",
+            plan,
+            "--service",
+            service,
+            "--version",
+            version,
+            "--json",
+        ]);
+        let status: serde_json::Value = parse(&out).unwrap_or_else(|e| panic!("{e}"));
+        status["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("shoal rollout start printed no id: {status}"))
+    }
+
+    /// `shoal rollout status ID --json` at this mesh's coordinator.
+    ///
+    /// # Errors
+    ///
+    /// When the call fails or prints something else.
+    pub fn rollout_status(&self, id: u64) -> Result<serde_json::Value, String> {
+        let coordinator = self.coordinator.listen().to_string();
+        let mut cmd = shoal_command(None);
+        cmd.current_dir(self.work.path())
+            .args(["rollout", "status", "--coordinator", &coordinator])
+            .args([&id.to_string(), "--json"]);
+        parse(&run_ok(cmd)?)
+    }
+
     /// Starts the (killed) coordinator again with the same data directory and address, and
     /// waits until it answers.
     pub fn restart_coordinator(&mut self) {

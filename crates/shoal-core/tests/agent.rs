@@ -7,7 +7,6 @@ use shoal_core::rollout::directive::StageRule;
 use shoal_core::rollout::plan::Size;
 use shoal_core::rollout::{Action, Cell, Directive, Release, Selector, Spec};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 const NOW: u64 = 1_800_000_000;
 
@@ -52,7 +51,6 @@ fn agent(labels: &str, running: Release) -> Agent {
         labels.parse().expect("valid labels"),
         BTreeMap::from([("web".to_owned(), Policy::default())]),
         Persisted::running("web", running),
-        Duration::ZERO,
     );
     while agent.poll_output().is_some() {}
     agent
@@ -66,8 +64,8 @@ fn starts_anything(agent: &mut Agent) -> bool {
 fn a_wave_for_this_node_starts_its_activation() {
     let (v5, v6) = (release("5", 5), release("6", 6));
     let mut a = agent("region=r1,fd=1", v5);
-    a.handle_complete(Duration::ZERO, v6.root);
-    a.handle_directive(Duration::ZERO, NOW, directive(1, v6, Action::Wave))
+    a.handle_complete(v6.root);
+    a.handle_directive(NOW, directive(1, v6, Action::Wave))
         .unwrap();
     assert!(starts_anything(&mut a));
 }
@@ -76,25 +74,24 @@ fn a_wave_for_this_node_starts_its_activation() {
 fn expired_replayed_lower_and_unverified_directives_are_refused_and_counted() {
     let (v5, v6, v4) = (release("5", 5), release("6", 6), release("4", 4));
     let mut a = agent("region=r1,fd=1", v5.clone());
-    let t = Duration::ZERO;
 
     // Not verified here.
-    let err = a.handle_directive(t, NOW, directive(1, v6.clone(), Action::Wave));
+    let err = a.handle_directive(NOW, directive(1, v6.clone(), Action::Wave));
     assert_eq!(err, Err(Refusal::Unverified(v6.root)));
-    a.handle_complete(t, v6.root);
-    a.handle_complete(t, v4.root);
+    a.handle_complete(v6.root);
+    a.handle_complete(v4.root);
 
     let mut expired = directive(1, v6.clone(), Action::Wave);
     expired.expires_at_unix = NOW - 1;
     assert!(matches!(
-        a.handle_directive(t, NOW, expired),
+        a.handle_directive(NOW, expired),
         Err(Refusal::Expired { .. })
     ));
 
     // A lower counter than the running 5, without a rollback.
     let lower = directive(1, v4.clone(), Action::Wave);
     assert!(matches!(
-        a.handle_directive(t, NOW, lower),
+        a.handle_directive(NOW, lower),
         Err(Refusal::LowerCounter {
             running: 5,
             offered: 4,
@@ -103,11 +100,11 @@ fn expired_replayed_lower_and_unverified_directives_are_refused_and_counted() {
     ));
     assert!(!starts_anything(&mut a), "nothing acted on so far");
 
-    a.handle_directive(t, NOW, directive(2, v6.clone(), Action::Pause))
+    a.handle_directive(NOW, directive(2, v6.clone(), Action::Pause))
         .unwrap();
     let replay = directive(2, v6.clone(), Action::Wave);
     assert!(matches!(
-        a.handle_directive(t, NOW, replay),
+        a.handle_directive(NOW, replay),
         Err(Refusal::Replayed { last: 2, .. })
     ));
     assert!(
@@ -131,10 +128,10 @@ fn expired_replayed_lower_and_unverified_directives_are_refused_and_counted() {
 fn a_rollback_directive_may_name_a_lower_counter() {
     let (v5, v6, v4) = (release("5", 5), release("6", 6), release("4", 4));
     let mut a = agent("region=r1,fd=1", v5);
-    a.handle_complete(Duration::ZERO, v6.root);
-    a.handle_complete(Duration::ZERO, v4.root);
+    a.handle_complete(v6.root);
+    a.handle_complete(v4.root);
     let rollback = directive(1, v6, Action::Rollback { to: v4.clone() });
-    a.handle_directive(Duration::ZERO, NOW, rollback).unwrap();
+    a.handle_directive(NOW, rollback).unwrap();
     assert!(starts_anything(&mut a), "it switches to 4");
 }
 
@@ -142,18 +139,18 @@ fn a_rollback_directive_may_name_a_lower_counter() {
 fn drained_and_maintenance_nodes_never_activate() {
     let (v5, v6) = (release("5", 5), release("6", 6));
     let mut maintenance = agent("region=r1,fd=1,maintenance=true", v5.clone());
-    maintenance.handle_complete(Duration::ZERO, v6.root);
+    maintenance.handle_complete(v6.root);
     maintenance
-        .handle_directive(Duration::ZERO, NOW, directive(1, v6.clone(), Action::Wave))
+        .handle_directive(NOW, directive(1, v6.clone(), Action::Wave))
         .unwrap();
     assert!(!starts_anything(&mut maintenance));
     assert_eq!(maintenance.reports()[0].excluded, 1);
 
     let mut drained = agent("region=r1,fd=1", v5);
     drained.set_drained(true);
-    drained.handle_complete(Duration::ZERO, v6.root);
+    drained.handle_complete(v6.root);
     drained
-        .handle_directive(Duration::ZERO, NOW, directive(1, v6, Action::Wave))
+        .handle_directive(NOW, directive(1, v6, Action::Wave))
         .unwrap();
     assert!(!starts_anything(&mut drained));
     assert_eq!(drained.reports()[0].excluded, 1);

@@ -214,11 +214,10 @@ impl Fleet {
                 },
             )]),
             node.saved.clone(),
-            self.now,
         );
         // Both releases were announced and prefetched before the rollout.
-        agent.handle_complete(self.now, self.v1.root);
-        agent.handle_complete(self.now, self.v2.root);
+        agent.handle_complete(self.v1.root);
+        agent.handle_complete(self.v2.root);
         node.incarnation += 1;
         node.agent = Some(agent);
         self.drain_agent(i);
@@ -322,10 +321,9 @@ impl Fleet {
             Event::Deliver { node, directive } => {
                 let d = self.directives[directive].clone();
                 let unix = self.now.as_secs();
-                let now = self.now;
                 if let Some(agent) = self.nodes[node].agent.as_mut() {
                     // Late copies of older directives are refused as replays: that is fine.
-                    let _ = agent.handle_directive(now, unix, d);
+                    let _ = agent.handle_directive(unix, d);
                     self.drain_agent(node);
                 }
             }

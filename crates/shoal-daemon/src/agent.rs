@@ -151,14 +151,7 @@ pub fn start(
         .iter()
         .map(|(n, s)| (n.clone(), s.policy))
         .collect();
-    let agent = Agent::new(
-        config.node_id,
-        config.name,
-        config.labels,
-        policies,
-        saved,
-        Duration::ZERO,
-    );
+    let agent = Agent::new(config.node_id, config.name, config.labels, policies, saved);
     let (crash_tx, crashes) = mpsc::channel(16);
     let executor = Executor::new(&config.data_dir, config.services, crash_tx);
     let (requests, request_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -246,8 +239,7 @@ impl Task {
                         // A directive may follow its release's announcement closely: look at
                         // the store first so the manifest counts as verified.
                         self.sync_releases();
-                        let now = self.now();
-                        if let Err(refusal) = self.agent.handle_directive(now, unix_now(), *d) {
+                        if let Err(refusal) = self.agent.handle_directive(unix_now(), *d) {
                             tracing::warn!("rollout directive refused: {refusal}");
                         }
                     }
@@ -266,9 +258,8 @@ impl Task {
                     }
                 }
                 Some(Event::Crashed { service, reason }) = crashes.recv() => {
-                    let now = self.now();
                     tracing::warn!(%service, "{reason}");
-                    self.agent.handle_crashed(now, &service, reason);
+                    self.agent.handle_crashed(&service, reason);
                 }
                 () = tokio::time::sleep_until(wake.into()) => {
                     let now = self.now();
@@ -301,11 +292,10 @@ impl Task {
     }
 
     fn sync_releases(&mut self) {
-        let now = self.now();
         for (root, complete) in (self.releases)() {
             self.agent.handle_manifest(root);
             if complete && self.complete.insert(root) {
-                self.agent.handle_complete(now, root);
+                self.agent.handle_complete(root);
             }
         }
     }

@@ -187,12 +187,12 @@ impl Service {
                 failed_reason: None,
                 state: ServiceState::Idle,
             },
-            Duration::ZERO,
         )
     }
 
-    /// A service as it was saved; resumes whatever it was doing at `now`.
-    pub fn restore(policy: Policy, saved: Persisted, now: Duration) -> Self {
+    /// A service as it was saved; resumes whatever it was doing (the deadlines of a check
+    /// start again when the switch is answered).
+    pub fn restore(policy: Policy, saved: Persisted) -> Self {
         let mut service = Service {
             policy,
             current: saved.current,
@@ -217,7 +217,6 @@ impl Service {
             }
             (None, _) => {}
         }
-        let _ = now;
         service
     }
 

@@ -140,7 +140,7 @@ fn a_node_killed_mid_activation_switches_again_or_finishes_going_back() {
     let _ = s.poll_command();
     // Killed while switching: the saved state names the target.
     let saved = s.persisted();
-    let mut restored = Service::restore(policy(), saved, secs(50));
+    let mut restored = Service::restore(policy(), saved);
     assert_eq!(restored.poll_command(), Some(Command::Switch(v2.clone())));
     restored.handle_switched(secs(50), Ok(()));
     assert_eq!(
@@ -169,7 +169,7 @@ fn a_node_killed_mid_activation_switches_again_or_finishes_going_back() {
     }
     let saved = s.persisted();
     assert!(saved.failed_reason.is_some());
-    let mut restored = Service::restore(policy(), saved, secs(99));
+    let mut restored = Service::restore(policy(), saved);
     assert_eq!(restored.poll_command(), Some(Command::Switch(v1.clone())));
     restored.handle_switched(secs(99), Ok(()));
     let (outcome, _) = run(&mut restored, secs(99), None);

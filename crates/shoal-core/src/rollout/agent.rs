@@ -166,7 +166,6 @@ impl Agent {
         labels: Labels,
         services: BTreeMap<String, Policy>,
         saved: Persisted,
-        now: Duration,
     ) -> Self {
         let mut saved_services: BTreeMap<String, activation::Persisted> =
             saved.services.into_iter().collect();
@@ -174,7 +173,7 @@ impl Agent {
             .into_iter()
             .map(|(name, policy)| {
                 let service = match saved_services.remove(&name) {
-                    Some(p) => Service::restore(policy, p, now),
+                    Some(p) => Service::restore(policy, p),
                     None => Service::new(policy),
                 };
                 (name, service)
@@ -182,7 +181,7 @@ impl Agent {
             .collect();
         let mut agent = Agent {
             node_id,
-            name,
+            name: super::report::cut(&name, super::report::MAX_NODE_NAME_BYTES),
             labels,
             drained: saved.drained,
             rollouts: saved.rollouts.into_iter().collect(),
@@ -236,10 +235,10 @@ impl Agent {
     }
 
     /// The payload of `root` is complete and verified on disk.
-    pub fn handle_complete(&mut self, now: Duration, root: RootHash) {
+    pub fn handle_complete(&mut self, root: RootHash) {
         remember(&mut self.manifests, root);
         remember(&mut self.complete, root);
-        self.reconcile(now);
+        self.reconcile();
     }
 
     /// A directive from the coordinator (its envelope's signature already checked).
@@ -247,12 +246,7 @@ impl Agent {
     /// # Errors
     ///
     /// The [`Refusal`], also counted in [`Agent::refused`]; nothing is acted on.
-    pub fn handle_directive(
-        &mut self,
-        now: Duration,
-        unix_now: u64,
-        directive: Directive,
-    ) -> Result<(), Refusal> {
+    pub fn handle_directive(&mut self, unix_now: u64, directive: Directive) -> Result<(), Refusal> {
         let checked = self.check(unix_now, &directive);
         if let Err(refusal) = &checked {
             let r = &mut self.refused;
@@ -290,7 +284,7 @@ impl Agent {
             self.rollouts.pop_first();
         }
         self.outputs.push_back(Output::Persist);
-        self.reconcile(now);
+        self.reconcile();
         Ok(())
     }
 
@@ -299,7 +293,7 @@ impl Agent {
         if let Some(s) = self.services.get_mut(service) {
             s.handle_prepared(now, result);
         }
-        self.after_service(now);
+        self.after_service();
     }
 
     /// The result of [`Command::Switch`] for `service`.
@@ -307,7 +301,7 @@ impl Agent {
         if let Some(s) = self.services.get_mut(service) {
             s.handle_switched(now, result);
         }
-        self.after_service(now);
+        self.after_service();
     }
 
     /// The result of [`Command::Check`] for `service`.
@@ -315,15 +309,15 @@ impl Agent {
         if let Some(s) = self.services.get_mut(service) {
             s.handle_check(now, result);
         }
-        self.after_service(now);
+        self.after_service();
     }
 
     /// The executor's word that `service` keeps crashing.
-    pub fn handle_crashed(&mut self, now: Duration, service: &str, reason: String) {
+    pub fn handle_crashed(&mut self, service: &str, reason: String) {
         if let Some(s) = self.services.get_mut(service) {
             s.handle_crashed(reason);
         }
-        self.after_service(now);
+        self.after_service();
     }
 
     /// Call when [`Agent::poll_timeout`] has passed.
@@ -333,7 +327,7 @@ impl Agent {
                 s.handle_timeout(now);
             }
         }
-        self.after_service(now);
+        self.after_service();
     }
 
     /// The next piece of work for the driver.
@@ -445,8 +439,7 @@ impl Agent {
     }
 
     /// Starts what the directives ask of this node and the releases on disk allow.
-    fn reconcile(&mut self, now: Duration) {
-        let _ = now;
+    fn reconcile(&mut self) {
         for known in self.rollouts.values_mut() {
             let Some(service) = self.services.get_mut(&known.directive.spec.service) else {
                 continue;
@@ -505,9 +498,9 @@ impl Agent {
         self.drain_services();
     }
 
-    fn after_service(&mut self, now: Duration) {
+    fn after_service(&mut self) {
         self.drain_services();
-        self.reconcile(now);
+        self.reconcile();
     }
 
     /// Moves the services' commands and outcomes out, updating the rollouts they belong to.

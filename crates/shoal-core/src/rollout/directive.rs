@@ -9,6 +9,8 @@
 use super::plan::Size;
 use super::selector::Selector;
 use crate::content::RootHash;
+use crate::labels::{MAX_LABEL_BYTES, MAX_LABELS};
+use crate::manifest::MAX_NAME_BYTES;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -70,6 +72,13 @@ pub struct Cell {
     pub fault_domain: String,
 }
 
+impl Cell {
+    /// Whether its label values keep the label size limit.
+    pub fn is_well_formed(&self) -> bool {
+        self.region.len() <= MAX_LABEL_BYTES && self.fault_domain.len() <= MAX_LABEL_BYTES
+    }
+}
+
 /// The latest decision about the rollout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
@@ -113,7 +122,16 @@ pub struct Directive {
 impl Directive {
     /// Whether it keeps the size limits; one that does not is refused.
     pub fn is_well_formed(&self) -> bool {
+        let label = |t: &String| t.len() <= MAX_LABEL_BYTES;
+        let spec = &self.spec;
         self.open.len() <= MAX_OPEN_CELLS
+            && self.open.iter().all(Cell::is_well_formed)
+            && spec.service.len() <= MAX_NAME_BYTES
+            && spec.release.version.len() <= MAX_NAME_BYTES
+            && label(&spec.label_region)
+            && label(&spec.label_fault_domain)
+            && spec.skip_labels.len() <= MAX_LABELS
+            && spec.skip_labels.iter().all(|(k, v)| label(k) && label(v))
             && self.spec.stages.len() <= super::plan::MAX_STAGES
             && self.spec.stages.iter().all(|s| s.select.is_well_formed())
             && self

@@ -21,6 +21,8 @@ pub const MAX_REASONS: usize = 4;
 pub const MAX_FAILED_SAMPLE: usize = 8;
 /// The longest failure reason kept, in bytes.
 pub const MAX_REASON_BYTES: usize = 160;
+/// The longest node name in a failure sample, in bytes.
+pub const MAX_NODE_NAME_BYTES: usize = 128;
 
 /// A node's state in a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,7 +158,14 @@ impl RolloutReport {
     /// Whether it keeps the size limits; one from a peer that does not is refused.
     pub fn is_well_formed(&self) -> bool {
         let sorted = |v: &[CellCount]| v.windows(2).all(|w| w[0].cell < w[1].cell);
+        let short = |v: &[CellCount]| v.iter().all(|c| c.cell.is_well_formed());
         self.cells.len() <= MAX_CELLS
+            && short(&self.cells)
+            && short(&self.census)
+            && self
+                .failed_sample
+                .iter()
+                .all(|n| n.len() <= MAX_NODE_NAME_BYTES)
             && self.census.len() <= MAX_CELLS
             && sorted(&self.cells)
             && sorted(&self.census)
@@ -189,11 +198,16 @@ fn add_cell(cells: &mut Vec<CellCount>, count: &CellCount) -> bool {
 
 /// Cuts a failure reason to [`MAX_REASON_BYTES`] on a character boundary.
 pub fn short_reason(reason: &str) -> String {
-    let mut end = reason.len().min(MAX_REASON_BYTES);
-    while !reason.is_char_boundary(end) {
+    cut(reason, MAX_REASON_BYTES)
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    reason[..end].to_owned()
+    text[..end].to_owned()
 }
 
 #[cfg(test)]
@@ -246,6 +260,19 @@ mod tests {
         assert_eq!(a.candidates.len(), MAX_CANDIDATES);
         assert_eq!(a.candidates[0].hash, 0);
         assert!(!a.truncated);
+    }
+
+    #[test]
+    fn over_long_names_from_a_peer_are_not_well_formed() {
+        let mut r = RolloutReport::new(1, 1);
+        r.cells.push(CellCount {
+            cell: cell(0, &"r".repeat(65)),
+            counts: [1, 0, 0, 0, 0],
+        });
+        assert!(!r.is_well_formed(), "a region longer than a label");
+        let mut r = RolloutReport::new(1, 1);
+        r.failed_sample.push("n".repeat(MAX_NODE_NAME_BYTES + 1));
+        assert!(!r.is_well_formed(), "a node name too long");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! rollout id and the node's id, so every node computes its own without asking anyone, a new
 //! rollout reshuffles who goes first, and the coordinator never needs a list of machines.
 
-use crate::labels::{Labels, MAX_LABELS};
+use crate::labels::{Labels, MAX_LABEL_BYTES, MAX_LABELS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -32,6 +32,14 @@ impl Selector {
         {
             return Err(format!("empty label key or value in {k:?} = {v:?}"));
         }
+        if let Some((k, v)) = requirements
+            .iter()
+            .find(|(k, v)| k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES)
+        {
+            return Err(format!(
+                "{k:?} = {v:?}: label keys and values are at most {MAX_LABEL_BYTES} bytes"
+            ));
+        }
         Ok(Selector(requirements))
     }
 
@@ -50,6 +58,10 @@ impl Selector {
     /// Whether it keeps the size limits; one from a peer that does not is refused.
     pub fn is_well_formed(&self) -> bool {
         self.0.len() <= MAX_LABELS
+            && self
+                .0
+                .iter()
+                .all(|(k, v)| k.len() <= MAX_LABEL_BYTES && v.len() <= MAX_LABEL_BYTES)
     }
 }
 
@@ -97,6 +109,12 @@ mod tests {
         assert!(!s.matches(&"region=r1,fd=1".parse().unwrap()));
         assert!(!s.matches(&"region=r1".parse().unwrap()));
         assert!(Selector::default().matches(&Labels::default()));
+        let long = BTreeMap::from([("region".to_owned(), "r".repeat(65))]);
+        assert!(
+            Selector::new(long)
+                .unwrap_err()
+                .contains("at most 64 bytes")
+        );
     }
 
     #[test]

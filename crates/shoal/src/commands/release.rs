@@ -42,10 +42,10 @@ pub enum ReleaseCommand {
     },
 }
 
-/// What `release create` takes.
+/// What a new release is made of: `release create` and `publish` both take these.
 #[derive(Args, Debug)]
-pub struct CreateArgs {
-    /// The payload file.
+pub struct ReleaseInput {
+    /// The payload file (for `publish`: on the coordinator's host, which reads and serves it).
     file: PathBuf,
     /// The service the release belongs to.
     #[arg(long)]
@@ -64,6 +64,13 @@ pub struct CreateArgs {
     /// [default: the current Unix time in seconds].
     #[arg(long, value_name = "N")]
     release_counter: Option<u64>,
+}
+
+/// What `release create` takes.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    release: ReleaseInput,
     /// Where to write the manifest.
     #[arg(long, value_name = "MANIFEST")]
     out: PathBuf,
@@ -92,27 +99,11 @@ pub fn run(cmd: ReleaseCommand) -> Outcome {
 /// What `shoal publish` takes.
 #[derive(Args, Debug)]
 pub struct PublishArgs {
-    /// The payload file (the coordinator reads it from this path and serves it: run this on
-    /// the coordinator's host).
-    file: PathBuf,
-    /// The service the release belongs to.
-    #[arg(long)]
-    service: String,
-    /// The release's version label.
-    #[arg(long)]
-    version: String,
-    /// The publisher secret key.
-    #[arg(long, value_name = "PUBLISHER_KEY")]
-    key: PathBuf,
+    #[command(flatten)]
+    release: ReleaseInput,
     /// The coordinator's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_coordinator)]
     coordinator: std::net::SocketAddr,
-    /// Piece size, as for `release create`.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    piece_size: Option<u64>,
-    /// The release counter [default: the current Unix time in seconds].
-    #[arg(long, value_name = "N")]
-    release_counter: Option<u64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -132,20 +123,14 @@ pub fn publish(args: PublishArgs) -> Outcome {
 fn publish_inner(args: PublishArgs) -> Outcome {
     let dir = tempfile_dir()?;
     let out = dir.join("release.manifest");
-    let file = std::path::absolute(&args.file).code(Code::Unreadable, || {
-        format!("cannot resolve {}", args.file.display())
+    let file = std::path::absolute(&args.release.file).code(Code::Unreadable, || {
+        format!("cannot resolve {}", args.release.file.display())
     })?;
-    let create_args = CreateArgs {
+    let release = ReleaseInput {
         file: file.clone(),
-        service: args.service,
-        version: args.version,
-        key: args.key,
-        piece_size: args.piece_size,
-        release_counter: args.release_counter,
-        out: out.clone(),
-        json: true,
+        ..args.release
     };
-    let signed = sign(&create_args);
+    let signed = sign(&release, &out);
     let result = signed.and_then(|_| {
         let request = shoal_net::coordinator::AnnounceRequest {
             manifest: out.clone(),
@@ -191,7 +176,7 @@ fn tempfile_dir() -> Result<PathBuf, Failure> {
 }
 
 fn create(args: CreateArgs) -> Outcome {
-    let (signed, seconds) = sign(&args)?;
+    let (signed, seconds) = sign(&args.release, &args.out)?;
     let size = signed.manifest.size_bytes;
     let layout = PieceLayout::new(size, u64::from(signed.manifest.piece_size_bytes))
         .code(Code::General, || "the signed manifest's layout".into())?;
@@ -219,15 +204,15 @@ fn create(args: CreateArgs) -> Outcome {
     Ok(())
 }
 
-/// Hashes the payload, signs the manifest and writes it to `args.out`; returns it and the
-/// hashing time in seconds.
-fn sign(args: &CreateArgs) -> Result<(SignedManifest, f64), Failure> {
+/// Hashes the payload, signs the manifest and writes it to `out`; returns it and the hashing
+/// time in seconds.
+fn sign(args: &ReleaseInput, out: &Path) -> Result<(SignedManifest, f64), Failure> {
     shoal_core::manifest::check_name("service", &args.service)
         .code(Code::Usage, || "--service".into())?;
     shoal_core::manifest::check_name("version", &args.version)
         .code(Code::Usage, || "--version".into())?;
     let key = keyfile::read_secret(&args.key, Role::Publisher)?;
-    files::check_replaceable(&args.out, "shoal manifest", |head| {
+    files::check_replaceable(out, "shoal manifest", |head| {
         head.starts_with(shoal_core::manifest::MAGIC)
     })
     .map_err(|e| Failure::new(Code::General, e))?;
@@ -268,10 +253,9 @@ fn sign(args: &CreateArgs) -> Result<(SignedManifest, f64), Failure> {
     };
     let signed = SignedManifest::sign(manifest, &key)
         .code(Code::General, || "cannot sign the manifest".into())?;
-    shoal_store::fsutil::write_atomic(&args.out, &signed.encode(), 0o644)
-        .code(Code::General, || {
-            format!("cannot write manifest {}", args.out.display())
-        })?;
+    shoal_store::fsutil::write_atomic(out, &signed.encode(), 0o644).code(Code::General, || {
+        format!("cannot write manifest {}", out.display())
+    })?;
 
     Ok((signed, seconds))
 }
