@@ -22,7 +22,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use shoal_core::control::{self, Envelope, Message, Node, Output, Place, Status, Summary};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 /// A node's id in the simulation: its index.
@@ -123,6 +123,8 @@ struct Slot {
     group: u8,
     wake: Option<Duration>,
     crashed: bool,
+    /// The highest sequence number this id has delivered, over all its runs.
+    max_delivered: u64,
 }
 
 /// Counters of a run.
@@ -136,6 +138,10 @@ pub struct NetStats {
     pub lost: u64,
     /// Broadcast deliveries over all nodes.
     pub deliveries: u64,
+    /// Nodes other than the source for which each sequence number was the newest they had
+    /// delivered, counting each id once over its runs and including ids that crashed since:
+    /// the most nodes a health round (see [`Node::shown_round`]) can count.
+    pub delivered_by_seq: BTreeMap<u64, u32>,
 }
 
 /// The simulated network. See the [crate docs](crate).
@@ -188,6 +194,7 @@ impl Network {
             group: 0,
             wake: None,
             crashed: false,
+            max_delivered: 0,
         });
         let start = if self.now.is_zero() && id > 0 {
             let spread = self.config.join_spread.as_micros() as u64;
@@ -235,6 +242,16 @@ impl Network {
         slot.crashed = true;
         slot.node = None;
         slot.wake = None;
+    }
+
+    /// Starts crashed node `id` again now, with the same id and place and fresh state, as a
+    /// restarted process with the same identity.
+    pub fn restart(&mut self, id: NodeId) {
+        let slot = &mut self.slots[id as usize];
+        if slot.crashed {
+            slot.crashed = false;
+            self.schedule(self.now, Event::Start(id));
+        }
     }
 
     /// Cuts the network into groups: messages between nodes of different groups are lost.
@@ -314,6 +331,21 @@ impl Network {
 
     /// Runs events until simulated time `until`.
     pub fn run_until(&mut self, until: Duration) {
+        self.run_until_checking(until, |_| {});
+    }
+
+    /// Runs events for `span` of simulated time.
+    pub fn run_for(&mut self, span: Duration) {
+        self.run_until(self.now + span);
+    }
+
+    /// Runs events for `span` of simulated time, calling `check` after every one, for
+    /// invariants that must hold at every instant rather than only at the end.
+    pub fn run_for_checking(&mut self, span: Duration, check: impl FnMut(&Network)) {
+        self.run_until_checking(self.now + span, check);
+    }
+
+    fn run_until_checking(&mut self, until: Duration, mut check: impl FnMut(&Network)) {
         while let Some(Reverse(next)) = self.queue.peek() {
             if next.at > until {
                 break;
@@ -324,13 +356,9 @@ impl Network {
             self.now = at;
             self.stats.events += 1;
             self.step(event);
+            check(self);
         }
         self.now = until;
-    }
-
-    /// Runs events for `span` of simulated time.
-    pub fn run_for(&mut self, span: Duration) {
-        self.run_until(self.now + span);
     }
 
     fn step(&mut self, event: Event) {
@@ -437,7 +465,14 @@ impl Network {
                     let seq = node.next_seq();
                     node.broadcast(now, Envelope::unsigned(seq, false, Bytes::new()));
                 }
-                Output::Deliver { .. } => self.stats.deliveries += 1,
+                Output::Deliver { envelope } => {
+                    self.stats.deliveries += 1;
+                    let slot = &mut self.slots[id as usize];
+                    if id != 0 && envelope.seq > slot.max_delivered {
+                        slot.max_delivered = envelope.seq;
+                        *self.stats.delivered_by_seq.entry(envelope.seq).or_default() += 1;
+                    }
+                }
                 Output::Disconnect { .. }
                 | Output::NeighbourUp { .. }
                 | Output::NeighbourDown { .. } => {}

@@ -108,20 +108,115 @@ proptest! {
     }
 
     #[test]
-    fn aggregated_counts_equal_the_truth_after_churn(seed in any::<u64>()) {
+    fn aggregated_counts_never_exceed_their_round_and_equal_the_truth_after_churn(seed in any::<u64>()) {
         let mut net = network(1000, seed);
+        let mut check = RoundCheck::default();
         crash_fraction(&mut net, 0.1, seed);
-        net.run_for(Duration::from_secs(5));
+        net.run_for_checking(Duration::from_secs(5), |n| check.at(n));
         for _ in 0..50 {
             net.add_node();
         }
-        net.run_for(Duration::from_secs(5));
+        net.run_for_checking(Duration::from_secs(5), |n| check.at(n));
         crash_fraction(&mut net, 0.05, seed ^ 1);
-        // Detection, view repair, tree repair and reports climbing the tree's depth.
-        net.run_for(Duration::from_secs(60));
+        // Detection, view repair, the next rounds and reports climbing the tree's depth.
+        net.run_for_checking(Duration::from_secs(30), |n| check.at(n));
+        check.verdict()?;
         let truth = net.alive().filter(|&id| id != 0).count() as u32;
         let fleet = net.fleet().unwrap();
         prop_assert_eq!(fleet.nodes, truth, "seed {}", seed);
         prop_assert_eq!(fleet.states[1], truth);
+    }
+
+    #[test]
+    fn killing_and_restarting_the_oldest_nodes_never_inflates_the_count(seed in any::<u64>()) {
+        let mut net = network(1000, seed);
+        let mut check = RoundCheck::default();
+        // The 300 oldest, the seeds among them; back 10 s later with the same ids, as the
+        // processes of a real mesh restarted with their identities.
+        let oldest: Vec<NodeId> = (1..=300).collect();
+        for &id in &oldest {
+            net.crash(id);
+        }
+        net.run_for_checking(Duration::from_secs(10), |n| check.at(n));
+        for &id in &oldest {
+            net.restart(id);
+        }
+        net.run_for_checking(Duration::from_secs(20), |n| check.at(n));
+        // Back within half a second, before their neighbours can have noticed the old runs
+        // are gone.
+        let next: Vec<NodeId> = (301..=450).collect();
+        for &id in &next {
+            net.crash(id);
+        }
+        net.run_for_checking(Duration::from_millis(500), |n| check.at(n));
+        for &id in &next {
+            net.restart(id);
+        }
+        net.run_for_checking(Duration::from_secs(30), |n| check.at(n));
+        check.verdict()?;
+        prop_assert_eq!(net.fleet().unwrap().nodes, 999, "seed {}", seed);
+    }
+
+    #[test]
+    fn the_source_counts_the_fleet_again_soon_after_all_its_neighbours_die(seed in any::<u64>()) {
+        let mut net = network(1000, seed);
+        let neighbours: Vec<NodeId> = net.node(0).unwrap().active().iter().map(|n| n.entry.peer).collect();
+        prop_assert!(!neighbours.is_empty());
+        for &id in &neighbours {
+            net.crash(id);
+        }
+        let truth = 999 - neighbours.len() as u32;
+        let died = net.now();
+        let mut check = RoundCheck::default();
+        let mut recovered = None;
+        net.run_for_checking(Duration::from_secs(30), |n| {
+            check.at(n);
+            if recovered.is_none() && n.fleet().is_some_and(|f| f.nodes == truth) {
+                recovered = Some(n.now() - died);
+            }
+        });
+        check.verdict()?;
+        let recovered = recovered.expect("the source counts the whole fleet again");
+        // Detection (a ping interval and two timeouts), the early heartbeat a second later and
+        // a round's reports: well under two heartbeat intervals.
+        prop_assert!(recovered < Duration::from_secs(8), "recovered after {recovered:?}, seed {seed}");
+        prop_assert_eq!(net.fleet().unwrap().nodes, truth);
+    }
+}
+
+/// Checks, after every event, that the source counts no more nodes than could have reported in
+/// the round it shows: each id at most once, whatever moves, deaths and restarts happen.
+#[derive(Default)]
+struct RoundCheck {
+    checked: u64,
+    first_violation: Option<String>,
+}
+
+impl RoundCheck {
+    fn at(&mut self, net: &Network) {
+        let Some(source) = net.node(0) else { return };
+        self.checked += 1;
+        let round = source.shown_round();
+        let counted = source.subtree().nodes;
+        let possible = net
+            .stats()
+            .delivered_by_seq
+            .get(&round)
+            .copied()
+            .unwrap_or(0);
+        if counted > possible && self.first_violation.is_none() {
+            self.first_violation = Some(format!(
+                "at {:?} the source counted {counted} nodes in round {round}, which {possible} delivered",
+                net.now()
+            ));
+        }
+    }
+
+    fn verdict(&self) -> Result<(), TestCaseError> {
+        prop_assert!(self.checked > 0);
+        match &self.first_violation {
+            Some(v) => Err(TestCaseError::fail(v.clone())),
+            None => Ok(()),
+        }
     }
 }

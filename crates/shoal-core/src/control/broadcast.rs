@@ -32,11 +32,19 @@ impl<P: Peer> Node<P> {
         self.stats.delivered += 1;
         self.last_delivery = Some(self.now);
         self.missing.retain(|m| m.seq != envelope.seq);
-        if let Some(n) = self.neighbour_mut(&from) {
+        let neighbour = if let Some(n) = self.neighbour_mut(&from) {
             n.eager = true;
             n.latest = n.latest.max(envelope.seq);
-            if newest {
-                self.set_parent(from);
+            true
+        } else {
+            false
+        };
+        if newest {
+            // From anyone but a neighbour, this node has no parent in the new round: keeping
+            // the old one could close a loop with a neighbour it now pushes the round to.
+            self.parent = None;
+            if neighbour {
+                self.start_round(from);
             }
         }
         self.outputs.push_back(Output::Deliver {

@@ -45,15 +45,20 @@ pub struct Config {
     pub graft_timeout: Duration,
     /// Recent envelopes kept to answer grafts.
     pub message_cache: usize,
-    /// How often a node sends its subtree's summary to its parent.
+    /// Least time between two reports of a change in a subtree's summary. With nothing changing
+    /// a node reports once per round (broadcast) only.
     pub health_interval: Duration,
-    /// A child's summary not refreshed for this long is dropped.
-    pub health_expiry: Duration,
-    /// When the rollout part of a subtree's summary changes, the node reports again this soon
-    /// after its last report instead of waiting the whole interval, so a wave's gate sees its
-    /// nodes turn healthy within a fraction of a second per tree level. Between such changes
-    /// (and at idle) reports keep the interval.
+    /// When the rollout part of a subtree's summary changes, or a new round starts, the node
+    /// reports again this soon after its last report instead of waiting the whole interval, so
+    /// a wave's gate sees its nodes turn healthy within a fraction of a second per tree level.
     pub health_urgent_gap: Duration,
+    /// A node sends no report for this long after it starts: longer than its neighbours take
+    /// to find a previous run of it dead (a ping interval and two timeouts), so a quick
+    /// restart is not counted twice.
+    pub health_hold: Duration,
+    /// On the source: how long after opening a round it goes on showing the previous round's
+    /// total while the new round's is lower (the new tree's reports still climbing).
+    pub health_settle: Duration,
     /// A node whose active view has been empty this long joins again through a seed.
     pub rejoin_after: Duration,
     /// How often a node contacts a random seed to mix views across the whole fleet.
@@ -64,6 +69,9 @@ pub struct Config {
     /// On the source: how often to ask the driver for a heartbeat broadcast
     /// ([`Output::HeartbeatDue`](super::Output::HeartbeatDue)). `None` elsewhere.
     pub heartbeat_interval: Option<Duration>,
+    /// On the source: a heartbeat comes this soon after a neighbour that reported to it leaves,
+    /// so the subtree it carried is counted again through the refilled view.
+    pub heartbeat_after_loss: Duration,
 }
 
 impl Default for Config {
@@ -86,12 +94,14 @@ impl Default for Config {
             graft_timeout: Duration::from_millis(500),
             message_cache: 64,
             health_interval: Duration::from_secs(1),
-            health_expiry: Duration::from_secs(5),
-            health_urgent_gap: Duration::from_millis(200),
+            health_urgent_gap: Duration::from_millis(50),
+            health_settle: Duration::from_secs(3),
+            health_hold: Duration::from_secs(5),
             rejoin_after: Duration::from_secs(2),
             seed_probe_interval: Duration::from_secs(30),
             stale_after: Duration::from_secs(15),
             heartbeat_interval: None,
+            heartbeat_after_loss: Duration::from_secs(1),
         }
     }
 }

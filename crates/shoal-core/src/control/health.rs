@@ -1,12 +1,27 @@
 //! Health summaries: counts of nodes per state and per release, added up the broadcast tree,
 //! and the reports children send their parents.
+//!
+//! Counting goes in rounds so that no node is ever counted twice. Every broadcast opens a round
+//! (its sequence number); a node's parent for the round is the neighbour that delivered that
+//! broadcast first, so a round's parents form a tree (each parent had the broadcast before its
+//! child). A node sends its reports for the round only to that parent, tagged with the round,
+//! and adds up only children's reports of its own round. A node that moves, or whose parent
+//! dies, is counted again from the next round, never in two subtrees at once. Reports go on
+//! change (a rollout change within a fraction of a second, any other within the interval) and
+//! once per round, so the source's heartbeat is the slow refresh. The source shows the previous
+//! round's total until the new round has caught up with it or the settle time has passed.
+//!
+//! A node that restarted quickly could still be counted by its old parent from its last run,
+//! since nothing tells that parent the old run is gone until its failure detector does; a node
+//! therefore sends no report for a hold time after it starts, longer than detection takes.
 
 use super::Peer;
 use super::message::Message;
-use super::node::{ChildReport, Node};
+use super::node::{ChildReport, ClosedRound, Node};
 use crate::content::RootHash;
 use crate::rollout::RolloutReport;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Most releases a summary counts. When a subtree knows more, the ones held by the fewest nodes
 /// are left out, so the releases that matter to most of the fleet are always counted.
@@ -149,8 +164,7 @@ impl Summary {
 }
 
 impl<P: Peer> Node<P> {
-    pub(super) fn on_health(&mut self, from: P, epoch: u64, summary: Option<Summary>) {
-        let now = self.now;
+    pub(super) fn on_health(&mut self, from: P, epoch: u64, round: u64, summary: Summary) {
         let Some(n) = self.neighbour_mut(&from) else {
             // Only neighbours can be children; a report from anyone else is stale.
             return;
@@ -158,64 +172,85 @@ impl<P: Peer> Node<P> {
         if n.child.as_ref().is_some_and(|c| c.epoch >= epoch) {
             return;
         }
-        let rollouts_changed =
-            n.child.as_ref().map(|c| &c.summary.rollouts) != summary.as_ref().map(|s| &s.rollouts);
-        n.child = summary.map(|summary| ChildReport {
-            epoch,
-            summary,
-            received: now,
+        let before = n.child.take().filter(|c| c.round == round);
+        // While a round's tree forms (a child's first report, or more nodes under it) and when
+        // a rollout's counts change, the report travels up at once; other changes within the
+        // interval.
+        let urgent = before.as_ref().is_none_or(|c| {
+            c.summary.nodes != summary.nodes || c.summary.rollouts != summary.rollouts
         });
-        if rollouts_changed {
-            self.report_soon();
+        let changed = before.as_ref().map(|c| &c.summary) != Some(&summary);
+        n.child = Some(ChildReport {
+            epoch,
+            round,
+            summary,
+        });
+        if round == self.latest && changed {
+            self.report_changed(urgent);
         }
     }
 
-    /// Moves the next report up to [`Config::health_urgent_gap`](super::Config) after the last
-    /// one (never earlier than now), for a change a rollout gate waits on.
-    pub(super) fn report_soon(&mut self) {
-        let at = (self.last_report + self.config.health_urgent_gap).max(self.now);
+    /// Something this node reports changed: report it, soon if a rollout gate may wait on it,
+    /// otherwise within the interval.
+    pub(super) fn report_changed(&mut self, urgent: bool) {
+        self.dirty = true;
+        let gap = if urgent {
+            self.config.health_urgent_gap
+        } else {
+            self.config.health_interval
+        };
+        let at = (self.last_report + gap).max(self.now);
         if at < self.next_health {
             self.next_health = at;
         }
     }
 
-    /// A new broadcast came first from `parent`: report to it from now on, and withdraw the
-    /// report from the previous parent so nothing is counted twice.
-    pub(super) fn set_parent(&mut self, parent: P) {
-        if self.parent == Some(parent) {
-            return;
-        }
+    /// A newer broadcast came first from `parent`: a new round. This node reports to it from
+    /// now on, and only children's reports of this round count (see the module docs).
+    pub(super) fn start_round(&mut self, parent: P) {
         self.parent = Some(parent);
-        if let Some(old) = self.reported_to.take()
-            && old != parent
-        {
-            self.epoch += 1;
-            let epoch = self.epoch;
-            self.send(
-                old,
-                Message::Health {
-                    epoch,
-                    summary: None,
-                },
-            );
+        self.report_changed(true);
+    }
+
+    /// On the source, before a broadcast opens a new round: keeps what it shows of the fleet
+    /// until the new round's counts have caught up.
+    pub(super) fn close_round(&mut self) {
+        let round = self.shown_round();
+        let since = match &self.closed {
+            Some(c) if c.round == round => c.since,
+            _ => self.now,
+        };
+        self.closed = Some(ClosedRound {
+            round,
+            summary: self.subtree(),
+            since,
+        });
+    }
+
+    /// Own summary plus the reports of children in this node's round.
+    pub(super) fn round_sum(&self) -> Summary {
+        let mut total = self.own.clone();
+        for child in self.active.iter().filter_map(|n| n.child.as_ref()) {
+            if child.round == self.latest {
+                total.add(&child.summary);
+            }
         }
-        // Report at once so the new parent's counts settle without waiting an interval.
-        self.report();
+        total
     }
 
     pub(super) fn health_timers(&mut self) {
-        let now = self.now;
-        let expiry = self.config.health_expiry;
-        for n in &mut self.active {
-            if n.child
-                .as_ref()
-                .is_some_and(|c| now.saturating_sub(c.received) > expiry)
-            {
-                n.child = None;
-            }
+        if self.now < self.next_health {
+            return;
         }
-        if now >= self.next_health {
-            self.next_health = now + self.config.health_interval;
+        self.next_health = Duration::MAX;
+        let hold_until = self.started + self.config.health_hold;
+        if self.now < hold_until {
+            // Just started: a report from a run before a restart may still be counted where
+            // it went, until that node notices the old run is gone.
+            self.next_health = hold_until;
+            return;
+        }
+        if self.dirty {
             self.report();
         }
     }
@@ -225,13 +260,14 @@ impl<P: Peer> Node<P> {
         if !self.is_neighbour(&parent) {
             return;
         }
+        self.dirty = false;
         self.epoch += 1;
         let message = Message::Health {
             epoch: self.epoch,
-            summary: Some(self.subtree()),
+            round: self.latest,
+            summary: self.round_sum(),
         };
         self.last_report = self.now;
-        self.reported_to = Some(parent);
         self.send(parent, message);
     }
 }

@@ -260,14 +260,21 @@ impl<P: Peer> Node<P> {
         let Some(i) = self.active.iter().position(|n| n.entry.peer == *peer) else {
             return false;
         };
-        self.active.swap_remove(i);
+        let gone = self.active.swap_remove(i);
         self.outputs
             .push_back(Output::NeighbourDown { peer: *peer });
         if self.parent == Some(*peer) {
+            // Not replaced until the next round: a new parent now could count this subtree
+            // twice, once more in the old parent's last report.
             self.parent = None;
         }
-        if self.reported_to == Some(*peer) {
-            self.reported_to = None;
+        if let Some(child) = gone.child.filter(|c| c.round == self.latest) {
+            self.report_changed(!child.summary.rollouts.is_empty());
+            // On the source, a lost child leaves its whole subtree uncounted until the next
+            // round: open one soon, once the view has had time to refill.
+            if let Some(at) = &mut self.next_heartbeat {
+                *at = (*at).min(self.now + self.config.heartbeat_after_loss);
+            }
         }
         for missing in &mut self.missing {
             missing.announcers.retain(|p| p != peer);

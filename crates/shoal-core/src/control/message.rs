@@ -132,12 +132,15 @@ pub enum Message<P> {
         /// At most [`MAX_SYNC_ENVELOPES`].
         envelopes: Vec<Arc<Envelope>>,
     },
-    /// A child's summary of its subtree, for its broadcast parent; `None` withdraws it.
+    /// A child's summary of its subtree, for its parent in `round`.
     Health {
         /// Rises with every report of the same child; older reports are ignored.
         epoch: u64,
+        /// The round it counts in: the sequence number of the broadcast the parent delivered
+        /// to this child first.
+        round: u64,
         /// The subtree's counts.
-        summary: Option<Summary>,
+        summary: Summary,
     },
 }
 

@@ -21,10 +21,10 @@
 //!   compare their latest sequence numbers in every ping, so a node that missed a message pulls
 //!   it; a node that is new or was cut off asks a neighbour for the envelopes the source marked to
 //!   be kept ([`Message::Sync`]).
-//! - **Health** flows back up the broadcast tree: every node sends its parent (the neighbour that
-//!   delivered its latest broadcast first) a [`Summary`] of its subtree with a rising epoch. A
-//!   parent keeps only the latest summary of each child and drops it when the child leaves, so
-//!   counts are exact once the tree settles.
+//! - **Health** flows back up the broadcast tree in rounds: every broadcast opens one, and a
+//!   node sends the neighbour that delivered it first (its parent for the round) a [`Summary`]
+//!   of its subtree tagged with the round; a parent adds up only its own round's reports, so no
+//!   node is counted in two subtrees while the tree changes (see `health`).
 //!
 //! Rejoin is built in: a node whose active view stays empty joins again through a seed, and a node
 //! that hears no broadcast for a while (the source sends heartbeats) rejoins through a seed too,

@@ -67,8 +67,17 @@ pub(super) enum Probe {
 #[derive(Clone, Debug)]
 pub(super) struct ChildReport {
     pub(super) epoch: u64,
+    /// The round (broadcast sequence number) it counts in.
+    pub(super) round: u64,
     pub(super) summary: Summary,
-    pub(super) received: Duration,
+}
+
+/// On the source: what it showed of the fleet when it last opened a round, and since when.
+#[derive(Clone, Debug)]
+pub(super) struct ClosedRound {
+    pub(super) round: u64,
+    pub(super) summary: Summary,
+    pub(super) since: Duration,
 }
 
 /// One member of the active view, with what the protocols know about it.
@@ -195,10 +204,14 @@ pub struct Node<P: Peer> {
     // Health.
     pub(super) own: Summary,
     pub(super) epoch: u64,
-    pub(super) reported_to: Option<P>,
+    /// Something to report changed since the last report.
+    pub(super) dirty: bool,
+    /// When the next report goes, if one is due (`Duration::MAX` otherwise).
     pub(super) next_health: Duration,
     /// When the last health report went to the parent.
     pub(super) last_report: Duration,
+    /// On the source: the previous round's total, shown until the new round catches up.
+    pub(super) closed: Option<ClosedRound>,
 }
 
 impl<P: Peer> Node<P> {
@@ -209,7 +222,6 @@ impl<P: Peer> Node<P> {
         let seeds: Vec<P> = seeds.into_iter().filter(|s| *s != me.peer).collect();
         let next_shuffle = now + jitter(&mut rng, config.shuffle_interval);
         let next_seed_probe = now + jitter(&mut rng, config.seed_probe_interval);
-        let next_health = now + jitter(&mut rng, config.health_interval);
         let next_heartbeat = config.heartbeat_interval.map(|i| now + i);
         Node {
             me,
@@ -244,9 +256,10 @@ impl<P: Peer> Node<P> {
             next_heartbeat,
             own: Summary::default(),
             epoch: 0,
-            reported_to: None,
-            next_health,
+            dirty: false,
+            next_health: Duration::MAX,
             last_report: now,
+            closed: None,
             config,
         }
     }
@@ -308,16 +321,32 @@ impl<P: Peer> Node<P> {
         1 + self.slowness
     }
 
-    /// This node's subtree summary: its own plus its children's latest reports. On the source
-    /// this is the whole fleet, exact once the tree has settled.
+    /// This node's subtree summary: its own plus its children's reports in the current round.
+    ///
+    /// On the source this is the whole fleet. It never counts a node twice; it counts a node
+    /// that died or left until the first round after that has settled, and misses one that
+    /// joined, or lost its parent, until the next round reaches it.
     pub fn subtree(&self) -> Summary {
-        let mut total = self.own.clone();
-        for child in self.active.iter().filter_map(|n| n.child.as_ref()) {
-            if self.now.saturating_sub(child.received) <= self.config.health_expiry {
-                total.add(&child.summary);
+        self.shown().1
+    }
+
+    /// The round whose counts [`Node::subtree`] shows: the latest, or on the source the
+    /// previous one while the latest is still climbing.
+    pub fn shown_round(&self) -> u64 {
+        self.shown().0
+    }
+
+    fn shown(&self) -> (u64, Summary) {
+        let current = self.round_sum();
+        match &self.closed {
+            Some(closed)
+                if current.nodes < closed.summary.nodes
+                    && self.now < closed.since + self.config.health_settle =>
+            {
+                (closed.round, closed.summary.clone())
             }
+            _ => (self.latest, current),
         }
-        total
     }
 
     // ----- Inputs -----
@@ -340,10 +369,11 @@ impl<P: Peer> Node<P> {
 
     /// Sets this node's own health summary (usually [`Summary::node`]); sent up from the next report.
     pub fn set_own_summary(&mut self, summary: Summary) {
-        if summary.rollouts != self.own.rollouts {
-            self.report_soon();
+        if summary != self.own {
+            let urgent = summary.rollouts != self.own.rollouts;
+            self.own = summary;
+            self.report_changed(urgent);
         }
-        self.own = summary;
     }
 
     /// Handles `message` from `from`. The driver has checked the signature of every envelope in
@@ -401,7 +431,11 @@ impl<P: Peer> Node<P> {
                     self.on_gossip(from, envelope);
                 }
             }
-            Message::Health { epoch, summary } => self.on_health(from, epoch, summary),
+            Message::Health {
+                epoch,
+                round,
+                summary,
+            } => self.on_health(from, epoch, round, summary),
         }
     }
 
@@ -448,6 +482,7 @@ impl<P: Peer> Node<P> {
             "broadcasts are numbered densely"
         );
         let envelope = Arc::new(envelope);
+        self.close_round();
         self.record(&envelope);
         self.last_delivery = Some(now);
         self.push(None, &envelope);
@@ -512,10 +547,7 @@ impl<P: Peer> Node<P> {
                 entries.len() <= MAX_SHUFFLE_ENTRIES
             }
             Message::SyncReply { envelopes } => envelopes.len() <= MAX_SYNC_ENVELOPES,
-            Message::Health {
-                summary: Some(summary),
-                ..
-            } => summary.is_well_formed(),
+            Message::Health { summary, .. } => summary.is_well_formed(),
             Message::Gossip { envelope } => envelope.seq > 0,
             Message::IHave { seq } | Message::Graft { seq } => *seq > 0,
             _ => true,
