@@ -10,8 +10,11 @@
 
 #[path = "support/mesh.rs"]
 mod harness;
+#[path = "support/impostor.rs"]
+mod impostor;
 
 use harness::{ACTIVE_VIEW_CAPACITY, Mesh, Work, loopback_listen, report};
+use impostor::Impostor;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -377,72 +380,23 @@ const FORGED_HOLD: Duration = Duration::from_secs(5);
 /// and no node prefetches the release.
 #[test]
 fn an_announcement_signed_by_a_key_that_is_not_the_coordinators_is_refused() {
-    use shoal_core::admission::Token;
-    use shoal_core::control::{Envelope, Message};
+    use shoal_core::control::Envelope;
     use shoal_core::keys::{Role, SecretKey};
-    use shoal_net::identity::Identity;
-    use shoal_net::mesh::{Contact, Directive, Hello, control_addr};
-    use shoal_net::overlay;
-    use std::sync::Arc;
+    use shoal_net::mesh::Directive;
 
     let work = Work::new("forged-envelope");
     let mut mesh = Mesh::start_loopback(&work, 3);
     mesh.wait_for_views(1, SMALL_MESH_SETTLED_WITHIN);
     let release = work.release("forged", SMALL_RELEASE_BYTES, 7);
-    let target = &mesh.nodes[2];
-    let target_peer: libp2p_identity::PeerId = target
-        .peer_id
-        .as_deref()
-        .expect("the node answered on its API")
-        .parse()
-        .unwrap();
-    let target_control = control_addr(target.api.listen);
-
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let impostor_dir = work.file("impostor");
-    std::fs::create_dir_all(&impostor_dir).unwrap();
-    let (_overlay, _events) = runtime.block_on(async {
-        // Admitted the honest way, with the mesh's own token: only its broadcast is forged.
-        let identity = Identity::load_or_create(&impostor_dir).unwrap();
-        let token: Token = mesh.token.parse().unwrap();
-        let labels = Default::default();
-        let (certificate, _) = shoal_net::mesh::redeem_token(&identity, &token, &labels)
-            .await
-            .unwrap();
-        let listen = loopback_listen();
-        let hello = Hello {
-            addr: listen,
-            certificate: certificate.encode(),
-        };
-        let (overlay, events) = overlay::start(
-            &identity,
-            overlay::Config::new(control_addr(listen)),
-            postcard::to_stdvec(&hello).unwrap().into(),
-            Arc::new(|_: &libp2p_identity::PeerId, _: &[u8]| true),
-        )
-        .await
-        .unwrap();
-        let rogue = SecretKey::from_seed(Role::Coordinator, [9; 32]);
-        let directive = Directive::Announce {
-            manifest: std::fs::read(&release.manifest).unwrap(),
-            origin: Contact {
-                peer_id: identity.peer_id(),
-                addr: listen,
-            },
-        };
-        let envelope = Envelope::sign(&rogue, 1_000, true, directive.encode().into());
-        let message: Message<Contact> = Message::Gossip {
-            envelope: Arc::new(envelope),
-        };
-        overlay
-            .send(
-                target_peer,
-                target_control,
-                postcard::to_stdvec(&message).unwrap().into(),
-            )
-            .unwrap();
-        (overlay, events)
-    });
+    // Admitted the honest way, with the mesh's own token: only its broadcast is forged.
+    let impostor = Impostor::admit(&work, &mesh, "impostor");
+    let rogue = SecretKey::from_seed(Role::Coordinator, [9; 32]);
+    let directive = Directive::Announce {
+        manifest: std::fs::read(&release.manifest).unwrap(),
+        origin: impostor.contact,
+    };
+    let envelope = Envelope::sign(&rogue, 1_000, true, directive.encode().into());
+    impostor.gossip(&mesh.nodes[2], envelope);
 
     let target_api = mesh.nodes[2].api.clone();
     mesh.wait(
