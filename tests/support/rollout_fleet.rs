@@ -34,11 +34,14 @@ mode = "supervise"
 health = { command = ["sh", "-c", "test \"$(cat version)\" = \"$SHOAL_VERSION\""], grace_secs = 8, passes = 2, interval_secs = 0.5 }
 "#;
 
-/// The service script; `writes` is what it puts in `version`.
+/// The service script: notes when it started, then runs `body` (shell).
+pub fn script(body: &str) -> String {
+    format!("#!/bin/sh\ndate +%s%N >> \"started-$SHOAL_VERSION\"\n{body}\n")
+}
+
+/// The service script that puts `writes` in `version` and sleeps.
 pub fn app(writes: &str) -> String {
-    format!(
-        "#!/bin/sh\ndate +%s%N >> \"started-$SHOAL_VERSION\"\necho \"{writes}\" > version\nexec sleep 1000000\n"
-    )
+    script(&format!("echo \"{writes}\" > version\nexec sleep 1000000"))
 }
 
 pub const PLAN: &str = r#"
@@ -77,7 +80,17 @@ pub struct Fleet<'w> {
 /// A coordinator and `nodes` nodes over three regions of two fault domains each, running the
 /// service; every node's labels are from `label(i)`.
 pub fn fleet<'w>(work: &'w Work, nodes: usize, label: impl Fn(usize) -> String) -> Fleet<'w> {
-    std::fs::write(work.file("services.toml"), SERVICES).unwrap();
+    fleet_with(work, nodes, label, SERVICES)
+}
+
+/// Like [`fleet`], with `services` as the nodes' services file.
+pub fn fleet_with<'w>(
+    work: &'w Work,
+    nodes: usize,
+    label: impl Fn(usize) -> String,
+    services: &str,
+) -> Fleet<'w> {
+    std::fs::write(work.file("services.toml"), services).unwrap();
     std::fs::write(work.file("plan.toml"), PLAN).unwrap();
     let mut mesh = Mesh::start(work, loopback_listen(), None);
     mesh.node_args = vec!["--services".into(), "services.toml".into()];
@@ -132,8 +145,18 @@ impl Fleet<'_> {
     /// Publishes the script writing `writes` as `web@version` with `counter`; waits until
     /// every live node holds it.
     pub fn publish(&mut self, version: &str, counter: u64, writes: &str) -> String {
+        self.publish_file(version, counter, &app(writes))
+    }
+
+    /// Publishes [`script`]`(body)` as `web@version` with `counter`; waits until every live
+    /// node holds it. Returns its root.
+    pub fn publish_script(&mut self, version: &str, counter: u64, body: &str) -> String {
+        self.publish_file(version, counter, &script(body))
+    }
+
+    fn publish_file(&mut self, version: &str, counter: u64, contents: &str) -> String {
         let file = self.work.file(&format!("web-{version}"));
-        std::fs::write(&file, app(writes)).unwrap();
+        std::fs::write(&file, contents).unwrap();
         self.mesh
             .publish(&file, "web", version, counter, RELEASE_EVERYWHERE_WITHIN)
     }

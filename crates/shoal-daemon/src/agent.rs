@@ -43,6 +43,8 @@ pub struct ServiceStatus {
     pub target: Option<String>,
     /// The version it would go back to.
     pub previous: Option<String>,
+    /// Why its last activation failed, until the next one starts.
+    pub reason: Option<String>,
 }
 
 /// What the agent shows to the rest of the process.
@@ -368,6 +370,7 @@ impl Task {
                 .to_owned(),
                 target: s.target().map(|r| r.version.clone()),
                 previous: s.previous().map(|r| r.version.clone()),
+                reason: s.failure().map(str::to_owned),
             })
             .collect();
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());

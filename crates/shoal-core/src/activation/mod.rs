@@ -171,6 +171,9 @@ pub struct Service {
     next_check: Option<Duration>,
     /// The latest failing check's detail, for the reason if the grace period runs out.
     last_failure: Option<String>,
+    /// Why the last activation failed, until the next one starts (not saved: after a restart
+    /// only the state says it failed).
+    failure: Option<String>,
     commands: VecDeque<Command>,
     outcomes: VecDeque<Outcome>,
 }
@@ -202,6 +205,7 @@ impl Service {
             state: saved.state,
             next_check: None,
             last_failure: None,
+            failure: None,
             commands: VecDeque::new(),
             outcomes: VecDeque::new(),
         };
@@ -240,6 +244,11 @@ impl Service {
         self.state
     }
 
+    /// Why the last activation failed, until the next one starts.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
     /// Whether nothing is under way.
     pub fn is_steady(&self) -> bool {
         self.phase == Phase::Steady
@@ -252,6 +261,7 @@ impl Service {
             return;
         }
         self.target = Some(release.clone());
+        self.failure = None;
         self.phase = Phase::Preparing;
         self.state = ServiceState::Staged;
         self.commands.push_back(Command::Prepare(release));
@@ -292,11 +302,7 @@ impl Service {
                 self.phase = Phase::Steady;
                 self.state = ServiceState::Failed;
                 if let Some(release) = release {
-                    self.outcomes.push_back(Outcome::Failed {
-                        release,
-                        reason: format!("staging failed: {reason}"),
-                        back_on: self.current.clone(),
-                    });
+                    self.failed(release, format!("staging failed: {reason}"));
                 }
             }
         }
@@ -504,17 +510,22 @@ impl Service {
         self.state = ServiceState::Healthy;
     }
 
+    fn failed(&mut self, release: Release, reason: String) {
+        self.failure = Some(reason.clone());
+        self.outcomes.push_back(Outcome::Failed {
+            release,
+            reason,
+            back_on: self.current.clone(),
+        });
+    }
+
     fn finish_failed(&mut self, reason: String) {
         self.next_check = None;
         self.last_failure = None;
         let decided = self.state == ServiceState::RolledBack;
         self.phase = Phase::Steady;
         if let Some(release) = self.target.take() {
-            self.outcomes.push_back(Outcome::Failed {
-                release,
-                reason,
-                back_on: self.current.clone(),
-            });
+            self.failed(release, reason);
         }
         if !decided {
             self.state = ServiceState::Failed;

@@ -88,6 +88,9 @@ fn a_failing_release_goes_back_to_the_previous_one_with_the_reason() {
     assert!(at >= secs(105), "the grace period is waited out: {at:?}");
     assert_eq!(s.current(), Some(&v1));
     assert_eq!(s.state(), ServiceState::Failed);
+    assert_eq!(s.failure(), Some(reason.as_str()), "status shows why");
+    s.activate(v2.clone());
+    assert_eq!(s.failure(), None, "until the next activation starts");
 }
 
 #[test]
@@ -126,6 +129,7 @@ fn a_staging_failure_switches_nothing() {
     assert_eq!(s.poll_command(), None, "nothing to switch back");
     assert_eq!(s.current(), Some(&v1));
     assert!(s.is_steady());
+    assert!(s.failure().is_some_and(|r| r.contains("no space")));
 }
 
 #[test]

@@ -464,6 +464,9 @@ pub fn status(args: StatusArgs) -> Outcome {
                 .as_ref()
                 .map_or_else(String::new, |t| format!(" (activating {t})"));
             println!("service {}: {version} {}{target}", s.name, s.state);
+            if let Some(reason) = &s.reason {
+                println!("  last activation failed: {reason}");
+            }
         }
         if a.drained {
             println!("  drained: takes part in no rollout");
