@@ -223,9 +223,15 @@ fn measure(nodes: usize, bad: bool) -> Figures {
         let switched = times(&mesh, canary, "started", "2.0")[0];
         let failed = switched + u128::from(GRACE_SECS) * 1_000_000_000;
         let back = mesh.wait("the canary is healthy on 1.0 again", ROLLOUT_WITHIN, |m| {
+            // Its checks of 1.0 after 1.0 started again (the grace period's end, by the
+            // node's clock, may come a moment before `failed` by the script's).
+            let restarted = times(m, canary, "started", "1.0")
+                .into_iter()
+                .find(|t| *t > switched)
+                .ok_or("1.0 not started again yet".to_owned())?;
             let passes: Vec<u128> = times(m, canary, "passes", "1.0")
                 .into_iter()
-                .filter(|t| *t >= failed)
+                .filter(|t| *t >= restarted)
                 .collect();
             passes.get(1).copied().ok_or("not yet".to_owned())
         });

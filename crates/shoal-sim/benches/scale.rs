@@ -5,6 +5,9 @@
 //! source broadcasting heartbeats, then prints the resident memory the nodes added and the event
 //! rate. Under `cargo test` it runs 2,000 nodes for 40 seconds as a smoke test.
 
+#[path = "support/sizes.rs"]
+mod sizes;
+
 use shoal_sim::{Config, Network};
 use std::time::{Duration, Instant};
 
@@ -18,19 +21,8 @@ fn rss_bytes() -> u64 {
 }
 
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let sizes: Vec<u32> = match std::env::var("SHOAL_SIM_NODES") {
-        Ok(list) => list
-            .split(',')
-            .map(|n| {
-                n.trim()
-                    .parse()
-                    .expect("SHOAL_SIM_NODES is a comma-separated list of node counts")
-            })
-            .collect(),
-        Err(_) if bench => vec![10_000, 100_000],
-        Err(_) => vec![2_000],
-    };
+    let bench = sizes::is_bench();
+    let sizes = sizes::sizes(&[10_000, 100_000], &[2_000]);
     // Long enough for the join storm to settle: a group of nodes that formed apart from the
     // source notices after `stale_after` (15 s) and joins again through a seed.
     let span = if bench {

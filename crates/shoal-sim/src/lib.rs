@@ -20,7 +20,9 @@
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use shoal_core::control::{self, Envelope, Message, Node, Output, Place, Status, Summary};
+use shoal_core::control::{
+    self, Directive, Envelope, Message, Node, Output, Place, Status, Summary,
+};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
@@ -92,6 +94,10 @@ enum Event {
         node: NodeId,
         peer: NodeId,
     },
+    SetOwn {
+        node: NodeId,
+        summary: Box<Summary>,
+    },
 }
 
 struct Scheduled {
@@ -138,6 +144,10 @@ pub struct NetStats {
     pub lost: u64,
     /// Broadcast deliveries over all nodes.
     pub deliveries: u64,
+    /// Messages the source (node 0) received.
+    pub source_received: u64,
+    /// Of those, health reports.
+    pub source_health: u64,
     /// Nodes other than the source for which each sequence number was the newest they had
     /// delivered, counting each id once over its runs and including ids that crashed since:
     /// the most nodes a health round (see [`Node::shown_round`]) can count.
@@ -242,6 +252,13 @@ impl Network {
         slot.crashed = true;
         slot.node = None;
         slot.wake = None;
+    }
+
+    /// Sets node `id`'s own health summary at simulated time `at` (as its agent would when its
+    /// state changes); nothing happens if it is not running then.
+    pub fn set_own_summary_at(&mut self, id: NodeId, at: Duration, summary: Summary) {
+        let summary = Box::new(summary);
+        self.schedule(at.max(self.now), Event::SetOwn { node: id, summary });
     }
 
     /// Starts crashed node `id` again now, with the same id and place and fresh state, as a
@@ -413,8 +430,20 @@ impl Network {
                     self.stats.lost += 1;
                     return;
                 };
+                if to == 0 {
+                    self.stats.source_received += 1;
+                    if matches!(message, Message::Health { .. }) {
+                        self.stats.source_health += 1;
+                    }
+                }
                 node.handle_message(now, from, message);
                 self.flush(to);
+            }
+            Event::SetOwn { node, summary } => {
+                if let Some(n) = self.slots[node as usize].node.as_deref_mut() {
+                    n.set_own_summary(*summary);
+                    self.flush(node);
+                }
             }
             Event::LinkFailed { node, peer } => {
                 let Some(n) = self.slots[node as usize].node.as_deref_mut() else {
@@ -462,11 +491,19 @@ impl Network {
                     }
                 }
                 Output::HeartbeatDue => {
+                    // Like the daemon's heartbeat, it says how many nodes the source counts.
                     let seq = node.next_seq();
-                    node.broadcast(now, Envelope::unsigned(seq, false, Bytes::new()));
+                    let fleet = node.subtree().nodes;
+                    let body = Directive::<NodeId>::Heartbeat { fleet }.encode();
+                    node.broadcast(now, Envelope::unsigned(seq, false, body.into()));
                 }
                 Output::Deliver { envelope } => {
                     self.stats.deliveries += 1;
+                    if let Some(Directive::Heartbeat { fleet }) =
+                        Directive::<NodeId>::decode(&envelope.body)
+                    {
+                        node.set_fleet_size(fleet);
+                    }
                     let slot = &mut self.slots[id as usize];
                     if id != 0 && envelope.seq > slot.max_delivered {
                         slot.max_delivered = envelope.seq;

@@ -61,8 +61,13 @@ pub struct Config {
     pub health_settle: Duration,
     /// A node whose active view has been empty this long joins again through a seed.
     pub rejoin_after: Duration,
-    /// How often a node contacts a random seed to mix views across the whole fleet.
+    /// How often a node contacts a random seed to mix views across the whole fleet, at least.
+    /// In a large fleet the interval grows so that a seed hears at most
+    /// `seed_probes_per_sec` probes a second from all nodes together (see
+    /// [`Node::set_fleet_size`](super::Node::set_fleet_size)).
     pub seed_probe_interval: Duration,
+    /// Most seed probes a second any one seed should get from the whole fleet.
+    pub seed_probes_per_sec: u32,
     /// A node that has delivered no broadcast for this long assumes it is cut off from the
     /// source and joins again through a seed. Should be a few heartbeat intervals.
     pub stale_after: Duration,
@@ -99,6 +104,7 @@ impl Default for Config {
             health_hold: Duration::from_secs(5),
             rejoin_after: Duration::from_secs(2),
             seed_probe_interval: Duration::from_secs(30),
+            seed_probes_per_sec: 10,
             stale_after: Duration::from_secs(15),
             heartbeat_interval: None,
             heartbeat_after_loss: Duration::from_secs(1),

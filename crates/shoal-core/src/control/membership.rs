@@ -352,7 +352,9 @@ impl<P: Peer> Node<P> {
         }
         self.check_stale();
         if now >= self.next_seed_probe {
-            self.next_seed_probe = now + jitter(&mut self.rng, self.config.seed_probe_interval);
+            let interval = self.seed_probe_interval();
+            self.seed_probe_every = interval;
+            self.next_seed_probe = now + jitter(&mut self.rng, interval);
             self.probe_seed();
         }
     }
@@ -451,6 +453,16 @@ impl<P: Peer> Node<P> {
 
     /// Exchanges a shuffle with a random seed now and then, so views stay mixed across the whole
     /// fleet and a healed partition has entries from both sides in its passive views.
+    /// The configured interval, or longer if the fleet is so large that probes at that
+    /// interval would give a seed more than `seed_probes_per_sec`.
+    pub(super) fn seed_probe_interval(&self) -> Duration {
+        let seeds = self.seeds.len().max(1) as u64;
+        let rate = u64::from(self.config.seed_probes_per_sec.max(1));
+        let spread =
+            Duration::from_secs_f64(u64::from(self.fleet_size) as f64 / (seeds * rate) as f64);
+        self.config.seed_probe_interval.max(spread)
+    }
+
     fn probe_seed(&mut self) {
         let Some(&seed) = self.seeds.choose(&mut self.rng) else {
             return;
@@ -493,8 +505,79 @@ impl<P: Peer> Node<P> {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{drain, entry};
-    use super::super::{Config, Node, Output};
+    use super::super::{Config, Node, Output, Place};
     use super::*;
+
+    #[test]
+    fn seed_probes_of_a_large_fleet_are_spread_so_a_seed_hears_a_bounded_rate() {
+        let seeds: Vec<u32> = vec![1, 2, 3];
+        let mut node = Node::new(entry(0), seeds, Config::default(), 1, Duration::ZERO);
+        assert_eq!(node.seed_probe_interval(), Duration::from_secs(30));
+        // 1,000 nodes at one probe per 30 s give each of 3 seeds 11 a second: over the 10.
+        node.set_fleet_size(1_000);
+        assert_eq!(
+            node.seed_probe_interval(),
+            Duration::from_secs_f64(1_000.0 / 30.0)
+        );
+        node.set_fleet_size(3_000_000);
+        let every = node.seed_probe_interval();
+        assert_eq!(every, Duration::from_secs(100_000));
+        // The probe already scheduled moves out too, not only the ones after it.
+        assert!(
+            node.next_seed_probe >= every / 2,
+            "{:?}",
+            node.next_seed_probe
+        );
+    }
+
+    #[test]
+    fn swarm_candidates_are_mostly_close_and_always_some_from_other_fault_domains() {
+        let here = Place {
+            region: 1,
+            fault_domain: 1,
+            rack: 1,
+        };
+        let elsewhere = Place {
+            fault_domain: 2,
+            ..here
+        };
+        // 20 machines in this rack and 10 in another fault domain, learnt from a shuffle.
+        let entries: Vec<Entry<u32>> = (1..=30)
+            .map(|peer| Entry {
+                peer,
+                place: if peer <= 20 { here } else { elsewhere },
+            })
+            .collect();
+        let mut far_total = 0;
+        for seed in 0..20 {
+            let me = Entry {
+                peer: 0,
+                place: here,
+            };
+            let mut node = Node::new(me, vec![], Config::default(), seed, Duration::ZERO);
+            node.handle_message(
+                Duration::ZERO,
+                99,
+                Message::ShuffleReply {
+                    entries: entries.clone(),
+                },
+            );
+            let chosen = node.swarm_candidates(8, 2);
+            assert_eq!(chosen.len(), 8);
+            let mut peers: Vec<u32> = chosen.iter().map(|e| e.peer).collect();
+            peers.sort_unstable();
+            peers.dedup();
+            assert_eq!(peers.len(), 8, "a candidate chosen twice");
+            assert!(peers.iter().all(|p| (1..=30).contains(p)), "{peers:?}");
+            let near = chosen.iter().filter(|e| e.place == here).count();
+            assert!(near >= 6, "seed {seed}: only {near} from this rack");
+            far_total += chosen.len() - near;
+        }
+        assert!(
+            far_total > 0,
+            "the outside places reach other fault domains"
+        );
+    }
 
     #[test]
     fn a_join_is_accepted_and_forwarded_to_every_other_neighbour() {

@@ -50,6 +50,7 @@
 mod broadcast;
 mod config;
 mod detector;
+mod directive;
 mod health;
 mod membership;
 mod message;
@@ -59,6 +60,7 @@ mod place;
 mod testing;
 
 pub use config::Config;
+pub use directive::Directive;
 pub use health::{MAX_SUMMARY_RELEASES, MAX_SUMMARY_ROLLOUTS, ReleaseCount, Status, Summary};
 pub use message::{Envelope, MAX_SHUFFLE_ENTRIES, MAX_SYNC_ENVELOPES, Message, Priority};
 pub use node::{Neighbour, Node, Output, Stats};

@@ -182,6 +182,10 @@ pub struct Node<P: Peer> {
     pub(super) next_shuffle: Duration,
     pub(super) next_fill: Duration,
     pub(super) next_seed_probe: Duration,
+    /// The fleet's size as the source last said (0 until it has).
+    pub(super) fleet_size: u32,
+    /// The interval the next seed probe was scheduled with.
+    pub(super) seed_probe_every: Duration,
     pub(super) join_window: (Duration, u32),
 
     // Failure detection.
@@ -240,6 +244,8 @@ impl<P: Peer> Node<P> {
             next_shuffle,
             next_fill: now,
             next_seed_probe,
+            fleet_size: 0,
+            seed_probe_every: config.seed_probe_interval,
             join_window: (now, 0),
             slowness: 0,
             nonce: 0,
@@ -284,6 +290,34 @@ impl<P: Peer> Node<P> {
     /// Peers in this node's rack or fault domain.
     pub fn locality(&self) -> &[Entry<P>] {
         &self.locality
+    }
+
+    /// Up to `want` peers to swarm with, from the active view, the locality cache and the
+    /// passive view: mostly the closest, and `outside` of them at random whatever their place,
+    /// so no rack or fault domain swarms only within itself
+    /// ([`choose_by`](crate::swarm::neighbours::choose_by)).
+    pub fn swarm_candidates(&mut self, want: usize, outside: usize) -> Vec<Entry<P>> {
+        let mut pool: Vec<Entry<P>> = Vec::new();
+        let known = self
+            .active
+            .iter()
+            .map(|n| &n.entry)
+            .chain(&self.locality)
+            .chain(&self.passive);
+        for entry in known {
+            if !pool.iter().any(|e| e.peer == entry.peer) {
+                pool.push(*entry);
+            }
+        }
+        let me = self.me.place;
+        let chosen = crate::swarm::neighbours::choose_by(
+            pool.len(),
+            |i| me.closeness(&pool[i].place),
+            want,
+            outside,
+            &mut self.rng,
+        );
+        chosen.into_iter().map(|i| pool[i]).collect()
     }
 
     /// Whether `peer` is in the active view.
@@ -364,6 +398,18 @@ impl<P: Peer> Node<P> {
         if latest > self.latest {
             self.latest = latest;
             self.delivered_mask = u64::MAX;
+        }
+    }
+
+    /// The fleet's size, as the source counts it (its heartbeats say). Stretches the interval
+    /// between seed probes so the seeds of a large fleet are not flooded.
+    pub fn set_fleet_size(&mut self, nodes: u32) {
+        self.fleet_size = nodes;
+        let every = self.seed_probe_interval();
+        if every > self.seed_probe_every * 2 {
+            // Much larger than the fleet this node knew: the next probe waits its turn too.
+            self.seed_probe_every = every;
+            self.next_seed_probe = self.now + jitter(&mut self.rng, every);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Choosing swarm neighbours: mostly close machines, always some far ones.
 
-use crate::labels::Labels;
+use crate::labels::{Closeness, Labels};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
@@ -17,10 +17,27 @@ pub fn choose<R: Rng>(
     outside: usize,
     rng: &mut R,
 ) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    choose_by(
+        candidates.len(),
+        |i| own.closeness(&candidates[i]),
+        want,
+        outside,
+        rng,
+    )
+}
+
+/// [`choose`] over `count` candidates whose closeness to this machine is `closeness(i)`.
+pub fn choose_by<R: Rng>(
+    count: usize,
+    closeness: impl Fn(usize) -> Closeness,
+    want: usize,
+    outside: usize,
+    rng: &mut R,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
     order.shuffle(rng);
     // A stable sort after the shuffle keeps ties in random order.
-    order.sort_by_key(|&i| std::cmp::Reverse(own.closeness(&candidates[i])));
+    order.sort_by_key(|&i| std::cmp::Reverse(closeness(i)));
     let near = want.saturating_sub(outside).min(order.len());
     let mut chosen: Vec<usize> = order[..near].to_vec();
     let mut rest: Vec<usize> = order[near..].to_vec();
@@ -32,7 +49,6 @@ pub fn choose<R: Rng>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::Closeness;
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
 

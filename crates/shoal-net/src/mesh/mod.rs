@@ -61,6 +61,8 @@ const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 const SEQUENCE_FILE: &str = "broadcast.seq";
 /// Swarm neighbours taken from membership for a new release.
 pub const SWARM_CANDIDATES: usize = 16;
+/// Of those, how many are chosen at random whatever their place (the rest are the closest).
+pub const SWARM_OUTSIDE: usize = SWARM_CANDIDATES / 4;
 
 /// How a mesh member runs.
 pub struct Config {
@@ -342,8 +344,8 @@ impl Mesh {
         self.ask(Command::Fleet).await
     }
 
-    /// Data-plane addresses of up to [`SWARM_CANDIDATES`] members to swarm with: neighbours
-    /// first, then the locality cache, then passive candidates.
+    /// Data-plane addresses of up to [`SWARM_CANDIDATES`] members to swarm with, from the
+    /// views and the locality cache: the closest, and [`SWARM_OUTSIDE`] of them from anywhere.
     ///
     /// # Errors
     ///
@@ -715,7 +717,8 @@ impl Task {
                 Output::Disconnect { peer } => self.overlay.disconnect(peer.peer_id),
                 Output::Deliver { envelope } => self.deliver(&envelope),
                 Output::HeartbeatDue => {
-                    if let Err(e) = self.broadcast(&Directive::Heartbeat, false) {
+                    let fleet = self.node.subtree().nodes;
+                    if let Err(e) = self.broadcast(&Directive::Heartbeat { fleet }, false) {
                         tracing::error!("heartbeat: {e:#}");
                     }
                 }
@@ -738,7 +741,7 @@ impl Task {
             return;
         };
         match directive {
-            Directive::Heartbeat => {}
+            Directive::Heartbeat { fleet } => self.node.set_fleet_size(fleet),
             Directive::Rollout(rollout) => {
                 tracing::info!(
                     rollout = rollout.spec.rollout,
@@ -781,19 +784,11 @@ impl Task {
     }
 
     fn candidates(&mut self) -> Vec<SocketAddr> {
-        let mut out: Vec<SocketAddr> = Vec::new();
-        let active = self.node.active().iter().map(|n| n.entry.peer);
-        let locality = self.node.locality().iter().map(|e| e.peer);
-        let passive = self.node.passive().iter().map(|e| e.peer);
-        for contact in active.chain(locality).chain(passive) {
-            if out.len() >= SWARM_CANDIDATES {
-                break;
-            }
-            if !out.contains(&contact.addr) {
-                out.push(contact.addr);
-            }
-        }
-        out
+        self.node
+            .swarm_candidates(SWARM_CANDIDATES, SWARM_OUTSIDE)
+            .into_iter()
+            .map(|e| e.peer.addr)
+            .collect()
     }
 
     fn members(&self) -> MembersStatus {
