@@ -13,7 +13,6 @@ use harness::{Work, loopback_listen, report, run_ok};
 use rollout_fleet::*;
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::process::Command;
 
 /// One stage: the first node, rolled back if it fails.
 const CANARY_PLAN: &str = r#"
@@ -114,7 +113,7 @@ fn a_disk_too_full_to_stage_fails_the_canary_and_switches_nothing() {
     // the 4 MiB 2.0 in the store, but not a second copy of it to stage.
     let data_dir = work.file("node00");
     std::fs::create_dir_all(&data_dir).unwrap();
-    let _disk = MountedTmpfs::at(&data_dir, "6m");
+    let _disk = harness::common::Tmpfs::mount_over(&data_dir, "6m");
     let mut f = fleet(&work, 1, cell_labels);
     let good = f.publish_script("1.0", 1, "echo 1.0 > version\nexec sleep 1000000");
     let id = f.mesh.start_rollout("plan.toml", "web", "1.0");
@@ -140,25 +139,4 @@ fn a_disk_too_full_to_stage_fails_the_canary_and_switches_nothing() {
     assert_eq!(f.starts(0, "1.0").len(), 1, "1.0 was never stopped");
     assert!(f.starts(0, "2.0").is_empty(), "2.0 never started");
     report(&format!("[disk-full] {reason}"));
-}
-
-/// A tmpfs of `size` mounted over `dir`, unmounted on drop. Root only.
-struct MountedTmpfs(std::path::PathBuf);
-
-impl MountedTmpfs {
-    fn at(dir: &std::path::Path, size: &str) -> Self {
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "shoal-test"])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount tmpfs on {}", dir.display());
-        MountedTmpfs(dir.to_owned())
-    }
-}
-
-impl Drop for MountedTmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }

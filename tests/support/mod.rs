@@ -185,42 +185,55 @@ pub fn skip_unless_root(test: &str, why: &str) -> bool {
     true
 }
 
-/// A tmpfs of `size` mounted at a fresh directory, unmounted on drop. Root only.
+/// A tmpfs of `size` mounted at a fresh directory (or over a given one), unmounted on drop.
+/// Root only.
 pub struct Tmpfs {
-    pub dir: tempfile::TempDir,
+    dir: PathBuf,
+    _fresh: Option<tempfile::TempDir>,
 }
 
 impl Tmpfs {
     pub fn mount(size: &str, read_only: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let dir = fresh.path().to_owned();
+        Self::mount_at(dir, size, read_only, Some(fresh))
+    }
+
+    /// Mounts one over the existing directory `dir`.
+    pub fn mount_over(dir: &Path, size: &str) -> Self {
+        Self::mount_at(dir.to_owned(), size, false, None)
+    }
+
+    fn mount_at(
+        dir: PathBuf,
+        size: &str,
+        read_only: bool,
+        fresh: Option<tempfile::TempDir>,
+    ) -> Self {
         let opts = if read_only {
             format!("size={size},ro")
         } else {
             format!("size={size}")
         };
         let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &opts,
-                "shoal-test",
-                dir.path().to_str().unwrap(),
-            ])
+            .args(["-t", "tmpfs", "-o", &opts, "shoal-test"])
+            .arg(&dir)
             .status()
             .expect("run mount");
-        assert!(status.success(), "mount tmpfs failed");
-        Self { dir }
+        assert!(status.success(), "mount tmpfs on {} failed", dir.display());
+        Self { dir, _fresh: fresh }
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        // Lazily: a process just killed may still hold a file open on it.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
+
 pub mod bad_peer;

@@ -215,14 +215,14 @@ impl<P: Peer> Node<P> {
     /// On the source, before a broadcast opens a new round: keeps what it shows of the fleet
     /// until the new round's counts have caught up.
     pub(super) fn close_round(&mut self) {
-        let round = self.shown_round();
+        let (round, summary) = self.shown();
         let since = match &self.closed {
             Some(c) if c.round == round => c.since,
             _ => self.now,
         };
         self.closed = Some(ClosedRound {
             round,
-            summary: self.subtree(),
+            summary,
             since,
         });
     }

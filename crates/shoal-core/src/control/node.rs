@@ -370,7 +370,8 @@ impl<P: Peer> Node<P> {
         self.shown().0
     }
 
-    fn shown(&self) -> (u64, Summary) {
+    /// The round shown and its counts (see [`Node::subtree`]).
+    pub(super) fn shown(&self) -> (u64, Summary) {
         let current = self.round_sum();
         match &self.closed {
             Some(closed)
