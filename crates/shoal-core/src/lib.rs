@@ -6,6 +6,8 @@
 //!
 //! - [`rollout`]: rollout plans, directives and reports, the coordinator's conductor and each
 //!   node's rollout agent.
+//! - [`agent`]: the parts of a node's agent machine beside the protocols: the data plane's
+//!   connections and which releases to fetch.
 //! - [`activation`]: how one service on a node switches releases, checks health and goes back.
 //! - [`control`]: the control plane: HyParView membership, Plumtree broadcast, failure detection
 //!   and health aggregation, as one sans-IO state machine per process.
@@ -27,6 +29,7 @@
 
 pub mod activation;
 pub mod admission;
+pub mod agent;
 pub mod bitfield;
 pub mod content;
 pub mod control;

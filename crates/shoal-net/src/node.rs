@@ -3,9 +3,9 @@
 //!
 //! [`Node::start`] binds the endpoint and starts accepting; [`Node::add_release`] joins a
 //! release's swarm (as origin or fetcher); [`Node::status`] reports. Peers come from the static
-//! list given at start and from peer exchange: every few seconds each node tells its peers the
-//! addresses of its other peers, and a node with room dials some of them, close ones first
-//! ([`neighbours::choose`]).
+//! list given at start, from membership ([`Node::connect`]) and from peer exchange; which to dial,
+//! when to redial, which of two connections stays and who hears of whom is decided by the core's
+//! [`Peering`], which this node drives.
 
 use crate::identity::Identity;
 use crate::limits::Limits;
@@ -16,32 +16,27 @@ use crate::swarm_task::{EVENT_QUEUE, Event, Link, PieceOutcome, SwarmTask};
 use crate::transport::{self, Congestion};
 use anyhow::{Context, Result, anyhow, bail};
 use libp2p_identity::PeerId;
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
+use shoal_core::agent::peering::{self, Peering, Verdict};
 use shoal_core::content::{PieceLayout, RootHash};
 use shoal_core::labels::Labels;
 use shoal_core::manifest::VerifiedManifest;
-use shoal_core::swarm::{self, PeerKey, Swarm, neighbours};
+use shoal_core::swarm::{self, PeerKey, Swarm};
 use shoal_core::wire::piece::{
-    MAX_CONTROL_FRAME_BYTES, MAX_EXCHANGED_PEERS, MAX_HEADER_FRAME_BYTES, PeerAddr, PieceHeader,
-    PieceMessage, RejectReason,
+    MAX_CONTROL_FRAME_BYTES, MAX_HEADER_FRAME_BYTES, PeerAddr, PieceHeader, PieceMessage,
+    RejectReason,
 };
 use shoal_store::StoreError;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// Control messages queued per connection before the connection counts as stuck.
 pub const CONTROL_QUEUE: usize = 8192;
 /// How long a dial or an accept may take, handshake included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often peers exchange the addresses of their other peers.
-pub const PEER_EXCHANGE_INTERVAL: Duration = Duration::from_secs(10);
-/// Longest wait between two dials of an unreachable static peer.
-pub const MAX_DIAL_BACKOFF: Duration = Duration::from_secs(30);
 /// QUIC error code for a protocol violation.
 pub const CLOSE_PROTOCOL: u32 = 1;
 /// QUIC error code for a duplicate connection (the other one between the same peers stays).
@@ -71,6 +66,8 @@ pub struct Config {
     /// In a mesh: the check every peer's hello certificate must pass before anything else from
     /// it is acted on. `None` accepts every peer (standalone `seed`/`fetch`).
     pub admission: Option<AdmissionCheck>,
+    /// The seed of every random choice the node's core makes (peer exchange, swarm scheduling).
+    pub seed: u64,
 }
 
 /// Checks a peer's hello certificate: `Ok` to admit, `Err(reason)` to refuse.
@@ -99,6 +96,7 @@ impl Config {
             max_peers: 40,
             certificate: Vec::new(),
             admission: None,
+            seed: rand::random(),
         }
     }
 }
@@ -117,16 +115,7 @@ struct ConnEntry {
     conn: quinn::Connection,
     out: mpsc::Sender<PieceMessage>,
     addr: SocketAddr,
-    labels: Labels,
-    dialed_by_me: bool,
-    /// `Have`s (with later deltas) the peer sent for releases this node did not hold yet: a
-    /// release added after the connection opened picks its peers up from here, since their
-    /// announcements came before it existed. At most [`MAX_UNCLAIMED_HAVES`] releases.
-    unclaimed: HashMap<RootHash, (shoal_core::bitfield::Bitfield, bool)>,
 }
-
-/// Most releases per connection whose `Have` is kept until this node adds the release.
-const MAX_UNCLAIMED_HAVES: usize = 16;
 
 struct Inner {
     identity: Identity,
@@ -136,7 +125,11 @@ struct Inner {
     releases: Mutex<BTreeMap<RootHash, ReleaseEntry>>,
     conns: Mutex<HashMap<PeerId, ConnEntry>>,
     keys: Mutex<HashMap<PeerId, PeerKey>>,
-    dialing: Mutex<HashSet<SocketAddr>>,
+    /// Always the innermost lock: nothing else is locked while it is held.
+    peering: Mutex<Peering<SocketAddr, PeerId>>,
+    /// Wakes the peering task when its next deadline may have moved.
+    peering_wake: Notify,
+    epoch: Instant,
     next_id: AtomicU64,
     refused_peers: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -165,6 +158,21 @@ impl Node {
             config.download_limit_bytes_per_sec,
         ));
         let (shutdown, _) = watch::channel(false);
+        let peering_config = peering::Config {
+            max_peers: config.max_peers,
+            ..peering::Config::default()
+        };
+        let mut peering = Peering::new(
+            peering_config,
+            identity.peer_id(),
+            config.listen,
+            config.labels.clone(),
+            config.seed,
+            Duration::ZERO,
+        );
+        for &peer in &config.peers {
+            peering.add_static(peer);
+        }
         let node = Self {
             inner: Arc::new(Inner {
                 identity,
@@ -174,17 +182,16 @@ impl Node {
                 releases: Mutex::new(BTreeMap::new()),
                 conns: Mutex::new(HashMap::new()),
                 keys: Mutex::new(HashMap::new()),
-                dialing: Mutex::new(HashSet::new()),
+                peering: Mutex::new(peering),
+                peering_wake: Notify::new(),
+                epoch: Instant::now(),
                 next_id: AtomicU64::new(1),
                 refused_peers: AtomicU64::new(0),
                 shutdown,
             }),
         };
         tokio::spawn(node.clone().accept_loop());
-        for &peer in &config.peers {
-            tokio::spawn(node.clone().keep_dialing(peer));
-        }
-        tokio::spawn(node.clone().exchange_loop());
+        tokio::spawn(node.clone().peering_loop());
         Ok(node)
     }
 
@@ -239,7 +246,8 @@ impl Node {
         } else {
             swarm::Config::default()
         };
-        let seed = rand::random::<u64>();
+        let seed =
+            self.inner.config.seed ^ u64::from_le_bytes(root.0[..8].try_into().expect("8 bytes"));
         let swarm = Swarm::new(config, layout, source.have(), seed);
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let status = Arc::new(Mutex::new(ReleaseStatus::default()));
@@ -264,7 +272,7 @@ impl Node {
         lock(&self.inner.releases).insert(
             root,
             ReleaseEntry {
-                tx,
+                tx: tx.clone(),
                 source,
                 layout,
                 origin,
@@ -272,26 +280,31 @@ impl Node {
                 complete: complete_rx.clone(),
             },
         );
-        let entry_tx = lock(&self.inner.releases).get(&root).map(|e| e.tx.clone());
-        for (peer, conn) in lock(&self.inner.conns).iter_mut() {
+        // Every `Have` kept before the insert is claimed here; every later one finds the release.
+        let early = lock(&self.inner.peering).claim(root);
+        let conns = lock(&self.inner.conns);
+        for conn in conns.values() {
             let _ = conn.out.try_send(have.clone());
-            if let (Some((pieces, origin)), Some(tx)) = (conn.unclaimed.remove(&root), &entry_tx) {
-                let link = Link {
-                    peer_id: *peer,
-                    addr: conn.addr,
-                    conn: conn.conn.clone(),
-                    out: conn.out.clone(),
-                    conn_id: conn.id,
-                };
-                let joined = Event::Joined {
-                    key: self.key(*peer),
-                    link,
-                    have: pieces,
-                    origin,
-                };
-                if tx.try_send(joined).is_err() {
-                    tracing::warn!(%peer, %root, "swarm queue full: an earlier have is lost");
-                }
+        }
+        for (peer, conn_id, (pieces, origin)) in early {
+            let Some(conn) = conns.get(&peer).filter(|c| c.id == conn_id) else {
+                continue;
+            };
+            let link = Link {
+                peer_id: peer,
+                addr: conn.addr,
+                conn: conn.conn.clone(),
+                out: conn.out.clone(),
+                conn_id,
+            };
+            let joined = Event::Joined {
+                key: self.key(peer),
+                link,
+                have: pieces,
+                origin,
+            };
+            if tx.try_send(joined).is_err() {
+                tracing::warn!(%peer, %root, "swarm queue full: an earlier have is lost");
             }
         }
         complete_rx
@@ -315,23 +328,28 @@ impl Node {
 
     /// Connects to a swarm peer found through membership (a few attempts, in the background).
     pub fn connect(&self, addr: SocketAddr) {
-        if addr == self.inner.config.listen || self.is_connected_to(addr) {
-            return;
-        }
-        tokio::spawn(self.clone().dial_learned(addr));
+        self.peering(|p, _| p.connect(addr));
     }
 
     /// The whole node's status.
     pub fn status(&self) -> NodeStatus {
-        let connections = lock(&self.inner.conns)
+        let conns: Vec<(PeerId, quinn::Connection, SocketAddr)> = lock(&self.inner.conns)
             .iter()
-            .map(|(peer, c)| {
-                let stats = c.conn.stats();
+            .map(|(peer, c)| (*peer, c.conn.clone(), c.addr))
+            .collect();
+        let connections = conns
+            .into_iter()
+            .map(|(peer, conn, addr)| {
+                let stats = conn.stats();
+                let labels = lock(&self.inner.peering)
+                    .labels(peer)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 ConnectionStatus {
                     peer_id: peer.to_string(),
-                    addr: c.addr,
-                    labels: c.labels.to_string(),
-                    rtt_micros: u64::try_from(c.conn.rtt().as_micros()).unwrap_or(u64::MAX),
+                    addr,
+                    labels,
+                    rtt_micros: u64::try_from(conn.rtt().as_micros()).unwrap_or(u64::MAX),
                     udp_sent_bytes: stats.udp_tx.bytes,
                     lost_bytes: stats.path.lost_bytes,
                     congestion_events: stats.path.congestion_events,
@@ -376,8 +394,72 @@ impl Node {
         *keys.entry(peer).or_insert(next)
     }
 
-    fn is_connected_to(&self, addr: SocketAddr) -> bool {
-        lock(&self.inner.conns).values().any(|c| c.addr == addr)
+    fn now(&self) -> Duration {
+        self.inner.epoch.elapsed()
+    }
+
+    /// Feeds an input to the [`Peering`], then carries out what it says.
+    fn peering<R>(&self, input: impl FnOnce(&mut Peering<SocketAddr, PeerId>, Duration) -> R) -> R {
+        let (result, outputs) = {
+            let mut peering = lock(&self.inner.peering);
+            let result = input(&mut peering, self.now());
+            (
+                result,
+                std::iter::from_fn(|| peering.poll_output()).collect(),
+            )
+        };
+        self.carry_out(outputs);
+        self.inner.peering_wake.notify_one();
+        result
+    }
+
+    fn carry_out(&self, outputs: Vec<peering::Output<SocketAddr, PeerId>>) {
+        for output in outputs {
+            match output {
+                peering::Output::Dial(addr) => {
+                    if !self.is_shutting_down() {
+                        tokio::spawn(self.clone().dial_peer(addr));
+                    }
+                }
+                peering::Output::Close { peer, conn } => {
+                    if let Some(c) = lock(&self.inner.conns).get(&peer).filter(|c| c.id == conn) {
+                        c.conn
+                            .close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+                    }
+                }
+                peering::Output::SendPeers { to, peers } => {
+                    let roots: Vec<RootHash> = lock(&self.inner.releases).keys().copied().collect();
+                    let peers: Vec<PeerAddr> = peers
+                        .into_iter()
+                        .map(|(addr, labels)| PeerAddr { addr, labels })
+                        .collect();
+                    if let Some(c) = lock(&self.inner.conns).get(&to) {
+                        for root in roots {
+                            let _ = c.out.try_send(PieceMessage::Peers {
+                                root,
+                                peers: peers.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wakes the [`Peering`] when its deadline passes (redials, peer exchange).
+    async fn peering_loop(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let due = lock(&self.inner.peering).poll_timeout();
+            let deadline = tokio::time::Instant::from_std(self.inner.epoch + due);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                () = self.inner.peering_wake.notified() => continue,
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            self.peering(|p, now| p.handle_timeout(now));
+        }
     }
 
     // ---- connections -------------------------------------------------------------------
@@ -394,7 +476,7 @@ impl Node {
             let node = self.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
-                    Ok(Ok(conn)) => node.run_connection(conn, false).await,
+                    Ok(Ok(conn)) => node.run_connection(conn, None).await,
                     Ok(Err(e)) => tracing::debug!("incoming connection failed: {e}"),
                     Err(_) => tracing::debug!("incoming handshake timed out"),
                 }
@@ -415,66 +497,42 @@ impl Node {
         Ok(conn)
     }
 
-    /// Keeps a connection to a static peer, redialling with exponential backoff.
-    async fn keep_dialing(self, addr: SocketAddr) {
-        let mut backoff = Duration::from_millis(250);
-        let mut shutdown = self.inner.shutdown.subscribe();
-        while !self.is_shutting_down() {
-            if !self.is_connected_to(addr) {
-                match self.dial(addr).await {
-                    Ok(conn) => {
-                        backoff = Duration::from_millis(250);
-                        self.run_connection(conn, true).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!("peer {addr}: {e:#}; retrying in {backoff:?}");
-                        backoff = (backoff * 2).min(MAX_DIAL_BACKOFF);
-                    }
-                }
-            }
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                () = tokio::time::sleep(backoff) => {}
+    /// Dials `addr` as the [`Peering`] asked, and serves the connection until it closes.
+    async fn dial_peer(self, addr: SocketAddr) {
+        match self.dial(addr).await {
+            Ok(conn) => self.run_connection(conn, Some(addr)).await,
+            Err(e) => {
+                tracing::debug!("peer {addr}: {e:#}");
+                self.peering(|p, now| p.dial_failed(addr, now));
             }
         }
     }
 
-    /// Dials an address learned by peer exchange, a few times at most.
-    async fn dial_learned(self, addr: SocketAddr) {
-        if !lock(&self.inner.dialing).insert(addr) {
-            return;
-        }
-        for attempt in 0..3u32 {
-            if self.is_shutting_down() || self.is_connected_to(addr) {
-                break;
-            }
-            match self.dial(addr).await {
-                Ok(conn) => {
-                    lock(&self.inner.dialing).remove(&addr);
-                    self.run_connection(conn, true).await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!("learned peer {addr}: {e:#}");
-                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-                }
-            }
-        }
-        lock(&self.inner.dialing).remove(&addr);
-    }
-
-    /// Serves one connection until it closes.
-    async fn run_connection(&self, conn: quinn::Connection, dialed_by_me: bool) {
+    /// Serves one connection until it closes; `dialed` is the address this node dialled, if it
+    /// did.
+    async fn run_connection(&self, conn: quinn::Connection, dialed: Option<SocketAddr>) {
         let addr = conn.remote_address();
-        if let Err(e) = self.serve_connection(conn.clone(), dialed_by_me).await {
+        let mut linked = false;
+        if let Err(e) = self
+            .serve_connection(conn.clone(), dialed.is_some(), &mut linked)
+            .await
+        {
             tracing::debug!(%addr, "connection ended: {e:#}");
             if conn.close_reason().is_none() {
                 conn.close(CLOSE_PROTOCOL.into(), format!("{e:#}").as_bytes());
             }
         }
+        if let (Some(dialed), false) = (dialed, linked) {
+            self.peering(|p, now| p.dial_failed(dialed, now));
+        }
     }
 
-    async fn serve_connection(&self, conn: quinn::Connection, dialed_by_me: bool) -> Result<()> {
+    async fn serve_connection(
+        &self,
+        conn: quinn::Connection,
+        dialed_by_me: bool,
+        linked: &mut bool,
+    ) -> Result<()> {
         let me = self.peer_id();
         let peer = transport::remote_peer_id(&conn)?;
         if peer == me {
@@ -493,34 +551,34 @@ impl Node {
         };
         let (out, mut out_rx) = mpsc::channel::<PieceMessage>(CONTROL_QUEUE);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            // Between two peers one connection stays: the one dialled by the smaller peer id.
+        let outputs = {
             let mut conns = lock(&self.inner.conns);
-            if let Some(old) = conns.get(&peer) {
-                let winner_dialed_by_me = me < peer;
-                let new_wins = old.conn.close_reason().is_some()
-                    || old.dialed_by_me == dialed_by_me
-                    || dialed_by_me == winner_dialed_by_me;
-                if !new_wins {
-                    conn.close(CLOSE_DUPLICATE.into(), b"duplicate connection");
-                    return Ok(());
-                }
+            let mut peering = lock(&self.inner.peering);
+            if let Some(old) = conns.get(&peer).filter(|c| c.conn.close_reason().is_some()) {
+                peering.disconnected(peer, old.id, self.now());
+                conns.remove(&peer);
+            }
+            let verdict = peering.connected(peer, id, addr, dialed_by_me);
+            *linked = true;
+            let mut outputs: Vec<_> = std::iter::from_fn(|| peering.poll_output()).collect();
+            if verdict == Verdict::Duplicate {
+                conn.close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+                return Ok(());
+            }
+            let entry = ConnEntry {
+                id,
+                conn: conn.clone(),
+                out: out.clone(),
+                addr,
+            };
+            if let Some(old) = conns.insert(peer, entry) {
                 old.conn
                     .close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+                outputs.retain(|o| *o != peering::Output::Close { peer, conn: old.id });
             }
-            conns.insert(
-                peer,
-                ConnEntry {
-                    id,
-                    conn: conn.clone(),
-                    out: out.clone(),
-                    addr,
-                    labels: Labels::default(),
-                    dialed_by_me,
-                    unclaimed: HashMap::new(),
-                },
-            );
-        }
+            outputs
+        };
+        self.carry_out(outputs);
         // Hello, then Have for every release here.
         let _ = out.try_send(PieceMessage::Hello {
             labels: self.inner.config.labels.clone(),
@@ -555,7 +613,6 @@ impl Node {
             out: out.clone(),
             conn_id: id,
         };
-        self.exchange_with(peer);
         let result = self.read_control(recv, key, &link).await;
         writer.abort();
         uni.abort();
@@ -565,6 +622,7 @@ impl Node {
                 conns.remove(&peer);
             }
         }
+        self.peering(|p, now| p.disconnected(peer, id, now));
         let txs: Vec<_> = lock(&self.inner.releases)
             .values()
             .map(|e| e.tx.clone())
@@ -602,13 +660,12 @@ impl Node {
                         }
                         admitted = true;
                     }
-                    if let Some(c) = lock(&self.inner.conns).get_mut(&link.peer_id) {
-                        c.labels = labels;
-                    }
+                    self.peering(|p, _| p.hello(link.peer_id, link.conn_id, labels));
                     continue;
                 }
                 PieceMessage::Peers { peers, .. } => {
-                    self.learn(peers);
+                    let peers = peers.into_iter().map(|p| (p.addr, p.labels)).collect();
+                    self.peering(|p, _| p.learned(link.peer_id, peers));
                     continue;
                 }
                 PieceMessage::Have {
@@ -735,129 +792,18 @@ impl Node {
             })
             .await;
     }
-
-    // ---- peer exchange -----------------------------------------------------------------
-
-    async fn exchange_loop(self) {
-        let mut shutdown = self.inner.shutdown.subscribe();
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                () = tokio::time::sleep(PEER_EXCHANGE_INTERVAL) => {}
-            }
-            self.exchange(None);
-        }
-    }
-
-    /// Peer exchange right after `peer` connected: it hears of everyone, everyone hears of it.
-    fn exchange_with(&self, peer: PeerId) {
-        self.exchange(Some(peer));
-    }
-
-    /// Sends every connection the addresses of the other connections (or, with `new`, tells the
-    /// new peer of everyone and everyone of the new peer).
-    fn exchange(&self, new: Option<PeerId>) {
-        let roots: Vec<RootHash> = lock(&self.inner.releases).keys().copied().collect();
-        let conns = lock(&self.inner.conns);
-        let entry = |p: &PeerId, c: &ConnEntry| {
-            (
-                *p,
-                PeerAddr {
-                    addr: c.addr,
-                    labels: c.labels.clone(),
-                },
-            )
-        };
-        let all: Vec<(PeerId, PeerAddr)> = conns.iter().map(|(p, c)| entry(p, c)).collect();
-        for (peer, c) in conns.iter() {
-            let peers: Vec<PeerAddr> = match new {
-                Some(n) if n != *peer => all
-                    .iter()
-                    .filter(|(p, _)| *p == n)
-                    .map(|(_, a)| a.clone())
-                    .collect(),
-                _ => all
-                    .iter()
-                    .filter(|(p, _)| p != peer)
-                    .map(|(_, a)| a.clone())
-                    .take(MAX_EXCHANGED_PEERS)
-                    .collect(),
-            };
-            if peers.is_empty() {
-                continue;
-            }
-            for &root in &roots {
-                let _ = c.out.try_send(PieceMessage::Peers {
-                    root,
-                    peers: peers.clone(),
-                });
-            }
-        }
-    }
-
-    /// Dials some of the peers another peer told us about, while below `max_peers`.
-    fn learn(&self, peers: Vec<PeerAddr>) {
-        let me = self.local_addr().ok();
-        let (free, candidates) = {
-            let conns = lock(&self.inner.conns);
-            let dialing = lock(&self.inner.dialing);
-            let free = self
-                .inner
-                .config
-                .max_peers
-                .saturating_sub(conns.len() + dialing.len());
-            let candidates: Vec<PeerAddr> = peers
-                .into_iter()
-                .take(MAX_EXCHANGED_PEERS)
-                .filter(|p| {
-                    Some(p.addr) != me && !p.addr.ip().is_unspecified() && p.addr.port() != 0
-                })
-                .filter(|p| !dialing.contains(&p.addr) && !conns.values().any(|c| c.addr == p.addr))
-                .collect();
-            (free, candidates)
-        };
-        if free == 0 || candidates.is_empty() {
-            return;
-        }
-        let labels: Vec<Labels> = candidates.iter().map(|p| p.labels.clone()).collect();
-        let chosen = neighbours::choose(
-            &self.inner.config.labels,
-            &labels,
-            free,
-            (free / 4).max(1),
-            &mut SmallRng::from_os_rng(),
-        );
-        for i in chosen {
-            tokio::spawn(self.clone().dial_learned(candidates[i].addr));
-        }
-    }
 }
 
 impl Node {
     /// Remembers a `Have` or `HaveDelta` for a release this node does not hold (yet).
     fn keep_unclaimed(&self, link: &Link, root: RootHash, event: &Event) {
-        let mut conns = lock(&self.inner.conns);
-        let Some(c) = conns.get_mut(&link.peer_id) else {
-            return;
-        };
-        if c.id != link.conn_id {
-            return;
-        }
+        let mut peering = lock(&self.inner.peering);
         match event {
-            Event::Joined { have, origin, .. }
-                if c.unclaimed.len() < MAX_UNCLAIMED_HAVES || c.unclaimed.contains_key(&root) =>
-            {
-                c.unclaimed.insert(root, (have.clone(), *origin));
+            Event::Joined { have, origin, .. } => {
+                peering.keep_have(link.peer_id, link.conn_id, root, have.clone(), *origin);
             }
             Event::Delta { pieces, .. } => {
-                if let Some((have, _)) = c.unclaimed.get_mut(&root) {
-                    for piece in pieces {
-                        // Untrusted indices: only those inside the bitfield count.
-                        if piece.0 < have.len() {
-                            have.insert(piece.0);
-                        }
-                    }
-                }
+                peering.keep_delta(link.peer_id, link.conn_id, root, pieces);
             }
             _ => {}
         }

@@ -9,6 +9,7 @@ use crate::failure::{Code, Failure, Outcome, WithCode};
 use crate::{http, keyfile};
 use clap::{Args, Subcommand};
 use shoal_core::admission::{self, Certificate, Token};
+use shoal_core::agent::fetch::{self, Fetch};
 use shoal_core::content::RootHash;
 use shoal_core::control::{self, Summary};
 use shoal_core::keys::{Role, SecretKey};
@@ -23,11 +24,11 @@ use shoal_net::coordinator::{AnnounceRequest, Coordinator, TokenAnswer, TokenReq
 use shoal_net::mesh::{self, Announcement, Delivered, FleetStatus, MembersStatus, Mesh, unix_now};
 use shoal_net::node::{AdmissionCheck, Node};
 use shoal_store::Store;
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 
 /// The admission certificate, in the data directory once admitted.
 const CERTIFICATE_FILE: &str = "admission.cert";
@@ -35,8 +36,6 @@ const CERTIFICATE_FILE: &str = "admission.cert";
 const TRUST_FILE: &str = "admission.trust";
 /// Where the coordinator keeps the manifests it published.
 const PUBLISHED_DIR: &str = "published";
-/// How often a node connects to more swarm peers from membership while a release is incomplete.
-const SWARM_REFRESH: Duration = Duration::from_secs(5);
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     shoal_net::node::parse_addr(text, "address").map_err(|e| e.to_string())
@@ -295,10 +294,13 @@ pub fn node(args: NodeArgs) -> Outcome {
         )
         .await?;
         let shutdown = node.shutdown_signal();
-        let mut added: BTreeSet<RootHash> = BTreeSet::new();
+        let epoch = Instant::now();
+        let mut fetch = Fetch::new();
+        let (complete_tx, mut completed) = mpsc::unbounded_channel();
         for release in store.releases() {
-            added.insert(release.root());
-            let _ = node.add_stored_release(release);
+            let complete = node.add_stored_release(release);
+            fetch.held(release.root(), *complete.borrow(), Duration::ZERO);
+            report_complete(release.root(), complete, &complete_tx);
         }
         let config = mesh::Config {
             listen: args.net.listen,
@@ -350,25 +352,40 @@ pub fn node(args: NodeArgs) -> Outcome {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let mut refresh = tokio::time::interval(SWARM_REFRESH);
         let stop = signalled();
         tokio::pin!(stop);
+        let mut announcement = None;
         loop {
+            while let Some(output) = fetch.poll_output() {
+                match output {
+                    fetch::Output::Add(root) => {
+                        let complete = announcement
+                            .take()
+                            .filter(|a: &Announcement| a.manifest.root() == root)
+                            .and_then(|a| prefetch(&mut store, &node, &a));
+                        let ok = complete.is_some();
+                        if let Some(complete) = complete {
+                            report_complete(root, complete, &complete_tx);
+                        }
+                        fetch.added(root, ok, epoch.elapsed());
+                    }
+                    fetch::Output::FindPeers => connect_candidates(&node, &mesh).await,
+                }
+            }
+            announcement = None;
+            let refresh = fetch.poll_timeout().map(|t| epoch + t);
             tokio::select! {
                 biased;
                 () = &mut stop => break,
                 Some(delivery) = delivered.recv() => match delivery {
-                    Delivered::Release(announcement) => {
-                        prefetch(&mut store, &node, &mesh, &mut added, *announcement).await;
+                    Delivered::Release(delivered) => {
+                        fetch.announced(delivered.manifest.root());
+                        announcement = Some(*delivered);
                     }
                     Delivered::Rollout(directive) => agent.directive(*directive),
                 },
-                _ = refresh.tick() => {
-                    let incomplete = node.release_summary().iter().any(|(_, complete)| !complete);
-                    if incomplete {
-                        connect_candidates(&node, &mesh).await;
-                    }
-                }
+                Some(root) = completed.recv() => fetch.completed(root),
+                () = sleep_until(refresh) => fetch.handle_timeout(epoch.elapsed()),
             }
         }
         node.shutdown().await;
@@ -376,26 +393,44 @@ pub fn node(args: NodeArgs) -> Outcome {
     })
 }
 
-/// Adds an announced release to the store and swarms for it with members as peers.
-async fn prefetch(
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tells the loop through `tx` when `root` is complete here.
+fn report_complete(
+    root: RootHash,
+    mut complete: watch::Receiver<bool>,
+    tx: &mpsc::UnboundedSender<RootHash>,
+) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        if complete.wait_for(|c| *c).await.is_ok() {
+            let _ = tx.send(root);
+        }
+    });
+}
+
+/// Adds an announced release to the store and joins its swarm; `None` if the store refused it.
+fn prefetch(
     store: &mut Store,
     node: &Node,
-    mesh: &Mesh,
-    added: &mut BTreeSet<RootHash>,
-    announcement: Announcement,
-) {
+    announcement: &Announcement,
+) -> Option<watch::Receiver<bool>> {
     let root = announcement.manifest.root();
-    if added.contains(&root) {
-        return;
-    }
     match store.add(&announcement.manifest) {
         Ok(release) => {
-            added.insert(root);
-            let _ = node.add_stored_release(&release);
             tracing::info!(%root, origin = %announcement.origin.addr, "prefetching {}", announcement.manifest.manifest().name());
-            connect_candidates(node, mesh).await;
+            Some(node.add_stored_release(&release))
         }
-        Err(e) => tracing::error!(%root, "cannot prefetch: {e}"),
+        Err(e) => {
+            tracing::error!(%root, "cannot prefetch: {e}");
+            None
+        }
     }
 }
 
