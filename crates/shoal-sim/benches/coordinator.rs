@@ -1,78 +1,130 @@
-//! What the coordinator (the broadcast source) receives per second as the fleet grows: health
-//! reports and everything else, at idle and while every node's rollout report changes as a wave
-//! would make it.
+//! What the coordinator (the broadcast source) receives per second as the fleet grows, at idle
+//! and during a rollout run by the real conductor and the real rollout agent on every node.
 //!
 //! `cargo bench -p shoal-sim --bench coordinator` runs 1,000, 10,000 and 100,000 nodes (override
-//! with `SHOAL_SIM_NODES=1000,10000`): 40 simulated seconds to join and settle, 20 s at idle,
-//! then 20 s in which every node changes its report for a rollout once, at a random moment of
-//! the first 10 s (as nodes of a wave turn healthy), then settles. It prints the messages the
-//! source received per simulated second in each window and checks that its count of the changed
-//! reports equals the fleet. Under `cargo test` it runs 1,000 nodes as a smoke test.
+//! with `SHOAL_SIM_NODES=1000,10000`): 50 simulated seconds to join and settle, 20 s at idle,
+//! then a rollout of 2.0 over every node (plan canary 1 / pilot 20% / broad 100%, zero bake, one
+//! region and one fault domain at a time; staging 200 ms, switching 300 ms, two health checks
+//! 500 ms apart). It prints the messages the source received per simulated second at idle and
+//! during the rollout (all, and health reports), the rollout's simulated duration and waves, and
+//! checks that every node ends on 2.0. Under `cargo test` it runs 1,000 nodes as a smoke test.
 
 #[path = "support/sizes.rs"]
 mod sizes;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use shoal_core::control::{Status, Summary};
-use shoal_core::rollout::RolloutReport;
-use shoal_sim::{Config, Network};
+use shoal_core::activation::Policy;
+use shoal_core::content::RootHash;
+use shoal_core::rollout::{Plan, Release};
+use shoal_sim::{Config, Model, Network};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// A node's summary with its report for rollout 1, `changed` or not yet.
-fn with_report(changed: bool) -> Summary {
-    let mut summary = Summary::node(Status::Healthy, []);
-    let mut report = RolloutReport::new(1, 1);
-    report.nodes = 1;
-    if changed {
-        report.excluded = 1;
-    } else {
-        report.unassigned = 1;
+const PLAN: &str = r#"
+one_region_at_a_time = true
+fault_domain_by_fault_domain = true
+max_parallel_fault_domains = 1
+label_region = "region"
+label_fault_domain = "fd"
+
+[[stage]]
+name = "canary"
+size = "1"
+bake_secs = 0
+success = "100%"
+failure_threshold = "1"
+deadline_secs = 300
+on_failure = "pause"
+
+[[stage]]
+name = "pilot"
+size = "20%"
+bake_secs = 0
+success = "100%"
+failure_threshold = "1%"
+deadline_secs = 300
+on_failure = "pause"
+
+[[stage]]
+name = "broad"
+size = "100%"
+bake_secs = 0
+success = "100%"
+failure_threshold = "1%"
+deadline_secs = 300
+on_failure = "pause"
+"#;
+
+fn release(version: &str, n: u8) -> Release {
+    Release {
+        version: version.into(),
+        root: RootHash([n; 32]),
+        counter: u64::from(n),
     }
-    summary.add_rollout(&report);
-    summary
 }
 
-/// Messages (all, health) the source received over `span`, per simulated second.
-fn window(net: &mut Network, span: Duration) -> (f64, f64) {
-    let (all, health) = (net.stats().source_received, net.stats().source_health);
-    net.run_for(span);
-    let secs = span.as_secs_f64();
+/// Messages (all, health) the source received since `from`, per second of `secs`.
+fn rates(net: &Network, from: (u64, u64), secs: f64) -> (f64, f64) {
     (
-        (net.stats().source_received - all) as f64 / secs,
-        (net.stats().source_health - health) as f64 / secs,
+        (net.stats().source_received - from.0) as f64 / secs,
+        (net.stats().source_health - from.1) as f64 / secs,
     )
 }
 
 fn main() {
     let sizes = sizes::sizes(&[1_000, 10_000, 100_000], &[1_000]);
-    println!("nodes    idle msgs/s  idle health/s  wave msgs/s  wave health/s  counted  wall s");
+    println!(
+        "nodes    idle msgs/s  rollout msgs/s  rollout health/s  rollout s  waves  directives  wall s"
+    );
     for nodes in sizes {
         let started = Instant::now();
         let mut net = Network::new(Config::default(), nodes);
-        net.run_for(Duration::from_secs(40));
-        for id in net.alive().filter(|&id| id != 0).collect::<Vec<_>>() {
-            net.set_own_summary_at(id, net.now(), with_report(false));
-        }
-        net.run_for(Duration::from_secs(10));
-        let (idle, idle_health) = window(&mut net, Duration::from_secs(20));
-        let mut rng = SmallRng::seed_from_u64(u64::from(nodes));
-        let now = net.now();
-        for id in net.alive().filter(|&id| id != 0).collect::<Vec<_>>() {
-            let at = now + Duration::from_millis(rng.random_range(0..10_000));
-            net.set_own_summary_at(id, at, with_report(true));
-        }
-        let (wave, wave_health) = window(&mut net, Duration::from_secs(20));
-        let fleet = net.fleet().expect("the source runs");
-        let counted = fleet.rollouts.first().map_or(0, |r| r.excluded);
+        let v2 = release("2.0", 2);
+        net.enable_rollouts(Model {
+            service: "web".into(),
+            running: release("1.0", 1),
+            distributed: vec![v2.clone()],
+            bad: BTreeSet::new(),
+            prepare: Duration::from_millis(200),
+            switch: Duration::from_millis(300),
+            check: Duration::from_millis(50),
+            policy: Policy {
+                grace: Duration::from_secs(10),
+                passes: 2,
+                interval: Duration::from_millis(500),
+            },
+        });
+        net.run_for(Duration::from_secs(50));
+        let at = (net.stats().source_received, net.stats().source_health);
+        net.run_for(Duration::from_secs(20));
+        let (idle, _) = rates(&net, at, 20.0);
+
+        let at = (net.stats().source_received, net.stats().source_health);
+        let begun = net.now();
+        let plan = Plan::from_toml(PLAN).expect("the benchmark's plan parses");
+        let id = net.start_rollout(plan, v2).expect("the rollout starts");
+        let limit = begun + Duration::from_secs(3600);
+        let state = loop {
+            net.run_for(Duration::from_millis(250));
+            let state = net.rollout_status(id).expect("the rollout exists").state;
+            if state != "running" || net.now() >= limit {
+                break state;
+            }
+        };
+        let secs = (net.now() - begun).as_secs_f64();
+        let (during, health) = rates(&net, at, secs);
+        let status = net.rollout_status(id).expect("the rollout exists");
         println!(
-            "{nodes:<8} {idle:>11.1}  {idle_health:>13.1}  {wave:>11.1}  {wave_health:>13.1}  {counted:>7}  {:>6.1}",
+            "{nodes:<8} {idle:>11.1}  {during:>14.1}  {health:>16.1}  {secs:>9.1}  {:>5}  {:>10}  {:>6.1}",
+            status.waves.len(),
+            net.rollout_stats().directives,
             started.elapsed().as_secs_f64()
         );
-        assert_eq!(
-            counted,
-            nodes - 1,
-            "the source counts every node's changed report once"
-        );
+        assert_eq!(state, "completed", "{:#?}", net.rollout_records());
+        let behind = net
+            .alive()
+            .filter(|&n| n != 0)
+            .filter(|&n| net.service(n).is_none_or(|(r, _)| r.version != "2.0"))
+            .count();
+        assert_eq!(behind, 0, "nodes not on 2.0 after the rollout completed");
     }
 }

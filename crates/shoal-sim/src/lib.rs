@@ -14,6 +14,10 @@
 //!
 //! Node 0 is the broadcast source (the coordinator); the first [`Config::seeds`] nodes are the
 //! seeds everyone else joins through.
+//!
+//! With [`Network::enable_rollouts`] the source also runs the real rollout conductor and every
+//! other node the real rollout agent (see [`rollouts`]): directives travel by the simulated
+//! broadcast, reports by the simulated health tree, and only the executor is modelled.
 
 #![warn(missing_docs)]
 
@@ -26,6 +30,13 @@ use shoal_core::control::{
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
+
+pub mod rollouts;
+
+use rollouts::{Effect, Job, Rollouts};
+pub use rollouts::{Model, RolloutStats};
+use shoal_core::rollout::conductor::{ConductorError, Record, Status as RolloutStatus};
+use shoal_core::rollout::{Plan, Release};
 
 /// A node's id in the simulation: its index.
 pub type NodeId = u32;
@@ -98,6 +109,12 @@ enum Event {
         node: NodeId,
         summary: Box<Summary>,
     },
+    /// A modelled executor command finished.
+    Job(Job),
+    /// A node's rollout agent asked to be woken.
+    AgentWake(NodeId),
+    /// The source's conductor reads the fleet's counts.
+    Report,
 }
 
 struct Scheduled {
@@ -165,6 +182,7 @@ pub struct Network {
     rng: SmallRng,
     partitioned: bool,
     stats: NetStats,
+    rollouts: Option<Box<Rollouts>>,
 }
 
 impl Network {
@@ -181,6 +199,7 @@ impl Network {
             seeds,
             partitioned: false,
             stats: NetStats::default(),
+            rollouts: None,
         };
         for _ in 0..nodes {
             network.add_node();
@@ -252,6 +271,66 @@ impl Network {
         slot.crashed = true;
         slot.node = None;
         slot.wake = None;
+        if let Some(r) = self.rollouts.as_deref_mut() {
+            r.crash(id);
+        }
+    }
+
+    /// Runs the real conductor at the source and the real rollout agent on every other node
+    /// from now on, with `model`'s service and executor. Call it before the nodes start (right
+    /// after [`Network::new`]) so every agent begins with the model's running release.
+    pub fn enable_rollouts(&mut self, model: Model) {
+        self.rollouts = Some(Box::new(Rollouts::new(model)));
+        self.schedule(self.now + rollouts::REPORT_INTERVAL, Event::Report);
+    }
+
+    /// Starts a rollout of `release` with `plan` at the conductor now; its id.
+    ///
+    /// # Errors
+    ///
+    /// If the conductor refuses (a rollout of the service in flight).
+    ///
+    /// # Panics
+    ///
+    /// If [`Network::enable_rollouts`] was not called.
+    pub fn start_rollout(&mut self, plan: Plan, release: Release) -> Result<u64, ConductorError> {
+        let now = self.now;
+        let r = self
+            .rollouts
+            .as_deref_mut()
+            .expect("Network::enable_rollouts comes before start_rollout");
+        let id = r.start_rollout(now, plan, release)?;
+        let fleet = self.fleet().unwrap_or_default();
+        let mut effects = Vec::new();
+        if let Some(r) = self.rollouts.as_deref_mut() {
+            r.report(now, &fleet, &mut effects);
+        }
+        self.apply(effects);
+        Ok(id)
+    }
+
+    /// The conductor's view of rollout `id`.
+    pub fn rollout_status(&self, id: u64) -> Option<RolloutStatus> {
+        self.rollouts.as_deref()?.conductor.status(id)
+    }
+
+    /// The conductor's audit records so far.
+    pub fn rollout_records(&self) -> &[Record] {
+        self.rollouts.as_deref().map_or(&[], |r| &r.records)
+    }
+
+    /// Counters of the rollout layer.
+    pub fn rollout_stats(&self) -> RolloutStats {
+        self.rollouts
+            .as_deref()
+            .map(|r| r.stats.clone())
+            .unwrap_or_default()
+    }
+
+    /// The release node `id`'s service runs and whether it is settled there, if the node runs.
+    pub fn service(&self, id: NodeId) -> Option<(Release, bool)> {
+        let r = self.rollouts.as_deref()?;
+        Some((r.running(id)?.clone(), r.is_steady(id)))
     }
 
     /// Sets node `id`'s own health summary at simulated time `at` (as its agent would when its
@@ -404,7 +483,11 @@ impl Network {
                 let seed = self.config.seed ^ (u64::from(id) << 20) ^ 0x5eed;
                 let mut node = Node::new(me, seeds, config, seed, now);
                 if id != 0 {
-                    node.set_own_summary(Summary::node(Status::Healthy, []));
+                    let own = match self.rollouts.as_deref_mut() {
+                        Some(r) => r.start(id, slot.place),
+                        None => Summary::node(Status::Healthy, []),
+                    };
+                    node.set_own_summary(own);
                 }
                 slot.node = Some(Box::new(node));
                 self.flush(id);
@@ -445,6 +528,36 @@ impl Network {
                     self.flush(node);
                 }
             }
+            Event::Job(job) => {
+                let node = job.node;
+                let mut effects = Vec::new();
+                let own = match self.rollouts.as_deref_mut() {
+                    Some(r) => r.answer(now, job, &mut effects),
+                    None => None,
+                };
+                self.settle(node, own, effects);
+            }
+            Event::AgentWake(node) => {
+                let mut effects = Vec::new();
+                let own = match self.rollouts.as_deref_mut() {
+                    Some(r) => r.wake(node, now, &mut effects),
+                    None => None,
+                };
+                self.settle(node, own, effects);
+            }
+            Event::Report => {
+                let Some(fleet) = self.fleet() else {
+                    // The source is down: its conductor waits for it.
+                    self.schedule(now + rollouts::REPORT_INTERVAL, Event::Report);
+                    return;
+                };
+                let mut effects = Vec::new();
+                if let Some(r) = self.rollouts.as_deref_mut() {
+                    r.report(now, &fleet, &mut effects);
+                }
+                self.apply(effects);
+                self.schedule(now + rollouts::REPORT_INTERVAL, Event::Report);
+            }
             Event::LinkFailed { node, peer } => {
                 let Some(n) = self.slots[node as usize].node.as_deref_mut() else {
                     return;
@@ -455,9 +568,40 @@ impl Network {
         }
     }
 
+    /// Gives node `id` its agent's new own summary, then carries out the rollout layer's effects.
+    fn settle(&mut self, id: NodeId, own: Option<Summary>, effects: Vec<Effect>) {
+        if let Some(own) = own
+            && let Some(node) = self.slots[id as usize].node.as_deref_mut()
+        {
+            node.set_own_summary(own);
+            self.flush(id);
+        }
+        self.apply(effects);
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        let now = self.now;
+        for effect in effects {
+            match effect {
+                Effect::Broadcast(directive) => {
+                    let Some(source) = self.slots[0].node.as_deref_mut() else {
+                        continue;
+                    };
+                    let seq = source.next_seq();
+                    let body = Directive::<NodeId>::Rollout(directive).encode();
+                    source.broadcast(now, Envelope::unsigned(seq, true, body.into()));
+                    self.flush(0);
+                }
+                Effect::Run { after, job } => self.schedule(now + after, Event::Job(job)),
+                Effect::Wake { node, at } => self.schedule(at, Event::AgentWake(node)),
+            }
+        }
+    }
+
     /// Carries out everything node `id` asked for, then schedules its next timer.
     fn flush(&mut self, id: NodeId) {
         let now = self.now;
+        let mut directives = Vec::new();
         loop {
             let Some(node) = self.slots[id as usize].node.as_deref_mut() else {
                 return;
@@ -499,10 +643,12 @@ impl Network {
                 }
                 Output::Deliver { envelope } => {
                     self.stats.deliveries += 1;
-                    if let Some(Directive::Heartbeat { fleet }) =
-                        Directive::<NodeId>::decode(&envelope.body)
-                    {
-                        node.set_fleet_size(fleet);
+                    match Directive::<NodeId>::decode(&envelope.body) {
+                        Some(Directive::Heartbeat { fleet }) => node.set_fleet_size(fleet),
+                        Some(Directive::Rollout(d)) if id != 0 && self.rollouts.is_some() => {
+                            directives.push(d);
+                        }
+                        _ => {}
                     }
                     let slot = &mut self.slots[id as usize];
                     if id != 0 && envelope.seq > slot.max_delivered {
@@ -514,6 +660,14 @@ impl Network {
                 | Output::NeighbourUp { .. }
                 | Output::NeighbourDown { .. } => {}
             }
+        }
+        for directive in directives {
+            let mut effects = Vec::new();
+            let own = match self.rollouts.as_deref_mut() {
+                Some(r) => r.directive(id, now, *directive, &mut effects),
+                None => None,
+            };
+            self.settle(id, own, effects);
         }
         let Some(node) = self.slots[id as usize].node.as_deref_mut() else {
             return;
