@@ -13,8 +13,8 @@
 mod sizes;
 
 use shoal_core::activation::Policy;
-use shoal_core::content::RootHash;
-use shoal_core::rollout::{Plan, Release};
+use shoal_core::rollout::Plan;
+use shoal_sim::rollouts::release;
 use shoal_sim::{Config, Model, Network};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -53,14 +53,6 @@ failure_threshold = "1%"
 deadline_secs = 300
 on_failure = "pause"
 "#;
-
-fn release(version: &str, n: u8) -> Release {
-    Release {
-        version: version.into(),
-        root: RootHash([n; 32]),
-        counter: u64::from(n),
-    }
-}
 
 /// Messages (all, health) the source received since `from`, per second of `secs`.
 fn rates(net: &Network, from: (u64, u64), secs: f64) -> (f64, f64) {

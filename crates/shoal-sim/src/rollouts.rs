@@ -20,6 +20,15 @@ pub const UNIX_AT_START: Duration = Duration::from_secs(1_800_000_000);
 /// How often the source's conductor reads the fleet's counts, as the daemon's does.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
+/// A made-up release `version` numbered `n`: root `[n; 32]`, release counter `n`.
+pub fn release(version: &str, n: u8) -> Release {
+    Release {
+        version: version.into(),
+        root: RootHash([n; 32]),
+        counter: u64::from(n),
+    }
+}
+
 /// What every node runs and how its executor behaves.
 #[derive(Clone, Debug)]
 pub struct Model {

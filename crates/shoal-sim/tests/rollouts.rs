@@ -2,8 +2,8 @@
 //! rollout agent on every node, directives by broadcast and counts by the health tree.
 
 use shoal_core::activation::Policy;
-use shoal_core::content::RootHash;
-use shoal_core::rollout::{Plan, Release};
+use shoal_core::rollout::Plan;
+use shoal_sim::rollouts::release;
 use shoal_sim::{Config, Model, Network};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -11,14 +11,6 @@ use std::time::Duration;
 const NODES: u32 = 600;
 const STEP: Duration = Duration::from_millis(250);
 const LIMIT: Duration = Duration::from_secs(900);
-
-fn release(version: &str, n: u8) -> Release {
-    Release {
-        version: version.into(),
-        root: RootHash([n; 32]),
-        counter: u64::from(n),
-    }
-}
 
 const PLAN: &str = r#"
 one_region_at_a_time = true

@@ -237,21 +237,27 @@ impl<A: Address, I: Copy + Ord + Debug> Peering<A, I> {
 
     /// Connects to a swarm peer found through membership, unless already connected or dialling.
     pub fn connect(&mut self, addr: A) {
-        if addr == self.own_addr
-            || !addr.is_dialable()
-            || self.targets.contains_key(&addr)
-            || self.is_connected_to(addr)
-        {
-            return;
+        if self.is_new(addr) {
+            self.dial_learned(addr);
         }
-        self.targets.insert(
-            addr,
-            Target {
-                kind: Kind::Learned { attempt: 0 },
-                dialing: true,
-                due: None,
-            },
-        );
+    }
+
+    /// Whether `addr` is a peer this node could dial and has not met: not itself, not a
+    /// wildcard, not connected, not being dialled.
+    fn is_new(&self, addr: A) -> bool {
+        addr != self.own_addr
+            && addr.is_dialable()
+            && !self.targets.contains_key(&addr)
+            && !self.is_connected_to(addr)
+    }
+
+    fn dial_learned(&mut self, addr: A) {
+        let target = Target {
+            kind: Kind::Learned { attempt: 0 },
+            dialing: true,
+            due: None,
+        };
+        self.targets.insert(addr, target);
         self.stats.dials += 1;
         self.out.push_back(Output::Dial(addr));
     }
@@ -386,12 +392,7 @@ impl<A: Address, I: Copy + Ord + Debug> Peering<A, I> {
         let mut candidates: Vec<(A, Labels)> = peers
             .into_iter()
             .take(self.config.max_exchanged)
-            .filter(|(addr, _)| {
-                *addr != self.own_addr
-                    && addr.is_dialable()
-                    && !self.targets.contains_key(addr)
-                    && !self.is_connected_to(*addr)
-            })
+            .filter(|(addr, _)| self.is_new(*addr))
             .collect();
         candidates.sort_by_key(|c| c.0);
         candidates.dedup_by(|a, b| a.0 == b.0);
@@ -407,17 +408,7 @@ impl<A: Address, I: Copy + Ord + Debug> Peering<A, I> {
             &mut self.rng,
         );
         for i in chosen {
-            let addr = candidates[i].0;
-            self.targets.insert(
-                addr,
-                Target {
-                    kind: Kind::Learned { attempt: 0 },
-                    dialing: true,
-                    due: None,
-                },
-            );
-            self.stats.dials += 1;
-            self.out.push_back(Output::Dial(addr));
+            self.dial_learned(candidates[i].0);
         }
     }
 
