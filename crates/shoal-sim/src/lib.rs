@@ -15,17 +15,19 @@
 //! Node 0 is the broadcast source (the coordinator); the first [`Config::seeds`] nodes are the
 //! seeds everyone else joins through.
 //!
-//! With [`Network::enable_rollouts`] the source also runs the real rollout conductor and every
-//! other node the real rollout agent (see [`rollouts`]): directives travel by the simulated
-//! broadcast, reports by the simulated health tree, and only the executor is modelled.
+//! Every node runs the core's agent machine ([`Machine`]) around its control node. With
+//! [`Network::enable_rollouts`] the source also runs the real rollout conductor and every other
+//! machine a real rollout agent (see [`rollouts`]): directives travel by the simulated broadcast,
+//! reports by the simulated health tree, and only the executor is modelled.
 
 #![warn(missing_docs)]
 
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use shoal_core::agent::machine::{Machine, Output};
 use shoal_core::control::{
-    self, Directive, Envelope, Message, Node, Output, Place, Status, Summary,
+    self, Directive, Envelope, Message, Node, Output as ControlOutput, Place, Status, Summary,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -33,7 +35,7 @@ use std::time::Duration;
 
 pub mod rollouts;
 
-use rollouts::{Effect, Job, Rollouts};
+use rollouts::{Answer, Job, Rollouts};
 pub use rollouts::{Model, RolloutStats};
 use shoal_core::rollout::conductor::{ConductorError, Record, Status as RolloutStatus};
 use shoal_core::rollout::{Plan, Release};
@@ -111,8 +113,6 @@ enum Event {
     },
     /// A modelled executor command finished.
     Job(Job),
-    /// A node's rollout agent asked to be woken.
-    AgentWake(NodeId),
     /// The source's conductor reads the fleet's counts.
     Report,
 }
@@ -141,7 +141,7 @@ impl Ord for Scheduled {
 }
 
 struct Slot {
-    node: Option<Box<Node<NodeId>>>,
+    node: Option<Box<Machine<NodeId, NodeId>>>,
     place: Place,
     group: u8,
     wake: Option<Duration>,
@@ -247,7 +247,11 @@ impl Network {
 
     /// Node `id`, if it has started and not crashed.
     pub fn node(&self, id: NodeId) -> Option<&Node<NodeId>> {
-        self.slots.get(id as usize)?.node.as_deref()
+        self.slots
+            .get(id as usize)?
+            .node
+            .as_deref()
+            .map(Machine::control)
     }
 
     /// Ids of nodes that have not crashed (including ones not started yet).
@@ -271,9 +275,6 @@ impl Network {
         slot.crashed = true;
         slot.node = None;
         slot.wake = None;
-        if let Some(r) = self.rollouts.as_deref_mut() {
-            r.crash(id);
-        }
     }
 
     /// Runs the real conductor at the source and the real rollout agent on every other node
@@ -300,12 +301,7 @@ impl Network {
             .as_deref_mut()
             .expect("Network::enable_rollouts comes before start_rollout");
         let id = r.start_rollout(now, plan, release)?;
-        let fleet = self.fleet().unwrap_or_default();
-        let mut effects = Vec::new();
-        if let Some(r) = self.rollouts.as_deref_mut() {
-            r.report(now, &fleet, &mut effects);
-        }
-        self.apply(effects);
+        self.report();
         Ok(id)
     }
 
@@ -329,8 +325,10 @@ impl Network {
 
     /// The release node `id`'s service runs and whether it is settled there, if the node runs.
     pub fn service(&self, id: NodeId) -> Option<(Release, bool)> {
-        let r = self.rollouts.as_deref()?;
-        Some((r.running(id)?.clone(), r.is_steady(id)))
+        let service = &self.rollouts.as_deref()?.model.service;
+        let agent = self.slots.get(id as usize)?.node.as_deref()?.agent()?;
+        let service = agent.service(service)?;
+        Some((service.current()?.clone(), service.is_steady()))
     }
 
     /// Sets node `id`'s own health summary at simulated time `at` (as its agent would when its
@@ -373,7 +371,8 @@ impl Network {
         let source = self.slots[0]
             .node
             .as_deref_mut()
-            .expect("the source is running");
+            .expect("the source is running")
+            .control_mut();
         let seq = source.next_seq();
         source.broadcast(now, Envelope::unsigned(seq, keep, Bytes::new()));
         self.flush(0);
@@ -387,7 +386,7 @@ impl Network {
         for slot in self.slots.iter().skip(1) {
             if let Some(node) = &slot.node {
                 total += 1;
-                if node.has_delivered(seq) {
+                if node.control().has_delivered(seq) {
                     reached += 1;
                 }
             }
@@ -408,7 +407,7 @@ impl Network {
         }
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(node) = &slot.node else { continue };
-            for neighbour in node.active() {
+            for neighbour in node.control().active() {
                 let j = neighbour.entry.peer as usize;
                 if self.slots[j].node.is_some() {
                     let (a, b) = (find(&mut parent, i), find(&mut parent, j));
@@ -481,15 +480,27 @@ impl Network {
                     self.seeds.clone()
                 };
                 let seed = self.config.seed ^ (u64::from(id) << 20) ^ 0x5eed;
-                let mut node = Node::new(me, seeds, config, seed, now);
-                if id != 0 {
-                    let own = match self.rollouts.as_deref_mut() {
-                        Some(r) => r.start(id, slot.place),
-                        None => Summary::node(Status::Healthy, []),
-                    };
-                    node.set_own_summary(own);
-                }
-                slot.node = Some(Box::new(node));
+                let control = Node::new(me, seeds, config, seed, now);
+                let unix = rollouts::UNIX_AT_START.as_secs();
+                let machine = match self.rollouts.as_deref_mut() {
+                    Some(r) if id != 0 => {
+                        let (agent, roots) = r.agent(id, slot.place);
+                        let mut machine = Machine::new(control, Some(agent), None, unix);
+                        for root in roots {
+                            machine.release_stored(root, true, now);
+                        }
+                        machine
+                    }
+                    _ => {
+                        let mut machine = Machine::new(control, None, None, unix);
+                        if id != 0 {
+                            let own = Summary::node(Status::Healthy, []);
+                            machine.control_mut().set_own_summary(own);
+                        }
+                        machine
+                    }
+                };
+                slot.node = Some(Box::new(machine));
                 self.flush(id);
             }
             Event::Timer(id) => {
@@ -524,38 +535,33 @@ impl Network {
             }
             Event::SetOwn { node, summary } => {
                 if let Some(n) = self.slots[node as usize].node.as_deref_mut() {
-                    n.set_own_summary(*summary);
+                    n.control_mut().set_own_summary(*summary);
                     self.flush(node);
                 }
             }
             Event::Job(job) => {
-                let node = job.node;
-                let mut effects = Vec::new();
-                let own = match self.rollouts.as_deref_mut() {
-                    Some(r) => r.answer(now, job, &mut effects),
-                    None => None,
-                };
-                self.settle(node, own, effects);
-            }
-            Event::AgentWake(node) => {
-                let mut effects = Vec::new();
-                let own = match self.rollouts.as_deref_mut() {
-                    Some(r) => r.wake(node, now, &mut effects),
-                    None => None,
-                };
-                self.settle(node, own, effects);
-            }
-            Event::Report => {
-                let Some(fleet) = self.fleet() else {
-                    // The source is down: its conductor waits for it.
-                    self.schedule(now + rollouts::REPORT_INTERVAL, Event::Report);
+                let Some(answer) = self.rollouts.as_deref_mut().and_then(|r| r.answer(&job)) else {
                     return;
                 };
-                let mut effects = Vec::new();
-                if let Some(r) = self.rollouts.as_deref_mut() {
-                    r.report(now, &fleet, &mut effects);
+                let Some(service) = self.rollouts.as_deref().map(|r| r.model.service.clone())
+                else {
+                    return;
+                };
+                let Some(machine) = self.slots[job.node as usize].node.as_deref_mut() else {
+                    return;
+                };
+                match answer {
+                    Answer::Prepared => machine.handle_prepared(now, &service, Ok(())),
+                    Answer::Switched => machine.handle_switched(now, &service, Ok(())),
+                    Answer::Checked(result) => machine.handle_check(now, &service, result),
                 }
-                self.apply(effects);
+                self.flush(job.node);
+            }
+            Event::Report => {
+                if self.slots[0].node.is_some() {
+                    self.report();
+                }
+                // While the source is down its conductor waits for it.
                 self.schedule(now + rollouts::REPORT_INTERVAL, Event::Report);
             }
             Event::LinkFailed { node, peer } => {
@@ -568,40 +574,31 @@ impl Network {
         }
     }
 
-    /// Gives node `id` its agent's new own summary, then carries out the rollout layer's effects.
-    fn settle(&mut self, id: NodeId, own: Option<Summary>, effects: Vec<Effect>) {
-        if let Some(own) = own
-            && let Some(node) = self.slots[id as usize].node.as_deref_mut()
-        {
-            node.set_own_summary(own);
-            self.flush(id);
-        }
-        self.apply(effects);
-    }
-
-    fn apply(&mut self, effects: Vec<Effect>) {
+    /// The conductor reads the source's counts; its directives go out by broadcast.
+    fn report(&mut self) {
         let now = self.now;
-        for effect in effects {
-            match effect {
-                Effect::Broadcast(directive) => {
-                    let Some(source) = self.slots[0].node.as_deref_mut() else {
-                        continue;
-                    };
-                    let seq = source.next_seq();
-                    let body = Directive::<NodeId>::Rollout(directive).encode();
-                    source.broadcast(now, Envelope::unsigned(seq, true, body.into()));
-                    self.flush(0);
-                }
-                Effect::Run { after, job } => self.schedule(now + after, Event::Job(job)),
-                Effect::Wake { node, at } => self.schedule(at, Event::AgentWake(node)),
-            }
+        let Some(fleet) = self.fleet() else {
+            return;
+        };
+        let Some(r) = self.rollouts.as_deref_mut() else {
+            return;
+        };
+        let directives = r.report(now, &fleet);
+        let Some(source) = self.slots[0].node.as_deref_mut() else {
+            return;
+        };
+        for directive in directives {
+            let control = source.control_mut();
+            let seq = control.next_seq();
+            let body = Directive::<NodeId>::Rollout(Box::new(directive)).encode();
+            control.broadcast(now, Envelope::unsigned(seq, true, body.into()));
         }
+        self.flush(0);
     }
 
     /// Carries out everything node `id` asked for, then schedules its next timer.
     fn flush(&mut self, id: NodeId) {
         let now = self.now;
-        let mut directives = Vec::new();
         loop {
             let Some(node) = self.slots[id as usize].node.as_deref_mut() else {
                 return;
@@ -610,7 +607,7 @@ impl Network {
                 break;
             };
             match output {
-                Output::Send { to, message } => {
+                Output::Control(ControlOutput::Send { to, message }) => {
                     self.stats.messages += 1;
                     if self.reachable(id, to) && !self.slots[to as usize].crashed {
                         let latency = self.latency(id, to);
@@ -627,47 +624,54 @@ impl Network {
                         let is_neighbour = self.slots[id as usize]
                             .node
                             .as_deref()
-                            .is_some_and(|n| n.is_neighbour(&to));
+                            .is_some_and(|n| n.control().is_neighbour(&to));
                         if !is_neighbour {
                             let at = now + self.config.dial_failure_after;
                             self.schedule(at, Event::LinkFailed { node: id, peer: to });
                         }
                     }
                 }
-                Output::HeartbeatDue => {
+                Output::Control(ControlOutput::HeartbeatDue) => {
                     // Like the daemon's heartbeat, it says how many nodes the source counts.
-                    let seq = node.next_seq();
-                    let fleet = node.subtree().nodes;
+                    let control = node.control_mut();
+                    let seq = control.next_seq();
+                    let fleet = control.subtree().nodes;
                     let body = Directive::<NodeId>::Heartbeat { fleet }.encode();
-                    node.broadcast(now, Envelope::unsigned(seq, false, body.into()));
+                    control.broadcast(now, Envelope::unsigned(seq, false, body.into()));
                 }
-                Output::Deliver { envelope } => {
+                Output::Control(ControlOutput::Deliver { envelope }) => {
                     self.stats.deliveries += 1;
-                    match Directive::<NodeId>::decode(&envelope.body) {
-                        Some(Directive::Heartbeat { fleet }) => node.set_fleet_size(fleet),
-                        Some(Directive::Rollout(d)) if id != 0 && self.rollouts.is_some() => {
-                            directives.push(d);
-                        }
-                        _ => {}
-                    }
                     let slot = &mut self.slots[id as usize];
                     if id != 0 && envelope.seq > slot.max_delivered {
                         slot.max_delivered = envelope.seq;
                         *self.stats.delivered_by_seq.entry(envelope.seq).or_default() += 1;
                     }
                 }
-                Output::Disconnect { .. }
-                | Output::NeighbourUp { .. }
-                | Output::NeighbourDown { .. } => {}
+                Output::Execute { command, .. } => {
+                    if let Some(r) = self.rollouts.as_deref_mut() {
+                        let (after, job) = r.job(id, command);
+                        self.schedule(now + after, Event::Job(job));
+                    }
+                }
+                Output::Persist => {
+                    let saved = node.agent().map(|a| a.persisted());
+                    if let (Some(r), Some(saved)) = (self.rollouts.as_deref_mut(), saved) {
+                        r.save(id, saved);
+                    }
+                }
+                Output::Refused(_) => {
+                    if let Some(r) = self.rollouts.as_deref_mut() {
+                        r.stats.refused += 1;
+                    }
+                }
+                // The data plane is not simulated yet: releases are modelled as distributed.
+                Output::AddRelease { .. } | Output::ManifestRefused(_) | Output::Connect(_) => {}
+                Output::Control(
+                    ControlOutput::Disconnect { .. }
+                    | ControlOutput::NeighbourUp { .. }
+                    | ControlOutput::NeighbourDown { .. },
+                ) => {}
             }
-        }
-        for directive in directives {
-            let mut effects = Vec::new();
-            let own = match self.rollouts.as_deref_mut() {
-                Some(r) => r.directive(id, now, *directive, &mut effects),
-                None => None,
-            };
-            self.settle(id, own, effects);
         }
         let Some(node) = self.slots[id as usize].node.as_deref_mut() else {
             return;

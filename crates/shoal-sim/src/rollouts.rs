@@ -1,14 +1,16 @@
-//! Rollouts in the simulated network: the real [`Conductor`] at the source and the real rollout
-//! [`Agent`] on every other node, their directives carried by the simulated broadcast and their
-//! reports by the simulated health tree. Only the executor is modelled: preparing, switching and
-//! each health check take a fixed time, and a check of a release named bad fails.
+//! Rollouts in the simulated network: the real [`Conductor`] at the source, and on every other
+//! node the real rollout [`Agent`] inside the node's agent machine
+//! ([`shoal_core::agent::Machine`]), so directives travel by the simulated broadcast and reports
+//! by the simulated health tree exactly as the machine routes them in the daemon. Only the
+//! executor is modelled: preparing, switching and each health check take a fixed time, and a
+//! check of a release named bad fails.
 
 use crate::NodeId;
 use shoal_core::activation::{Command, Policy};
 use shoal_core::content::RootHash;
-use shoal_core::control::{Place, Status, Summary};
+use shoal_core::control::{Place, Summary};
 use shoal_core::labels::Labels;
-use shoal_core::rollout::agent::{Agent, Output as AgentOutput, Persisted};
+use shoal_core::rollout::agent::{Agent, Persisted};
 use shoal_core::rollout::conductor::{self, Conductor, Output as ConductorOutput, Record};
 use shoal_core::rollout::{Directive, Release};
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,11 +60,16 @@ pub(crate) struct Job {
     pub command: Command,
 }
 
+/// What a finished job answers.
+pub(crate) enum Answer {
+    Prepared,
+    Switched,
+    Checked(Result<(), String>),
+}
+
 #[derive(Default)]
 struct NodeAgent {
-    agent: Option<Box<Agent>>,
     saved: Option<Box<Persisted>>,
-    wake: Option<Duration>,
     run: u32,
     /// Whether it ever switched to a release other than the model's running one.
     activated: bool,
@@ -90,16 +97,6 @@ pub(crate) struct Rollouts {
     next_id: u64,
 }
 
-/// What the network must do after a rollout-layer step.
-pub(crate) enum Effect {
-    /// Broadcast this directive from the source.
-    Broadcast(Box<Directive>),
-    /// Run this job, answering after `after`.
-    Run { after: Duration, job: Job },
-    /// Wake the node's agent at this time.
-    Wake { node: NodeId, at: Duration },
-}
-
 impl Rollouts {
     pub fn new(model: Model) -> Self {
         Rollouts {
@@ -120,8 +117,9 @@ impl Rollouts {
         &mut self.nodes[i]
     }
 
-    /// Node `id` (re)starts at `place`: its agent comes back from what it last saved.
-    pub fn start(&mut self, id: NodeId, place: Place) -> Summary {
+    /// The agent of node `id` (re)starting at `place`, from what it last saved, and the
+    /// releases its store holds verified and complete.
+    pub fn agent(&mut self, id: NodeId, place: Place) -> (Agent, Vec<RootHash>) {
         let model = &self.model;
         let labels: Labels = format!(
             "region=r{},fd={},rack={}",
@@ -136,28 +134,65 @@ impl Rollouts {
             .collect();
         let slot = self.slot(id);
         let saved = slot.saved.as_deref().cloned().unwrap_or(running);
-        let mut agent = Agent::new(
+        slot.run += 1;
+        let agent = Agent::new(
             id.to_le_bytes().to_vec(),
             format!("node{id}"),
             labels,
             policies,
             saved,
         );
-        for root in roots {
-            agent.handle_manifest(root);
-            agent.handle_complete(root);
-        }
-        slot.run += 1;
-        slot.wake = None;
-        slot.agent = Some(Box::new(agent));
-        summary(slot.agent.as_deref())
+        (agent, roots)
     }
 
-    /// Node `id` stopped: its agent's state is gone, except what it saved.
-    pub fn crash(&mut self, id: NodeId) {
+    /// Node `id` saved its agent's state.
+    pub fn save(&mut self, id: NodeId, persisted: Persisted) {
+        self.slot(id).saved = Some(Box::new(persisted));
+    }
+
+    /// Node `id`'s agent asked for `command`: the job, and how long it takes.
+    pub fn job(&mut self, id: NodeId, command: Command) -> (Duration, Job) {
+        self.stats.commands += 1;
+        let first_root = self.model.running.root;
+        let after = match &command {
+            Command::Prepare(_) => self.model.prepare,
+            Command::Switch(_) => self.model.switch,
+            Command::Check(_) => self.model.check,
+        };
         let slot = self.slot(id);
-        slot.agent = None;
-        slot.wake = None;
+        if let Command::Switch(release) = &command
+            && release.root != first_root
+            && !slot.activated
+        {
+            slot.activated = true;
+            self.stats.activated_nodes += 1;
+        }
+        let run = self.slot(id).run;
+        (
+            after,
+            Job {
+                node: id,
+                run,
+                command,
+            },
+        )
+    }
+
+    /// What a finished job answers, unless its node has restarted since.
+    pub fn answer(&mut self, job: &Job) -> Option<Answer> {
+        let bad = match &job.command {
+            Command::Check(root) => self.model.bad.contains(root),
+            _ => false,
+        };
+        if self.slot(job.node).run != job.run {
+            return None;
+        }
+        Some(match job.command {
+            Command::Prepare(_) => Answer::Prepared,
+            Command::Switch(_) => Answer::Switched,
+            Command::Check(_) if bad => Answer::Checked(Err("health check failed".to_owned())),
+            Command::Check(_) => Answer::Checked(Ok(())),
+        })
     }
 
     /// Starts a rollout of `release` with `plan` now; its id.
@@ -182,167 +217,24 @@ impl Rollouts {
         Ok(id)
     }
 
-    /// The source's periodic read of the fleet's counts.
-    pub fn report(&mut self, now: Duration, fleet: &Summary, effects: &mut Vec<Effect>) {
+    /// The source's periodic read of the fleet's counts; the directives to broadcast.
+    pub fn report(&mut self, now: Duration, fleet: &Summary) -> Vec<Directive> {
         let wall = UNIX_AT_START + now;
         self.conductor
             .handle_reports(wall, fleet.nodes, &fleet.rollouts);
         if self.conductor.poll_timeout().is_some_and(|t| t <= wall) {
             self.conductor.handle_timeout(wall);
         }
+        let mut directives = Vec::new();
         while let Some(output) = self.conductor.poll_output() {
             match output {
                 ConductorOutput::Record(record) => self.records.push(record),
                 ConductorOutput::Broadcast(directive) => {
                     self.stats.directives += 1;
-                    effects.push(Effect::Broadcast(directive));
+                    directives.push(*directive);
                 }
             }
         }
+        directives
     }
-
-    /// Node `id` delivered a rollout directive.
-    pub fn directive(
-        &mut self,
-        id: NodeId,
-        now: Duration,
-        directive: Directive,
-        effects: &mut Vec<Effect>,
-    ) -> Option<Summary> {
-        let wall = UNIX_AT_START + now;
-        let agent = self.slot(id).agent.as_deref_mut()?;
-        if agent.handle_directive(wall.as_secs(), directive).is_err() {
-            self.stats.refused += 1;
-        }
-        Some(self.drain(id, now, effects))
-    }
-
-    /// A modelled command finished.
-    pub fn answer(
-        &mut self,
-        now: Duration,
-        job: Job,
-        effects: &mut Vec<Effect>,
-    ) -> Option<Summary> {
-        let bad = match &job.command {
-            Command::Check(root) => self.model.bad.contains(root),
-            _ => false,
-        };
-        let service = self.model.service.clone();
-        let slot = self.slot(job.node);
-        if slot.run != job.run {
-            return None;
-        }
-        let agent = slot.agent.as_deref_mut()?;
-        match job.command {
-            Command::Prepare(_) => agent.handle_prepared(now, &service, Ok(())),
-            Command::Switch(_) => agent.handle_switched(now, &service, Ok(())),
-            Command::Check(_) => {
-                let result = if bad {
-                    Err("health check failed".to_owned())
-                } else {
-                    Ok(())
-                };
-                agent.handle_check(now, &service, result);
-            }
-        }
-        Some(self.drain(job.node, now, effects))
-    }
-
-    /// Node `id`'s agent timer, if it is the one last asked for.
-    pub fn wake(
-        &mut self,
-        id: NodeId,
-        now: Duration,
-        effects: &mut Vec<Effect>,
-    ) -> Option<Summary> {
-        let slot = self.slot(id);
-        if slot.wake != Some(now) {
-            return None;
-        }
-        slot.wake = None;
-        slot.agent.as_deref_mut()?.handle_timeout(now);
-        Some(self.drain(id, now, effects))
-    }
-
-    /// Carries out the agent's outputs; its node's new own summary.
-    fn drain(&mut self, id: NodeId, now: Duration, effects: &mut Vec<Effect>) -> Summary {
-        let model_times = (self.model.prepare, self.model.switch, self.model.check);
-        let first_root = self.model.running.root;
-        let mut newly_activated = false;
-        let slot = self.slot(id);
-        let run = slot.run;
-        let Some(agent) = slot.agent.as_deref_mut() else {
-            return summary(None);
-        };
-        let mut persist = false;
-        let mut commands = 0;
-        while let Some(output) = agent.poll_output() {
-            match output {
-                AgentOutput::Persist => persist = true,
-                AgentOutput::Execute { command, .. } => {
-                    commands += 1;
-                    if let Command::Switch(release) = &command
-                        && release.root != first_root
-                        && !slot.activated
-                    {
-                        slot.activated = true;
-                        newly_activated = true;
-                    }
-                    let after = match command {
-                        Command::Prepare(_) => model_times.0,
-                        Command::Switch(_) => model_times.1,
-                        Command::Check(_) => model_times.2,
-                    };
-                    effects.push(Effect::Run {
-                        after,
-                        job: Job {
-                            node: id,
-                            run,
-                            command,
-                        },
-                    });
-                }
-            }
-        }
-        if persist {
-            slot.saved = Some(Box::new(agent.persisted()));
-        }
-        if let Some(at) = agent.poll_timeout().map(|t| t.max(now))
-            && slot.wake != Some(at)
-        {
-            slot.wake = Some(at);
-            effects.push(Effect::Wake { node: id, at });
-        }
-        let own = summary(slot.agent.as_deref());
-        self.stats.commands += commands;
-        self.stats.activated_nodes += u32::from(newly_activated);
-        own
-    }
-
-    /// The release node `id`'s service runs, if it is running.
-    pub fn running(&self, id: NodeId) -> Option<&Release> {
-        let agent = self.nodes.get(id as usize)?.agent.as_deref()?;
-        agent.service(&self.model.service)?.current()
-    }
-
-    /// Whether node `id`'s service is settled (not activating or going back).
-    pub fn is_steady(&self, id: NodeId) -> bool {
-        self.nodes
-            .get(id as usize)
-            .and_then(|n| n.agent.as_deref())
-            .and_then(|a| a.service(&self.model.service))
-            .is_some_and(|s| s.is_steady())
-    }
-}
-
-/// A node's own health summary with its agent's rollout reports.
-fn summary(agent: Option<&Agent>) -> Summary {
-    let mut summary = Summary::node(Status::Healthy, []);
-    if let Some(agent) = agent {
-        for report in agent.reports() {
-            summary.add_rollout(&report);
-        }
-    }
-    summary
 }

@@ -1,5 +1,6 @@
-//! The parts of a node's agent machine that are not a protocol of their own: how the data plane
-//! keeps its connections ([`peering`]) and which releases a node fetches ([`fetch`]).
+//! A node's agent machine ([`Machine`]) and the parts of it that are not a protocol of their
+//! own: how the data plane keeps its connections ([`peering`]) and which releases a node
+//! fetches ([`fetch`]).
 //!
 //! A node's decisions are made by sans-IO machines, each fed inputs and time by a driver that
 //! carries out their outputs:
@@ -15,4 +16,7 @@
 //! simulator drive the same decisions.
 
 pub mod fetch;
+pub mod machine;
 pub mod peering;
+
+pub use machine::Machine;

@@ -35,6 +35,7 @@ use bytes::Bytes;
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 use shoal_core::admission::{self, AdmissionRequest, AdmissionResponse, Certificate};
+pub use shoal_core::agent::machine::{SWARM_CANDIDATES, SWARM_OUTSIDE};
 use shoal_core::content::RootHash;
 use shoal_core::control::{self, Entry, Envelope, Message, Output, Place, Summary};
 use shoal_core::keys::SecretKey;
@@ -59,10 +60,6 @@ const OWN_SUMMARY_INTERVAL: Duration = Duration::from_millis(250);
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// File in the coordinator's data directory holding the last broadcast sequence number.
 const SEQUENCE_FILE: &str = "broadcast.seq";
-/// Swarm neighbours taken from membership for a new release.
-pub const SWARM_CANDIDATES: usize = 16;
-/// Of those, how many are chosen at random whatever their place (the rest are the closest).
-pub const SWARM_OUTSIDE: usize = SWARM_CANDIDATES / 4;
 
 /// How a mesh member runs.
 pub struct Config {

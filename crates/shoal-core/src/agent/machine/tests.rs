@@ -1,0 +1,131 @@
+use super::*;
+use crate::control::{Config, Entry, Envelope};
+use crate::labels::Labels;
+use crate::rollout::agent::Persisted;
+use bytes::Bytes;
+
+fn entry(peer: u32) -> Entry<u32> {
+    Entry {
+        peer,
+        place: Default::default(),
+    }
+}
+
+/// Node 1 with the source (0) and node 2 as neighbours, with a rollout agent if `agent`.
+fn machine(agent: bool) -> Machine<u32, u32> {
+    let mut control = control::Node::new(entry(1), vec![], Config::default(), 9, Duration::ZERO);
+    for peer in [0, 2] {
+        control.handle_message(
+            Duration::ZERO,
+            peer,
+            Message::NeighbourReply {
+                place: Default::default(),
+                accepted: true,
+            },
+        );
+    }
+    let agent = agent.then(|| {
+        Agent::new(
+            vec![1],
+            "node1".into(),
+            Labels::default(),
+            BTreeMap::new(),
+            Persisted::default(),
+        )
+    });
+    let mut m = Machine::new(control, agent, None, 1_800_000_000);
+    drain(&mut m);
+    m
+}
+
+fn drain(m: &mut Machine<u32, u32>) -> Vec<Output<u32, u32>> {
+    std::iter::from_fn(|| m.poll_output()).collect()
+}
+
+fn deliver(
+    m: &mut Machine<u32, u32>,
+    seq: u64,
+    directive: &Directive<u32>,
+) -> Vec<Output<u32, u32>> {
+    let envelope = Envelope::unsigned(seq, false, Bytes::from(directive.encode()));
+    let message = Message::Gossip {
+        envelope: Arc::new(envelope),
+    };
+    m.handle_message(Duration::from_secs(1), 0, message);
+    drain(m)
+}
+
+#[test]
+fn an_announcement_it_cannot_verify_is_refused_and_not_fetched() {
+    let mut m = machine(true);
+    let directive = Directive::Announce {
+        manifest: vec![1, 2, 3],
+        origin: 0,
+    };
+    let out = deliver(&mut m, 1, &directive);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::ManifestRefused(_))),
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::AddRelease { .. })));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Control(control::Output::Deliver { .. }))),
+        "the delivery is passed on for the driver's counters"
+    );
+}
+
+#[test]
+fn a_stored_release_shows_in_the_own_summary_and_brings_swarm_peers_until_complete() {
+    let mut m = machine(true);
+    let root = RootHash([7; 32]);
+    m.release_stored(root, false, Duration::ZERO);
+    let fetching = m.control().subtree();
+    let count = fetching
+        .releases
+        .iter()
+        .find(|r| r.root == root)
+        .expect("counted");
+    assert_eq!(count.complete, 0);
+    m.handle_timeout(fetch::REFRESH);
+    let out = drain(&mut m);
+    let peers: Vec<u32> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Connect(p) => Some(p.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        peers.len(),
+        2,
+        "both neighbours are swarm candidates: {out:?}"
+    );
+    m.release_stored(root, true, fetch::REFRESH);
+    let complete = m.control().subtree();
+    let count = complete.releases.iter().find(|r| r.root == root).unwrap();
+    assert_eq!(count.complete, 1);
+    m.handle_timeout(fetch::REFRESH * 3);
+    assert!(
+        !drain(&mut m)
+            .iter()
+            .any(|o| matches!(o, Output::Connect(_))),
+        "a complete node looked for swarm peers"
+    );
+}
+
+#[test]
+fn a_heartbeat_is_delivered_and_the_source_sets_no_own_summary() {
+    let mut m = machine(false);
+    let out = deliver(&mut m, 1, &Directive::Heartbeat { fleet: 1000 });
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Control(control::Output::Deliver { .. })))
+    );
+    m.release_stored(RootHash([3; 32]), true, Duration::ZERO);
+    assert!(
+        m.control().subtree().releases.is_empty(),
+        "a machine without an agent (the source) reported an own summary"
+    );
+}
