@@ -551,7 +551,7 @@ impl Node {
         };
         let (out, mut out_rx) = mpsc::channel::<PieceMessage>(CONTROL_QUEUE);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let outputs = {
+        let (verdict, outputs) = {
             let mut conns = lock(&self.inner.conns);
             let mut peering = lock(&self.inner.peering);
             if let Some(old) = conns.get(&peer).filter(|c| c.conn.close_reason().is_some()) {
@@ -561,24 +561,28 @@ impl Node {
             let verdict = peering.connected(peer, id, addr, dialed_by_me);
             *linked = true;
             let mut outputs: Vec<_> = std::iter::from_fn(|| peering.poll_output()).collect();
-            if verdict == Verdict::Duplicate {
-                conn.close(CLOSE_DUPLICATE.into(), b"duplicate connection");
-                return Ok(());
+            if verdict == Verdict::Keep {
+                let entry = ConnEntry {
+                    id,
+                    conn: conn.clone(),
+                    out: out.clone(),
+                    addr,
+                };
+                // The replaced connection is closed here: it is no longer in the table the
+                // `Close` output would find it in.
+                if let Some(old) = conns.insert(peer, entry) {
+                    old.conn
+                        .close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+                    outputs.retain(|o| *o != peering::Output::Close { peer, conn: old.id });
+                }
             }
-            let entry = ConnEntry {
-                id,
-                conn: conn.clone(),
-                out: out.clone(),
-                addr,
-            };
-            if let Some(old) = conns.insert(peer, entry) {
-                old.conn
-                    .close(CLOSE_DUPLICATE.into(), b"duplicate connection");
-                outputs.retain(|o| *o != peering::Output::Close { peer, conn: old.id });
-            }
-            outputs
+            (verdict, outputs)
         };
         self.carry_out(outputs);
+        if verdict == Verdict::Duplicate {
+            conn.close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+            return Ok(());
+        }
         // Hello, then Have for every release here.
         let _ = out.try_send(PieceMessage::Hello {
             labels: self.inner.config.labels.clone(),
