@@ -1,32 +1,33 @@
-//! The driver of a node's rollout [`Agent`]: feeds it directives, the store's releases,
-//! executor results and time; carries out its commands with the [`Executor`]; saves its state.
+//! A node's rollout agent, set up for the mesh task's agent machine: its saved state loaded,
+//! its supervised services running again, and a [`NodeHost`] that carries out what the machine
+//! decides (fetch into the store, connect the data plane, run the executor, save the state).
 //!
-//! One task, `select! { biased; shutdown, commands, results, crashes, timer, tick }`, each arm
-//! a call into the agent; everything it decides is in the agent.
+//! The agent itself runs inside the machine; [`AgentHandle`] is what the rest of the process
+//! sees of it.
 
 use crate::executor::{Event, Executor};
+use crate::host::NodeHost;
 use crate::services::Service;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use shoal_core::activation::{Command, ServiceState};
-use shoal_core::content::RootHash;
+use shoal_core::activation::ServiceState;
 use shoal_core::labels::Labels;
-use shoal_core::rollout::agent::{Agent, Output, Persisted, Refused};
-use shoal_core::rollout::{Directive, Release, RolloutReport};
-use std::collections::{BTreeMap, BTreeSet};
+use shoal_core::rollout::Release;
+use shoal_core::rollout::agent::{Agent, Persisted, Refused};
+use shoal_net::mesh::{self, Input, Inputs, Local};
+use shoal_net::node::Node;
+use shoal_store::Store;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 /// The agent's state file in the data directory.
 pub const STATE_FILE: &str = "agent.state";
 /// The largest state file read.
 const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
-/// Commands waiting for the task.
-const COMMAND_QUEUE: usize = 64;
-/// How often the store's releases are looked at and the shared status refreshed.
-const TICK: Duration = Duration::from_secs(1);
+/// Crash reports waiting to be forwarded to the machine.
+const CRASH_QUEUE: usize = 16;
 
 /// A service as `shoal status --node` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,50 +57,54 @@ pub struct AgentStatus {
     pub refused_directives: Refused,
     /// Whether the node is drained.
     pub drained: bool,
-    /// The node's own rollout reports (for the health summary).
-    #[serde(skip)]
-    pub reports: Vec<RolloutReport>,
 }
 
-enum Request {
-    Directive(Box<Directive>),
-    Drain {
-        drained: bool,
-        reply: oneshot::Sender<()>,
-    },
+impl AgentStatus {
+    /// What `agent` shows.
+    pub fn of(agent: &Agent) -> Self {
+        let services = agent
+            .services()
+            .map(|(name, s)| ServiceStatus {
+                name: name.to_owned(),
+                version: s.current().map(|r| r.version.clone()).unwrap_or_default(),
+                root: s.current().map(|r| r.root.to_hex()).unwrap_or_default(),
+                state: match (s.state(), s.is_steady()) {
+                    (ServiceState::Healthy | ServiceState::Failed, false) => "activating",
+                    (state, _) => state.as_str(),
+                }
+                .to_owned(),
+                target: s.target().map(|r| r.version.clone()),
+                previous: s.previous().map(|r| r.version.clone()),
+                reason: s.failure().map(str::to_owned),
+            })
+            .collect();
+        AgentStatus {
+            services,
+            refused_directives: agent.refused(),
+            drained: agent.is_drained(),
+        }
+    }
 }
 
-/// A handle on the running agent task. Cheap to clone.
+/// What the rest of the process sees of the agent. Cheap to clone.
 #[derive(Clone)]
 pub struct AgentHandle {
-    requests: mpsc::Sender<Request>,
+    inputs: Inputs,
     status: Arc<Mutex<AgentStatus>>,
 }
 
 impl AgentHandle {
-    /// Hands a rollout directive (its envelope verified) to the agent.
-    pub fn directive(&self, directive: Directive) {
-        if self
-            .requests
-            .try_send(Request::Directive(Box::new(directive)))
-            .is_err()
-        {
-            tracing::error!("rollout agent queue full: directive dropped");
-        }
-    }
-
     /// Drains (`true`) or undrains the node.
     ///
     /// # Errors
     ///
-    /// If the agent task has stopped.
+    /// If the mesh task has stopped.
     pub async fn set_drained(&self, drained: bool) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Drain { drained, reply })
-            .await
-            .context("the rollout agent stopped")?;
-        answer.await.context("the rollout agent stopped")
+        if !self.inputs.send(Input::Drain { drained, reply }) {
+            bail!("the node's mesh task stopped");
+        }
+        answer.await.context("the node's mesh task stopped")
     }
 
     /// The latest status.
@@ -107,15 +112,6 @@ impl AgentHandle {
         self.status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The node's own rollout reports.
-    pub fn reports(&self) -> Vec<RolloutReport> {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reports
             .clone()
     }
 }
@@ -134,43 +130,78 @@ pub struct Config {
     pub services: BTreeMap<String, Service>,
 }
 
-/// Loads the agent's saved state and starts its task. `releases` lists the store's releases
-/// (root, complete).
+/// The node's agent, ready for [`mesh::start`].
+pub struct Prepared {
+    /// The agent, its host and the host's answers.
+    pub local: Local,
+    /// What the rest of the process sees of the agent.
+    pub handle: AgentHandle,
+    /// The executor, to stop supervised services when the node stops.
+    pub executor: Executor,
+}
+
+/// Loads the agent's saved state, starts the services it was running again, and puts the
+/// store's releases in `node`'s data plane; the machine hears of each release through the
+/// returned inputs.
 ///
 /// # Errors
 ///
 /// If the state file exists but cannot be read or decoded (it is left as it is).
-pub fn start(
-    config: Config,
-    releases: Box<dyn Fn() -> Vec<(RootHash, bool)> + Send>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<AgentHandle> {
+pub async fn prepare(config: Config, store: Store, node: Node) -> Result<Prepared> {
     let state_path = config.data_dir.join(STATE_FILE);
     let saved = load_state(&state_path)?;
-    let epoch = Instant::now();
     let policies = config
         .services
         .iter()
         .map(|(n, s)| (n.clone(), s.policy))
         .collect();
     let agent = Agent::new(config.node_id, config.name, config.labels, policies, saved);
-    let (crash_tx, crashes) = mpsc::channel(16);
+    let (inputs, input_rx) = mesh::inputs();
+    let (crash_tx, crashes) = mpsc::channel(CRASH_QUEUE);
+    tokio::spawn(forward_crashes(crashes, inputs.clone()));
     let executor = Executor::new(&config.data_dir, config.services, crash_tx);
-    let (requests, request_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (result_tx, results) = mpsc::channel(COMMAND_QUEUE);
-    let status = Arc::new(Mutex::new(AgentStatus::default()));
-    let task = Task {
-        agent,
-        executor,
-        epoch,
+    resume_services(&agent, &executor).await;
+    let status = Arc::new(Mutex::new(AgentStatus::of(&agent)));
+    let host = NodeHost::new(
+        store,
+        node,
+        executor.clone(),
         state_path,
-        releases,
-        complete: BTreeSet::new(),
-        status: status.clone(),
-        results: result_tx,
-    };
-    tokio::spawn(task.run(request_rx, results, crashes, shutdown));
-    Ok(AgentHandle { requests, status })
+        status.clone(),
+        inputs.clone(),
+    );
+    Ok(Prepared {
+        local: Local {
+            agent: Some(agent),
+            host: Box::new(host),
+            inputs: input_rx,
+        },
+        handle: AgentHandle { inputs, status },
+        executor,
+    })
+}
+
+/// After a restart: supervised services run their current release again.
+async fn resume_services(agent: &Agent, executor: &Executor) {
+    let running: Vec<(String, Release)> = agent
+        .services()
+        .filter(|(_, s)| s.is_steady())
+        .filter_map(|(n, s)| s.current().map(|r| (n.to_owned(), r.clone())))
+        .collect();
+    for (name, release) in running {
+        if let Err(e) = executor.resume(&name, &release).await {
+            tracing::warn!(service = %name, "cannot start {} again: {e:#}", release.version);
+        }
+    }
+}
+
+/// Hands the executor's crash reports to the machine.
+async fn forward_crashes(mut crashes: mpsc::Receiver<Event>, inputs: Inputs) {
+    while let Some(Event::Crashed { service, reason }) = crashes.recv().await {
+        if !inputs.send(Input::Crashed { service, reason }) {
+            return;
+        }
+    }
 }
 
 fn load_state(path: &Path) -> Result<Persisted> {
@@ -189,202 +220,4 @@ fn load_state(path: &Path) -> Result<Persisted> {
             path.display()
         )
     })
-}
-
-/// A command's answer.
-struct Answer {
-    service: String,
-    kind: Kind,
-    result: Result<(), String>,
-}
-
-enum Kind {
-    Prepared,
-    Switched,
-    Checked,
-}
-
-struct Task {
-    agent: Agent,
-    executor: Executor,
-    epoch: Instant,
-    state_path: PathBuf,
-    releases: Box<dyn Fn() -> Vec<(RootHash, bool)> + Send>,
-    complete: BTreeSet<RootHash>,
-    status: Arc<Mutex<AgentStatus>>,
-    results: mpsc::Sender<Answer>,
-}
-
-impl Task {
-    async fn run(
-        mut self,
-        mut requests: mpsc::Receiver<Request>,
-        mut results: mpsc::Receiver<Answer>,
-        mut crashes: mpsc::Receiver<Event>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        self.resume_services().await;
-        self.sync_releases();
-        self.drain();
-        let mut tick = tokio::time::interval(TICK);
-        loop {
-            let wake = self
-                .agent
-                .poll_timeout()
-                .map(|t| self.epoch + t)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|s| *s) => break,
-                Some(request) = requests.recv() => match request {
-                    Request::Directive(d) => {
-                        // A directive may follow its release's announcement closely: look at
-                        // the store first so the manifest counts as verified.
-                        self.sync_releases();
-                        if let Err(refusal) = self.agent.handle_directive(unix_now(), *d) {
-                            tracing::warn!("rollout directive refused: {refusal}");
-                        }
-                    }
-                    Request::Drain { drained, reply } => {
-                        self.agent.set_drained(drained);
-                        let _ = reply.send(());
-                    }
-                },
-                Some(answer) = results.recv() => {
-                    let now = self.now();
-                    let Answer { service, kind, result } = answer;
-                    match kind {
-                        Kind::Prepared => self.agent.handle_prepared(now, &service, result),
-                        Kind::Switched => self.agent.handle_switched(now, &service, result),
-                        Kind::Checked => self.agent.handle_check(now, &service, result),
-                    }
-                }
-                Some(Event::Crashed { service, reason }) = crashes.recv() => {
-                    tracing::warn!(%service, "{reason}");
-                    self.agent.handle_crashed(&service, reason);
-                }
-                () = tokio::time::sleep_until(wake.into()) => {
-                    let now = self.now();
-                    self.agent.handle_timeout(now);
-                }
-                _ = tick.tick() => self.sync_releases(),
-            }
-            self.drain();
-        }
-        self.executor.shutdown().await;
-    }
-
-    fn now(&self) -> Duration {
-        self.epoch.elapsed()
-    }
-
-    /// After a restart: supervised services run their current release again.
-    async fn resume_services(&mut self) {
-        let running: Vec<(String, Release)> = self
-            .agent
-            .services()
-            .filter(|(_, s)| s.is_steady())
-            .filter_map(|(n, s)| s.current().map(|r| (n.to_owned(), r.clone())))
-            .collect();
-        for (name, release) in running {
-            if let Err(e) = self.executor.resume(&name, &release).await {
-                tracing::warn!(service = %name, "cannot start {} again: {e:#}", release.version);
-            }
-        }
-    }
-
-    fn sync_releases(&mut self) {
-        for (root, complete) in (self.releases)() {
-            self.agent.handle_manifest(root);
-            if complete && self.complete.insert(root) {
-                self.agent.handle_complete(root);
-            }
-        }
-    }
-
-    fn drain(&mut self) {
-        let mut persist = false;
-        while let Some(output) = self.agent.poll_output() {
-            match output {
-                Output::Persist => persist = true,
-                Output::Execute { service, command } => self.execute(service, command),
-            }
-        }
-        if persist {
-            let bytes = postcard::to_stdvec(&self.agent.persisted()).unwrap_or_default();
-            if let Err(e) = shoal_store::fsutil::write_atomic(&self.state_path, &bytes, 0o600) {
-                tracing::error!("cannot save {}: {e}", self.state_path.display());
-            }
-        }
-        self.publish_status();
-    }
-
-    fn execute(&self, service: String, command: Command) {
-        let executor = self.executor.clone();
-        let results = self.results.clone();
-        let check_release = match &command {
-            Command::Check(root) => self.agent.service(&service).and_then(|s| {
-                s.target()
-                    .into_iter()
-                    .chain(s.current())
-                    .find(|r| r.root == *root)
-                    .cloned()
-            }),
-            _ => None,
-        };
-        tokio::spawn(async move {
-            let (kind, result) = match command {
-                Command::Prepare(r) => (Kind::Prepared, executor.prepare(&service, &r).await),
-                Command::Switch(r) => (Kind::Switched, executor.switch(&service, &r).await),
-                Command::Check(root) => {
-                    let result = match check_release {
-                        Some(r) => executor.check(&service, &r).await,
-                        None => Err(anyhow::anyhow!("no release {root} to check")),
-                    };
-                    (Kind::Checked, result)
-                }
-            };
-            let result = result.map_err(|e| format!("{e:#}"));
-            let _ = results
-                .send(Answer {
-                    service,
-                    kind,
-                    result,
-                })
-                .await;
-        });
-    }
-
-    fn publish_status(&self) {
-        let services = self
-            .agent
-            .services()
-            .map(|(name, s)| ServiceStatus {
-                name: name.to_owned(),
-                version: s.current().map(|r| r.version.clone()).unwrap_or_default(),
-                root: s.current().map(|r| r.root.to_hex()).unwrap_or_default(),
-                state: match (s.state(), s.is_steady()) {
-                    (ServiceState::Healthy | ServiceState::Failed, false) => "activating",
-                    (state, _) => state.as_str(),
-                }
-                .to_owned(),
-                target: s.target().map(|r| r.version.clone()),
-                previous: s.previous().map(|r| r.version.clone()),
-                reason: s.failure().map(str::to_owned),
-            })
-            .collect();
-        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        *status = AgentStatus {
-            services,
-            refused_directives: self.agent.refused(),
-            drained: self.agent.is_drained(),
-            reports: self.agent.reports(),
-        };
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -1,7 +1,8 @@
 //! Shoal's process runtime: everything a `shoal node` or `shoal coordinator` process does
 //! besides moving bytes, as thin drivers of the core's state machines.
 //!
-//! - [`agent`]: drives a node's rollout agent ([`shoal_core::rollout::Agent`]).
+//! - [`agent`]: sets up a node's rollout agent ([`shoal_core::rollout::Agent`]) for the mesh
+//!   task's agent machine; [`host`] carries out what that machine decides.
 //! - [`executor`] and [`supervisor`]: carry out activation commands: stage, switch, restart,
 //!   health-check; keep supervised services running.
 //! - [`services`]: the node's services file.
@@ -16,6 +17,7 @@ pub mod agent;
 pub mod conductor;
 pub mod db;
 pub mod executor;
+pub mod host;
 pub mod origin;
 pub mod routes;
 pub mod services;

@@ -318,14 +318,6 @@ impl Node {
         Some(status)
     }
 
-    /// Every release here, with whether it is complete: this node's part of the fleet's health.
-    pub fn release_summary(&self) -> Vec<(RootHash, bool)> {
-        lock(&self.inner.releases)
-            .iter()
-            .map(|(root, e)| (*root, *e.complete.borrow()))
-            .collect()
-    }
-
     /// Connects to a swarm peer found through membership (a few attempts, in the background).
     pub fn connect(&self, addr: SocketAddr) {
         self.peering(|p, _| p.connect(addr));

@@ -80,6 +80,8 @@ pub struct Machine<P: Peer, O> {
     releases: BTreeMap<RootHash, bool>,
     /// The verified manifest of the announcement being handled.
     announced: Option<(Box<VerifiedManifest>, O)>,
+    /// Whether the agent may have changed since [`Machine::take_agent_changed`].
+    agent_changed: bool,
     out: VecDeque<Output<P, O>>,
 }
 
@@ -102,6 +104,7 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone> Machine<P, O> {
             now: Duration::ZERO,
             releases: BTreeMap::new(),
             announced: None,
+            agent_changed: false,
             out: VecDeque::new(),
         };
         machine.after_agent();
@@ -122,6 +125,12 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone> Machine<P, O> {
     /// The rollout agent, if this node runs one.
     pub fn agent(&self) -> Option<&Agent> {
         self.agent.as_ref()
+    }
+
+    /// Whether the rollout agent may have changed since the last call: the driver refreshes
+    /// what it shows of the agent (its services, its refusals) only then.
+    pub fn take_agent_changed(&mut self) -> bool {
+        std::mem::take(&mut self.agent_changed)
     }
 
     /// A message from `from`, its envelopes already verified.
@@ -314,6 +323,7 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone> Machine<P, O> {
         let Some(agent) = &mut self.agent else {
             return;
         };
+        self.agent_changed = true;
         while let Some(output) = agent.poll_output() {
             self.out.push_back(match output {
                 rollout_agent::Output::Execute { service, command } => {

@@ -402,6 +402,11 @@ impl<P: Peer> Node<P> {
         }
     }
 
+    /// The fleet's size as the latest heartbeat said (0 before one).
+    pub fn fleet_size(&self) -> u32 {
+        self.fleet_size
+    }
+
     /// The fleet's size, as the source counts it (its heartbeats say). Stretches the interval
     /// between seed probes so the seeds of a large fleet are not flooded.
     pub fn set_fleet_size(&mut self, nodes: u32) {

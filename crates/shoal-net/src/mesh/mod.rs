@@ -1,12 +1,13 @@
-//! The control-plane driver: one task that runs the sans-IO [`control::Node`] over the libp2p
-//! [`overlay`](crate::overlay).
+//! The process's driver: one task that runs the sans-IO agent [`Machine`] (the control node,
+//! the fetch policy and the rollout agent) over the libp2p [`overlay`](crate::overlay), and
+//! hands what the machine decides beyond the control plane to a [`Host`].
 //!
-//! Every frame from a peer is a postcard-encoded [`Message`]; its sender is known from the
-//! connection and its hello (whose admission certificate the overlay has already checked with
-//! [`hello_check`]). Envelopes inside a message are verified against the trust document before
-//! the core sees them; a peer that sends a forged one is counted and disconnected. The task's
-//! loop is `select! { biased; shutdown, commands, overlay events, the core's timer }`, and every
-//! arm calls straight into the core, then carries out its outputs.
+//! Every frame from a peer is a postcard-encoded [`Message`](shoal_core::control::Message);
+//! its sender is known from the connection and its hello (whose admission certificate the
+//! overlay has already checked with [`hello_check`]). Envelopes inside a message are verified
+//! against the trust document before the machine sees them; a peer that sends a forged one is
+//! counted and disconnected. Announced manifests and rollout directives are checked by the
+//! machine itself.
 //!
 //! A `--listen IP:PORT` address names a whole process: UDP PORT for the data plane, UDP PORT+1
 //! for this control plane, TCP PORT for the HTTP API. Seeds are given by that address; their
@@ -18,29 +19,32 @@
 
 mod contact;
 mod directive;
+mod host;
 mod known;
 mod status;
+mod task;
 
 pub use contact::{Contact, control_addr};
 pub use directive::{Directive, Hello};
+pub use host::{Host, Input, InputReceiver, Inputs, Local, NoHost, inputs};
 use known::{KnownPeers, MAX_KNOWN_PEERS};
 pub use status::{
     FleetRelease, FleetStates, FleetStatus, MemberEntry, MemberStatus, MembersStatus,
 };
+use task::Task;
 
 use crate::identity::Identity;
-use crate::overlay::{self, Event, Overlay};
+use crate::overlay::{self, Overlay};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 use shoal_core::admission::{self, AdmissionRequest, AdmissionResponse, Certificate};
+use shoal_core::agent::machine::Machine;
 pub use shoal_core::agent::machine::{SWARM_CANDIDATES, SWARM_OUTSIDE};
-use shoal_core::content::RootHash;
-use shoal_core::control::{self, Entry, Envelope, Message, Output, Place, Summary};
+use shoal_core::control::{self, Entry, Place, Summary};
 use shoal_core::keys::SecretKey;
 use shoal_core::labels::Labels;
-use shoal_core::manifest::{SignedManifest, VerifiedManifest};
 use shoal_core::trust::Trust;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,11 +55,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Commands waiting for the mesh task.
 const COMMAND_QUEUE: usize = 64;
-/// Verified announcements waiting for the daemon to prefetch them.
-const ANNOUNCEMENT_QUEUE: usize = 64;
-/// How often the node's own health summary is refreshed from the data plane and the rollout
-/// agent (local reads only; what reaches the parent still goes at the health interval).
-const OWN_SUMMARY_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a seed's identity request may take.
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// File in the coordinator's data directory holding the last broadcast sequence number.
@@ -78,24 +77,6 @@ pub struct Config {
     pub source_key: Option<SecretKey>,
     /// Where the coordinator keeps its sequence number.
     pub data_dir: PathBuf,
-}
-
-/// What a broadcast delivered for the daemon, verified.
-#[derive(Debug)]
-pub enum Delivered {
-    /// A release to prefetch.
-    Release(Box<Announcement>),
-    /// A rollout directive, for the node's rollout agent.
-    Rollout(Box<shoal_core::rollout::Directive>),
-}
-
-/// A release announcement that arrived, verified, for the daemon to prefetch.
-#[derive(Debug)]
-pub struct Announcement {
-    /// The verified manifest.
-    pub manifest: VerifiedManifest,
-    /// The origin serving it.
-    pub origin: Contact,
 }
 
 /// A request on the admission protocol.
@@ -122,7 +103,6 @@ pub enum MeshResponse {
 enum Command {
     Members(oneshot::Sender<MembersStatus>),
     Fleet(oneshot::Sender<FleetStatus>),
-    Candidates(oneshot::Sender<Vec<SocketAddr>>),
     Subtree(oneshot::Sender<Summary>),
     Rollout {
         directive: Box<shoal_core::rollout::Directive>,
@@ -195,10 +175,8 @@ fn hello_check(
     })
 }
 
-/// Starts the mesh task on the current runtime. Returns its handle and the receiver of verified
-/// release announcements.
-///
-/// `own_summary` is called once a second for this node's health (the data plane's releases).
+/// Starts the mesh task on the current runtime, with `local`'s rollout agent in its machine
+/// and `local`'s host carrying out what the machine decides. Returns its handle.
 ///
 /// # Errors
 ///
@@ -206,9 +184,9 @@ fn hello_check(
 pub async fn start(
     identity: &Identity,
     config: Config,
-    own_summary: Box<dyn Fn() -> Summary + Send>,
+    local: Local,
     shutdown: watch::Receiver<bool>,
-) -> Result<(Mesh, mpsc::Receiver<Delivered>)> {
+) -> Result<Mesh> {
     if config.listen.ip().is_unspecified() {
         bail!(
             "--listen {} is not an address peers can reach: give this machine's own IP",
@@ -237,6 +215,7 @@ pub async fn start(
         addr: config.listen,
     };
     let epoch = Instant::now();
+    let unix_at_epoch = unix_now();
     let entry = Entry {
         peer: me,
         place: Place::from_labels(config.certificate.labels()),
@@ -252,8 +231,8 @@ pub async fn start(
     if config.source_key.is_some() {
         node.resume_after(read_sequence(&config.data_dir));
     }
+    let machine = Machine::new(node, local.agent, Some(config.trust.clone()), unix_at_epoch);
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (announcements, announcement_rx) = mpsc::channel(ANNOUNCEMENT_QUEUE);
     for seed in config.seeds.iter().copied() {
         tokio::spawn(find_seed(
             overlay.clone(),
@@ -263,25 +242,20 @@ pub async fn start(
         ));
     }
     let task = Task {
-        node,
+        machine,
+        host: local.host,
         overlay: overlay.clone(),
         known,
         counters,
         config,
         epoch,
-        own_summary,
-        next_own_summary: Instant::now(),
-        announcements,
     };
-    tokio::spawn(task.run(command_rx, events, shutdown));
-    Ok((
-        Mesh {
-            commands,
-            overlay,
-            me,
-        },
-        announcement_rx,
-    ))
+    tokio::spawn(task.run(command_rx, local.inputs, events, shutdown));
+    Ok(Mesh {
+        commands,
+        overlay,
+        me,
+    })
 }
 
 /// Learns a seed's peer id by asking it, retrying with back-off until it answers.
@@ -339,16 +313,6 @@ impl Mesh {
     /// If the mesh task has stopped.
     pub async fn fleet(&self) -> Result<FleetStatus> {
         self.ask(Command::Fleet).await
-    }
-
-    /// Data-plane addresses of up to [`SWARM_CANDIDATES`] members to swarm with, from the
-    /// views and the locality cache: the closest, and [`SWARM_OUTSIDE`] of them from anywhere.
-    ///
-    /// # Errors
-    ///
-    /// If the mesh task has stopped.
-    pub async fn swarm_candidates(&self) -> Result<Vec<SocketAddr>> {
-        self.ask(Command::Candidates).await
     }
 
     /// Coordinator only: signs and broadcasts an announcement of `manifest` (its encoded,
@@ -497,353 +461,4 @@ fn write_sequence(data_dir: &std::path::Path, seq: u64) {
             path.display()
         );
     }
-}
-
-struct Task {
-    node: control::Node<Contact>,
-    overlay: Overlay,
-    known: Arc<Mutex<KnownPeers>>,
-    counters: Arc<Counters>,
-    config: Config,
-    epoch: Instant,
-    own_summary: Box<dyn Fn() -> Summary + Send>,
-    next_own_summary: Instant,
-    announcements: mpsc::Sender<Delivered>,
-}
-
-impl Task {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut events: mpsc::Receiver<Event>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        loop {
-            let deadline = self.epoch + self.node.poll_timeout();
-            tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|s| *s) => break,
-                Some(command) = commands.recv() => self.handle_command(command),
-                Some(event) = events.recv() => self.handle_event(event),
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    if Instant::now() >= self.next_own_summary {
-                        self.next_own_summary = Instant::now() + OWN_SUMMARY_INTERVAL;
-                        self.node.set_own_summary((self.own_summary)());
-                    }
-                    let now = self.now();
-                    self.node.handle_timeout(now);
-                }
-            }
-            self.drain();
-        }
-        self.overlay.shutdown().await;
-    }
-
-    fn now(&self) -> Duration {
-        self.epoch.elapsed()
-    }
-
-    /// The contact of `peer`: from its hello, else from the core's own views; `None` if its
-    /// address is known to neither (then it is not named to the core at all).
-    fn contact(&self, peer: PeerId) -> Option<Contact> {
-        let known = self
-            .known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&peer);
-        known.or_else(|| {
-            let probe = Contact {
-                peer_id: peer,
-                addr: self.config.listen,
-            };
-            let active = self.node.active().iter().map(|n| &n.entry);
-            active
-                .chain(self.node.passive())
-                .chain(self.node.locality())
-                .find(|e| e.peer == probe)
-                .map(|e| e.peer)
-        })
-    }
-
-    fn handle_event(&mut self, event: Event) {
-        let now = self.now();
-        match event {
-            Event::Frame { peer, frame } => {
-                let Some(from) = self.contact(peer) else {
-                    self.counters.unnamed_frames.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "frame from a peer whose address is not known: dropped");
-                    return;
-                };
-                let Ok(message) = postcard::from_bytes::<Message<Contact>>(&frame) else {
-                    self.counters
-                        .malformed_frames
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, "malformed control frame: disconnecting");
-                    self.overlay.disconnect(peer);
-                    return;
-                };
-                let forged = message
-                    .envelopes()
-                    .iter()
-                    .any(|e| !e.verify(&self.config.trust));
-                if forged {
-                    self.counters
-                        .refused_envelopes
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, "envelope not signed by a coordinator key: disconnecting");
-                    self.overlay.disconnect(peer);
-                    self.node.handle_disconnected(now, from);
-                    return;
-                }
-                self.node.handle_message(now, from, message);
-            }
-            Event::Request { peer, body, reply } => {
-                let answer = self.answer(peer, &body);
-                let _ = reply.send(Bytes::from(
-                    postcard::to_stdvec(&answer).unwrap_or_default(),
-                ));
-            }
-            Event::Disconnected { peer } => {
-                if let Some(contact) = self.contact(peer) {
-                    self.node.handle_disconnected(now, contact);
-                }
-            }
-        }
-    }
-
-    fn answer(&self, peer: PeerId, body: &[u8]) -> MeshResponse {
-        match postcard::from_bytes::<MeshRequest>(body) {
-            Ok(MeshRequest::Identify) => MeshResponse::Identity {
-                addr: self.config.listen,
-            },
-            Ok(MeshRequest::Admission(request)) => {
-                let response = match &self.config.source_key {
-                    Some(key) => admission::respond(
-                        key,
-                        &self.config.trust,
-                        &request,
-                        &peer.to_bytes(),
-                        unix_now(),
-                        admission::DEFAULT_CERTIFICATE_TTL_SECS,
-                    ),
-                    None => AdmissionResponse::Refused {
-                        reason:
-                            "this process is not a coordinator: redeem tokens at the coordinator"
-                                .into(),
-                    },
-                };
-                if let AdmissionResponse::Refused { reason } = &response {
-                    self.counters.refused_peers.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, "admission refused: {reason}");
-                }
-                MeshResponse::Admission(response)
-            }
-            Err(_) => MeshResponse::Admission(AdmissionResponse::Refused {
-                reason: "malformed request".into(),
-            }),
-        }
-    }
-
-    fn handle_command(&mut self, command: Command) {
-        match command {
-            Command::Members(reply) => {
-                let _ = reply.send(self.members());
-            }
-            Command::Fleet(reply) => {
-                let _ = reply.send(FleetStatus::from_summary(
-                    &self.node.subtree(),
-                    self.node.latest(),
-                ));
-            }
-            Command::Candidates(reply) => {
-                let _ = reply.send(self.candidates());
-            }
-            Command::Subtree(reply) => {
-                let _ = reply.send(self.node.subtree());
-            }
-            Command::Rollout { directive, reply } => {
-                let _ = reply.send(self.broadcast(&Directive::Rollout(directive), true));
-            }
-            Command::Announce {
-                manifest,
-                origin,
-                reply,
-            } => {
-                let directive = Directive::Announce { manifest, origin };
-                let _ = reply.send(self.broadcast(&directive, true));
-            }
-            Command::SeedFound(contact) => {
-                tracing::info!(peer = %contact.peer_id, addr = %contact.addr, "seed found");
-                self.known
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remember(contact.peer_id, contact.addr);
-                self.node.add_seed(contact);
-            }
-        }
-    }
-
-    fn broadcast(&mut self, directive: &Directive, keep: bool) -> Result<u64> {
-        let Some(key) = &self.config.source_key else {
-            bail!("only the coordinator broadcasts");
-        };
-        let seq = self.node.next_seq();
-        let envelope = Envelope::sign(key, seq, keep, Bytes::from(directive.encode()));
-        write_sequence(&self.config.data_dir, seq);
-        let now = self.now();
-        self.node.broadcast(now, envelope);
-        Ok(seq)
-    }
-
-    fn drain(&mut self) {
-        while let Some(output) = self.node.poll_output() {
-            match output {
-                Output::Send { to, message } => {
-                    let frame = match postcard::to_stdvec(&message) {
-                        Ok(frame) => Bytes::from(frame),
-                        Err(e) => {
-                            tracing::error!("cannot encode a {} message: {e}", message.kind());
-                            continue;
-                        }
-                    };
-                    if let Err(e) = self.overlay.send(to.peer_id, to.control_addr(), frame) {
-                        self.counters.dropped_sends.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(peer = %to.peer_id, "{} not sent: {e}", message.kind());
-                    }
-                }
-                Output::Disconnect { peer } => self.overlay.disconnect(peer.peer_id),
-                Output::Deliver { envelope } => self.deliver(&envelope),
-                Output::HeartbeatDue => {
-                    let fleet = self.node.subtree().nodes;
-                    if let Err(e) = self.broadcast(&Directive::Heartbeat { fleet }, false) {
-                        tracing::error!("heartbeat: {e:#}");
-                    }
-                }
-                Output::NeighbourUp { entry } => {
-                    tracing::debug!(peer = %entry.peer.peer_id, "neighbour up");
-                }
-                Output::NeighbourDown { peer } => {
-                    tracing::debug!(peer = %peer.peer_id, "neighbour down");
-                }
-            }
-        }
-    }
-
-    fn deliver(&mut self, envelope: &Envelope) {
-        let Some(directive) = Directive::decode(&envelope.body) else {
-            tracing::warn!(
-                seq = envelope.seq,
-                "broadcast with an unknown directive: ignored"
-            );
-            return;
-        };
-        match directive {
-            Directive::Heartbeat { fleet } => self.node.set_fleet_size(fleet),
-            Directive::Rollout(rollout) => {
-                tracing::info!(
-                    rollout = rollout.spec.rollout,
-                    seq = envelope.seq,
-                    "rollout directive {}",
-                    rollout.seq
-                );
-                if self
-                    .announcements
-                    .try_send(Delivered::Rollout(rollout))
-                    .is_err()
-                {
-                    tracing::error!("delivery queue full: rollout directive dropped");
-                }
-            }
-            Directive::Announce { manifest, origin } => {
-                let verified =
-                    SignedManifest::decode(&manifest).and_then(|m| m.verify(&self.config.trust));
-                match verified {
-                    Ok(manifest) => {
-                        tracing::info!(root = %manifest.root(), seq = envelope.seq, "release announced");
-                        let announcement = Announcement { manifest, origin };
-                        if self
-                            .announcements
-                            .try_send(Delivered::Release(Box::new(announcement)))
-                            .is_err()
-                        {
-                            tracing::error!("announcement queue full: release dropped");
-                        }
-                    }
-                    Err(e) => {
-                        self.counters
-                            .refused_envelopes
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(seq = envelope.seq, "announced manifest refused: {e}");
-                    }
-                }
-            }
-        }
-    }
-
-    fn candidates(&mut self) -> Vec<SocketAddr> {
-        self.node
-            .swarm_candidates(SWARM_CANDIDATES, SWARM_OUTSIDE)
-            .into_iter()
-            .map(|e| e.peer.addr)
-            .collect()
-    }
-
-    fn members(&self) -> MembersStatus {
-        let stats = self.overlay.stats();
-        let core = self.node.stats();
-        MembersStatus {
-            peer_id: self.node.me().peer.peer_id.to_string(),
-            addr: self.config.listen,
-            labels: self.config.certificate.labels().clone(),
-            active: self
-                .node
-                .active()
-                .iter()
-                .map(|n| MemberStatus {
-                    peer_id: n.entry.peer.peer_id.to_string(),
-                    addr: n.entry.peer.addr,
-                    rtt_ms: n.rtt.map(|d| d.as_secs_f64() * 1e3),
-                    suspect: n.is_suspect(),
-                    eager: n.eager,
-                    reported_nodes: n.reported_nodes(),
-                })
-                .collect(),
-            passive: entries(self.node.passive()),
-            locality: entries(self.node.locality()),
-            parent: self.node.parent().map(|p| p.peer_id.to_string()),
-            latest_seq: self.node.latest(),
-            slowness_factor: self.node.slowness_factor(),
-            refused_peers: self.counters.refused_peers.load(Ordering::Relaxed),
-            refused_envelopes: self.counters.refused_envelopes.load(Ordering::Relaxed),
-            malformed_frames: self.counters.malformed_frames.load(Ordering::Relaxed)
-                + stats.malformed_frames
-                + stats.oversize_frames,
-            dropped_sends: self.counters.dropped_sends.load(Ordering::Relaxed),
-            unnamed_frames: self.counters.unnamed_frames.load(Ordering::Relaxed),
-            declared_dead: core.declared_dead,
-            joins_sent: core.joins_sent,
-            delivered: core.delivered,
-            duplicates: core.duplicates,
-            frames_sent: stats.frames_sent,
-            bytes_sent: stats.bytes_sent,
-            frames_received: stats.frames_received,
-            bytes_received: stats.bytes_received,
-            connections: stats.connections,
-        }
-    }
-}
-
-fn entries(entries: &[Entry<Contact>]) -> Vec<MemberEntry> {
-    entries
-        .iter()
-        .map(|e| MemberEntry {
-            peer_id: e.peer.peer_id.to_string(),
-            addr: e.peer.addr,
-        })
-        .collect()
-}
-
-/// A node's own summary: healthy, holding `releases` (root, complete).
-pub fn own_summary(releases: Vec<(RootHash, bool)>) -> Summary {
-    Summary::node(control::Status::Healthy, releases)
 }

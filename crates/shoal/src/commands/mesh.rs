@@ -9,9 +9,7 @@ use crate::failure::{Code, Failure, Outcome, WithCode};
 use crate::{http, keyfile};
 use clap::{Args, Subcommand};
 use shoal_core::admission::{self, Certificate, Token};
-use shoal_core::agent::fetch::{self, Fetch};
-use shoal_core::content::RootHash;
-use shoal_core::control::{self, Summary};
+use shoal_core::control;
 use shoal_core::keys::{Role, SecretKey};
 use shoal_core::labels::Labels;
 use shoal_core::trust::Trust;
@@ -21,14 +19,13 @@ use shoal_daemon::origin::serve_published;
 use shoal_daemon::routes::PublishAnswer;
 use shoal_net::api;
 use shoal_net::coordinator::{AnnounceRequest, Coordinator, TokenAnswer, TokenRequest};
-use shoal_net::mesh::{self, Announcement, Delivered, FleetStatus, MembersStatus, Mesh, unix_now};
-use shoal_net::node::{AdmissionCheck, Node};
+use shoal_net::mesh::{self, FleetStatus, MembersStatus, unix_now};
+use shoal_net::node::AdmissionCheck;
 use shoal_store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use std::time::Duration;
 
 /// The admission certificate, in the data directory once admitted.
 const CERTIFICATE_FILE: &str = "admission.cert";
@@ -160,14 +157,9 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             source_key: Some(SecretKey::from_seed(Role::Coordinator, key.seed())),
             data_dir: args.net.data_dir.clone(),
         };
-        let (mesh, _delivered) = mesh::start(
-            &identity,
-            config,
-            Box::new(Summary::default),
-            shutdown.clone(),
-        )
-        .await
-        .map_err(general)?;
+        let mesh = mesh::start(&identity, config, mesh::Local::source(), shutdown.clone())
+            .await
+            .map_err(general)?;
         let db = Arc::new(Db::open(&args.net.data_dir).map_err(failed(Code::General))?);
         let conductor = shoal_daemon::conductor::start(db.clone(), mesh.clone(), shutdown.clone())
             .map_err(failed(Code::General))?;
@@ -258,8 +250,9 @@ async fn admitted(
     Ok((certificate, trust))
 }
 
-/// `shoal node --join ... [--token ...]`: a mesh member that prefetches announced releases
-/// from swarm peers it finds through membership.
+/// `shoal node --join ... [--token ...]`: a mesh member whose agent machine prefetches
+/// announced releases from swarm peers it finds through membership and activates them as
+/// rollout directives say.
 pub fn node(args: NodeArgs) -> Outcome {
     init_logging();
     if args.join.is_empty() {
@@ -273,7 +266,7 @@ pub fn node(args: NodeArgs) -> Outcome {
             .map_err(|e| Failure::new(Code::Usage, format!("--services: {e:#}")))?,
         None => Default::default(),
     };
-    let mut store = Store::open(&args.net.data_dir, shoal_store::Config::default())
+    let store = Store::open(&args.net.data_dir, shoal_store::Config::default())
         .code(Code::General, || "cannot open the store".into())?;
     runtime()?.block_on(async {
         let identity = identity(&args.net)?;
@@ -294,14 +287,6 @@ pub fn node(args: NodeArgs) -> Outcome {
         )
         .await?;
         let shutdown = node.shutdown_signal();
-        let epoch = Instant::now();
-        let mut fetch = Fetch::new();
-        let (complete_tx, mut completed) = mpsc::unbounded_channel();
-        for release in store.releases() {
-            let complete = node.add_stored_release(release);
-            fetch.held(release.root(), *complete.borrow(), Duration::ZERO);
-            report_complete(release.root(), complete, &complete_tx);
-        }
         let config = mesh::Config {
             listen: args.net.listen,
             seeds: args.join.clone(),
@@ -311,8 +296,7 @@ pub fn node(args: NodeArgs) -> Outcome {
             source_key: None,
             data_dir: args.net.data_dir.clone(),
         };
-        let agent_node = node.clone();
-        let agent = agent::start(
+        let agent = agent::prepare(
             agent::Config {
                 data_dir: args.net.data_dir.clone(),
                 node_id: identity.peer_id().to_bytes(),
@@ -320,26 +304,18 @@ pub fn node(args: NodeArgs) -> Outcome {
                 labels: args.net.labels.clone(),
                 services,
             },
-            Box::new(move || agent_node.release_summary()),
-            shutdown.clone(),
+            store,
+            node.clone(),
         )
+        .await
         .map_err(failed(Code::General))?;
-        let summary_node = node.clone();
-        let summary_agent = agent.clone();
-        let own = Box::new(move || {
-            let mut summary = mesh::own_summary(summary_node.release_summary());
-            for report in summary_agent.reports() {
-                summary.add_rollout(&report);
-            }
-            summary
-        });
-        let (mesh, mut delivered) = mesh::start(&identity, config, own, shutdown.clone())
+        let mesh = mesh::start(&identity, config, agent.local, shutdown.clone())
             .await
             .map_err(general)?;
         let extras = api::Extras {
             mesh: Some(mesh.clone()),
             coordinator: None,
-            routes: Some(shoal_daemon::routes::node(agent.clone(), args.net.listen)),
+            routes: Some(shoal_daemon::routes::node(agent.handle, args.net.listen)),
         };
         tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
         eprintln!(
@@ -352,94 +328,11 @@ pub fn node(args: NodeArgs) -> Outcome {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let stop = signalled();
-        tokio::pin!(stop);
-        let mut announcement = None;
-        loop {
-            while let Some(output) = fetch.poll_output() {
-                match output {
-                    fetch::Output::Add(root) => {
-                        let complete = announcement
-                            .take()
-                            .filter(|a: &Announcement| a.manifest.root() == root)
-                            .and_then(|a| prefetch(&mut store, &node, &a));
-                        let ok = complete.is_some();
-                        if let Some(complete) = complete {
-                            report_complete(root, complete, &complete_tx);
-                        }
-                        fetch.added(root, ok, epoch.elapsed());
-                    }
-                    fetch::Output::FindPeers => connect_candidates(&node, &mesh).await,
-                }
-            }
-            announcement = None;
-            let refresh = fetch.poll_timeout().map(|t| epoch + t);
-            tokio::select! {
-                biased;
-                () = &mut stop => break,
-                Some(delivery) = delivered.recv() => match delivery {
-                    Delivered::Release(delivered) => {
-                        fetch.announced(delivered.manifest.root());
-                        announcement = Some(*delivered);
-                    }
-                    Delivered::Rollout(directive) => agent.directive(*directive),
-                },
-                Some(root) = completed.recv() => fetch.completed(root),
-                () = sleep_until(refresh) => fetch.handle_timeout(epoch.elapsed()),
-            }
-        }
+        signalled().await;
         node.shutdown().await;
+        agent.executor.shutdown().await;
         Ok(())
     })
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Tells the loop through `tx` when `root` is complete here.
-fn report_complete(
-    root: RootHash,
-    mut complete: watch::Receiver<bool>,
-    tx: &mpsc::UnboundedSender<RootHash>,
-) {
-    let tx = tx.clone();
-    tokio::spawn(async move {
-        if complete.wait_for(|c| *c).await.is_ok() {
-            let _ = tx.send(root);
-        }
-    });
-}
-
-/// Adds an announced release to the store and joins its swarm; `None` if the store refused it.
-fn prefetch(
-    store: &mut Store,
-    node: &Node,
-    announcement: &Announcement,
-) -> Option<watch::Receiver<bool>> {
-    let root = announcement.manifest.root();
-    match store.add(&announcement.manifest) {
-        Ok(release) => {
-            tracing::info!(%root, origin = %announcement.origin.addr, "prefetching {}", announcement.manifest.manifest().name());
-            Some(node.add_stored_release(&release))
-        }
-        Err(e) => {
-            tracing::error!(%root, "cannot prefetch: {e}");
-            None
-        }
-    }
-}
-
-async fn connect_candidates(node: &Node, mesh: &Mesh) {
-    if let Ok(candidates) = mesh.swarm_candidates().await {
-        for addr in candidates {
-            node.connect(addr);
-        }
-    }
 }
 
 pub fn token(command: TokenCommand) -> Outcome {

@@ -123,9 +123,32 @@ fn a_heartbeat_is_delivered_and_the_source_sets_no_own_summary() {
         out.iter()
             .any(|o| matches!(o, Output::Control(control::Output::Deliver { .. })))
     );
+    assert_eq!(
+        m.control().fleet_size(),
+        1000,
+        "the heartbeat set the fleet size"
+    );
     m.release_stored(RootHash([3; 32]), true, Duration::ZERO);
     assert!(
         m.control().subtree().releases.is_empty(),
         "a machine without an agent (the source) reported an own summary"
     );
+}
+
+#[test]
+fn the_driver_hears_that_the_agent_changed_only_after_it_could_have() {
+    let mut m = machine(true);
+    assert!(m.take_agent_changed(), "a new agent has a state to show");
+    assert!(!m.take_agent_changed(), "taken once");
+    deliver(&mut m, 1, &Directive::Heartbeat { fleet: 10 });
+    assert!(
+        !m.take_agent_changed(),
+        "a heartbeat does not touch the agent"
+    );
+    m.set_drained(true);
+    assert!(m.take_agent_changed());
+    assert!(m.agent().is_some_and(Agent::is_drained));
+    let mut source = machine(false);
+    source.set_drained(true);
+    assert!(!source.take_agent_changed(), "the source has no agent");
 }
