@@ -243,7 +243,6 @@ impl Task {
                 machine::Output::Control(output) => self.carry(output),
                 machine::Output::AddRelease { manifest, origin } => {
                     let root = manifest.root();
-                    tracing::info!(%root, origin = %origin.addr, "fetching {}", manifest.manifest().name());
                     let ok = self.host.add_release(&manifest, origin);
                     let now = self.now();
                     self.machine.release_added(root, ok, now);
