@@ -68,6 +68,8 @@ pub struct Config {
     pub admission: Option<AdmissionCheck>,
     /// The seed of every random choice the node's core makes (peer exchange, swarm scheduling).
     pub seed: u64,
+    /// How often each peer hears of this node's other peers.
+    pub exchange_interval: Duration,
 }
 
 /// Checks a peer's hello certificate: `Ok` to admit, `Err(reason)` to refuse.
@@ -97,6 +99,7 @@ impl Config {
             certificate: Vec::new(),
             admission: None,
             seed: rand::random(),
+            exchange_interval: peering::Config::default().exchange_interval,
         }
     }
 }
@@ -160,6 +163,7 @@ impl Node {
         let (shutdown, _) = watch::channel(false);
         let peering_config = peering::Config {
             max_peers: config.max_peers,
+            exchange_interval: config.exchange_interval,
             ..peering::Config::default()
         };
         let mut peering = Peering::new(
@@ -441,6 +445,9 @@ impl Node {
     /// Wakes the [`Peering`] when its deadline passes (redials, peer exchange).
     async fn peering_loop(self) {
         let mut shutdown = self.inner.shutdown.subscribe();
+        // What the peering asked for before this task ran (the first dial of every static
+        // peer) is carried out now, not at its first timeout.
+        self.peering(|_, _| ());
         loop {
             let due = lock(&self.inner.peering).poll_timeout();
             let deadline = tokio::time::Instant::from_std(self.inner.epoch + due);
