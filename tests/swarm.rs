@@ -308,7 +308,7 @@ fn a_killed_fetch_resumes_without_fetching_again_what_it_had() {
         let have = status(addr)
             .and_then(|s| s["releases"][0]["have"].as_u64())
             .unwrap_or(0);
-        if have >= 40 {
+        if have >= 64 {
             break;
         }
         assert!(Instant::now() < deadline, "fetch made no progress");
@@ -321,7 +321,12 @@ fn a_killed_fetch_resumes_without_fetching_again_what_it_had() {
         &["store", "list", "--data-dir", "node", "--json"],
     ));
     let kept = list["releases"][0]["have"].as_u64().unwrap();
-    assert!(kept >= 40, "only {kept} pieces survived the kill");
+    // The store flushes pieces in batches of at most a second (or 64 MiB): at 2 MiB/s the kill
+    // takes at most about 32 of the 64 pieces held, never all of them.
+    assert!(
+        kept >= 64 - 40,
+        "only {kept} of at least 64 pieces survived the kill"
+    );
     assert!(kept < 128, "the fetch finished before it was killed");
 
     let (_second, _, rx) = fetch(&f, "app.manifest", "node", &[origin], &[]);

@@ -80,11 +80,15 @@ impl BitmapFile {
         Bitfield::from_bytes(pieces, body).ok()
     }
 
-    /// Writes the byte of `field` that holds bit `index`.
-    pub(crate) fn store_bit(&self, field: &Bitfield, index: u32) -> io::Result<()> {
-        let byte = (index / 8) as usize;
+    /// Writes the bytes of `field` that hold the bits `indices`, in one write from the first such
+    /// byte to the last.
+    pub(crate) fn store_bits(&self, field: &Bitfield, indices: &[u32]) -> io::Result<()> {
+        let (Some(&first), Some(&last)) = (indices.iter().min(), indices.iter().max()) else {
+            return Ok(());
+        };
+        let (first, last) = ((first / 8) as usize, (last / 8) as usize);
         self.file
-            .write_all_at(&field.as_bytes()[byte..=byte], HEADER_BYTES + byte as u64)
+            .write_all_at(&field.as_bytes()[first..=last], HEADER_BYTES + first as u64)
     }
 
     /// Rewrites every bit, e.g. after bits were cleared.
@@ -110,8 +114,8 @@ mod tests {
         let mut field = Bitfield::new(20);
         field.insert(3);
         field.insert(19);
-        file.store_bit(&field, 3).unwrap();
-        file.store_bit(&field, 19).unwrap();
+        file.store_bits(&field, &[3]).unwrap();
+        file.store_bits(&field, &[19]).unwrap();
         drop(file);
         let (_, read, reset) = BitmapFile::open(&path, 20, true).unwrap();
         assert_eq!(read, field);

@@ -16,9 +16,13 @@
 //!
 //! The rules that keep it honest:
 //! - A piece is written only after it verifies against the manifest, and marked in the bitmap only
-//!   after its bytes are written ([`Release::write_piece`]); only marked pieces are ever read back
-//!   ([`Release::read_piece`]). A crash loses at most the pieces in flight.
-//! - A release is complete only once the whole payload on disk hashed to the root.
+//!   after its bytes are flushed, in batches ([`Release::write_piece`], [`SyncBatch`]); only
+//!   verified pieces are ever read back ([`Release::read_piece`]). A crash or a power cut loses at
+//!   most the batch not yet flushed.
+//! - A release is complete once every piece is flushed: each was checked against the manifest's
+//!   piece list, which is checked to combine to the root when the release is opened. A release
+//!   found with every piece marked but never marked complete (a crash in between) is hashed again
+//!   in full before it counts as complete.
 //! - A release directory appears under `releases/` only once its files are all there, so nothing
 //!   half-created is ever listed.
 //! - [`Store::gc`] keeps the newest release of every service, the `keep_previous` before it, and
@@ -30,15 +34,17 @@
 #![warn(missing_docs)]
 
 mod bitmap;
+mod durability;
 mod error;
 pub mod fsutil;
 mod gc;
 pub mod hashing;
 mod release;
 
+pub use durability::{Durability, SyncBatch};
 pub use error::StoreError;
 pub use gc::{GcAction, GcPlan, GcReason};
-pub use release::{BITMAP_SYNC_PIECES, Durability, PieceWritten, Release};
+pub use release::{PieceWritten, Release};
 
 use shoal_core::content::{PieceIndex, RootHash};
 use shoal_core::manifest::VerifiedManifest;
@@ -60,6 +66,8 @@ pub struct Config {
     pub budget_bytes: Option<u64>,
     /// How hard to keep verified pieces across a power cut.
     pub durability: Durability,
+    /// How many written pieces are flushed together.
+    pub sync_batch: SyncBatch,
 }
 
 impl Default for Config {
@@ -68,6 +76,7 @@ impl Default for Config {
             keep_previous: 2,
             budget_bytes: None,
             durability: Durability::Flush,
+            sync_batch: SyncBatch::default(),
         }
     }
 }
@@ -168,7 +177,7 @@ impl Store {
                 .and_then(|n| n.parse::<RootHash>().ok());
             match (
                 named_root,
-                Release::open(&path, config.durability, writable),
+                Release::open(&path, config.durability, config.sync_batch, writable),
             ) {
                 (Some(root), Ok(release)) if release.root() == root => {
                     releases.insert(root, Arc::new(release));
@@ -283,8 +292,13 @@ impl Store {
             let releases = self.dir.join(RELEASES_DIR);
             fsutil::sync_dir(&releases).map_err(|e| StoreError::io("sync", &releases, e))?;
         }
-        let release = Release::open(&target, self.config.durability, true)
-            .map_err(|reason| StoreError::io("open", &target, std::io::Error::other(reason)))?;
+        let release = Release::open(
+            &target,
+            self.config.durability,
+            self.config.sync_batch,
+            true,
+        )
+        .map_err(|reason| StoreError::io("open", &target, std::io::Error::other(reason)))?;
         let release = Arc::new(release);
         self.releases.insert(release.root(), release.clone());
         Ok(release)

@@ -1,6 +1,7 @@
 //! One release in the store: its manifest, its preallocated payload and its verified pieces.
 
 use crate::bitmap::BitmapFile;
+use crate::durability::{Durability, SyncBatch};
 use crate::error::StoreError;
 use crate::fsutil;
 use crate::hashing;
@@ -12,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 pub(crate) const MANIFEST_FILE: &str = "manifest";
 pub(crate) const PAYLOAD_FILE: &str = "payload";
@@ -19,29 +21,14 @@ pub(crate) const BITMAP_FILE: &str = "pieces";
 pub(crate) const COMPLETE_FILE: &str = "complete";
 pub(crate) const PINNED_FILE: &str = "pinned";
 
-/// How hard the store works to keep verified pieces across a power cut.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// Each piece's bytes are flushed to disk before its bit is set, and the bitmap is flushed
-    /// every [`BITMAP_SYNC_PIECES`] pieces: a crash of the process loses only pieces in flight,
-    /// a power cut at most the pieces since the last bitmap flush.
-    Flush,
-    /// Nothing is flushed explicitly: a crash of the process still loses only pieces in flight
-    /// (the page cache survives it), a power cut may lose any unflushed piece. For tests and
-    /// benchmarks on throw-away directories.
-    None,
-}
-
-/// With [`Durability::Flush`], the bitmap is flushed after this many new pieces.
-pub const BITMAP_SYNC_PIECES: u32 = 32;
-
 /// What [`Release::write_piece`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PieceWritten {
     /// The piece verified and is stored; more pieces are missing.
     Stored,
-    /// The piece verified, was the last one missing, and the whole payload verified against the
-    /// root: the release is complete.
+    /// The piece verified and, with it, every piece is stored and flushed: the release is
+    /// complete. Exactly one call per release says so (it may be the call that flushed the last
+    /// batch rather than the one that wrote the last piece).
     Completed,
     /// The piece was already stored; nothing was written.
     AlreadyHad,
@@ -56,6 +43,7 @@ pub struct Release {
     payload: File,
     bitmap: BitmapFile,
     durability: Durability,
+    batch: SyncBatch,
     writable: bool,
     state: Mutex<State>,
     pinned: AtomicBool,
@@ -63,9 +51,16 @@ pub struct Release {
 
 #[derive(Debug)]
 struct State {
+    /// Verified and written, perhaps only to the page cache: served and counted.
     have: Bitfield,
+    /// Marked in the bitmap file; with [`Durability::Flush`], only after their bytes were flushed.
+    durable: Bitfield,
+    /// In `have` but not yet in `durable`: the batch waiting for its flush.
+    pending: Vec<u32>,
+    pending_bytes: u64,
+    /// When the oldest piece of the batch was written.
+    pending_since: Option<Instant>,
     complete: bool,
-    unsynced_pieces: u32,
 }
 
 impl Release {
@@ -73,7 +68,12 @@ impl Release {
     /// and its piece list combines to its root; the signature was checked when it was added.
     /// With `writable` false nothing on disk is changed, and every method that would change
     /// something returns [`StoreError::ReadOnly`].
-    pub(crate) fn open(dir: &Path, durability: Durability, writable: bool) -> Result<Self, String> {
+    pub(crate) fn open(
+        dir: &Path,
+        durability: Durability,
+        batch: SyncBatch,
+        writable: bool,
+    ) -> Result<Self, String> {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest_len = std::fs::metadata(&manifest_path)
             .map_err(|e| format!("manifest: {e}"))?
@@ -119,11 +119,15 @@ impl Release {
             payload,
             bitmap,
             durability,
+            batch,
             writable,
             state: Mutex::new(State {
+                durable: have.clone(),
                 have,
+                pending: Vec::new(),
+                pending_bytes: 0,
+                pending_since: None,
                 complete,
-                unsynced_pieces: 0,
             }),
         })
     }
@@ -213,7 +217,7 @@ impl Release {
         self.lock().have.count()
     }
 
-    /// Whether every piece is stored and the whole payload verified against the root.
+    /// Whether every piece is verified, written and flushed: the payload is the release.
     pub fn is_complete(&self) -> bool {
         self.lock().complete
     }
@@ -223,16 +227,21 @@ impl Release {
         self.pinned.load(Ordering::Relaxed)
     }
 
-    /// Verifies `data` as piece `index` and, only if it verifies, writes it in place and marks it.
-    /// When it was the last missing piece, verifies the whole payload against the root and marks
-    /// the release complete.
+    /// Verifies `data` as piece `index` and, only if it verifies, writes it in place. The piece
+    /// counts as stored at once (it is read back from the page cache if asked for); its bit in the
+    /// bitmap file is set only when its batch is flushed ([`flush`](Self::flush)): once
+    /// [`SyncBatch::bytes`] are waiting, when the oldest has waited [`SyncBatch::interval`], and
+    /// with the last piece. The payload's bytes are flushed first, so the file never claims a piece
+    /// that a power cut could take back. Each piece was checked against the manifest's piece
+    /// list, which combines to the root, so a release whose pieces are all flushed is complete
+    /// without reading the payload again.
     ///
     /// # Errors
     ///
     /// [`StoreError::BadPiece`] if the piece does not verify (nothing is written),
-    /// [`StoreError::NoSpace`] or [`StoreError::Io`] if it cannot be written (it is not marked),
-    /// [`StoreError::RootMismatch`] if the finished payload does not hash to the root,
-    /// [`StoreError::ReadOnly`] if the store was opened read-only.
+    /// [`StoreError::NoSpace`] or [`StoreError::Io`] if it cannot be written or flushed (a piece
+    /// that did not reach the disk is missing again), [`StoreError::ReadOnly`] if the store was
+    /// opened read-only.
     pub fn write_piece(&self, index: PieceIndex, data: &[u8]) -> Result<PieceWritten, StoreError> {
         self.check_writable()?;
         self.verifier
@@ -244,39 +253,75 @@ impl Release {
         if self.lock().have.contains(index.0) {
             return Ok(PieceWritten::AlreadyHad);
         }
-        let payload_path = || self.dir.join(PAYLOAD_FILE);
         self.payload
             .write_all_at(data, self.layout().offset(index))
-            .map_err(|e| StoreError::io("write", payload_path(), e))?;
-        if self.durability == Durability::Flush {
-            self.payload
-                .sync_data()
-                .map_err(|e| StoreError::io("sync", payload_path(), e))?;
-        }
-        let full = {
+            .map_err(|e| StoreError::io("write", self.payload_path(), e))?;
+        let flush_now = {
             let mut state = self.lock();
             if !state.have.insert(index.0) {
                 return Ok(PieceWritten::AlreadyHad);
             }
-            let bitmap_path = || self.dir.join(BITMAP_FILE);
-            self.bitmap
-                .store_bit(&state.have, index.0)
-                .map_err(|e| StoreError::io("write", bitmap_path(), e))?;
-            state.unsynced_pieces += 1;
-            if self.durability == Durability::Flush && state.unsynced_pieces >= BITMAP_SYNC_PIECES {
-                self.bitmap
-                    .sync()
-                    .map_err(|e| StoreError::io("sync", bitmap_path(), e))?;
-                state.unsynced_pieces = 0;
-            }
-            state.have.is_full()
+            state.pending.push(index.0);
+            state.pending_bytes += data.len() as u64;
+            let since = *state.pending_since.get_or_insert_with(Instant::now);
+            self.durability == Durability::None
+                || state.have.is_full()
+                || state.pending_bytes >= self.batch.bytes
+                || since.elapsed() >= self.batch.interval
         };
-        if full {
-            self.finish()?;
+        if flush_now && self.flush()? {
             Ok(PieceWritten::Completed)
         } else {
             Ok(PieceWritten::Stored)
         }
+    }
+
+    /// Flushes the pieces written since the last flush and marks them in the bitmap file (with
+    /// [`Durability::None`], marks them without flushing). Returns whether this call completed the
+    /// release. Called by [`write_piece`](Self::write_piece) and when the release is dropped; call
+    /// it to make what arrived so far survive a power cut now.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] if the payload or the bitmap cannot be flushed; the pieces of a batch
+    /// whose payload flush failed are missing again. [`StoreError::ReadOnly`] if read-only.
+    pub fn flush(&self) -> Result<bool, StoreError> {
+        self.check_writable()?;
+        let batch = {
+            let mut state = self.lock();
+            state.pending_bytes = 0;
+            state.pending_since = None;
+            std::mem::take(&mut state.pending)
+        };
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        let flush = self.durability == Durability::Flush;
+        // Every piece of the batch was written before it was queued, so this flush covers it.
+        if flush && let Err(e) = self.payload.sync_data() {
+            let mut state = self.lock();
+            for &i in &batch {
+                state.have.remove(i);
+            }
+            return Err(StoreError::io("sync", self.payload_path(), e));
+        }
+        let mut state = self.lock();
+        for &i in &batch {
+            state.durable.insert(i);
+        }
+        let bitmap_path = || self.dir.join(BITMAP_FILE);
+        self.bitmap
+            .store_bits(&state.durable, &batch)
+            .and_then(|()| if flush { self.bitmap.sync() } else { Ok(()) })
+            .map_err(|e| StoreError::io("write", bitmap_path(), e))?;
+        if state.complete || !state.durable.is_full() {
+            return Ok(false);
+        }
+        let marker = self.dir.join(COMPLETE_FILE);
+        fsutil::write_atomic(&marker, self.root().to_hex().as_bytes(), 0o644)
+            .map_err(|e| StoreError::io("write", &marker, e))?;
+        state.complete = true;
+        Ok(true)
     }
 
     /// Reads piece `index`, only if it is verified.
@@ -300,7 +345,9 @@ impl Release {
 
     /// Re-hashes the whole payload on disk and compares it with the root. On a match (and all
     /// pieces present) the release is marked complete; on a mismatch, the pieces that no longer
-    /// verify are marked missing, so they are fetched again.
+    /// verify are marked missing, so they are fetched again. The store runs it when it opens a
+    /// release whose pieces are all marked but which was never marked complete (a crash between
+    /// the last flush and the marker), and on an import that finds every piece already there.
     ///
     /// # Errors
     ///
@@ -315,6 +362,7 @@ impl Release {
             &|_| {},
         )
         .map_err(|e| StoreError::io("read", self.payload_path(), e))?;
+        self.flush()?;
         let mut state = self.lock();
         if hashed.root == self.root() {
             if !state.have.is_full() {
@@ -339,11 +387,12 @@ impl Release {
             .collect();
         for &i in &bad_pieces {
             state.have.remove(i);
+            state.durable.remove(i);
         }
         state.complete = false;
         let _ = std::fs::remove_file(self.dir.join(COMPLETE_FILE));
         self.bitmap
-            .store_all(&state.have)
+            .store_all(&state.durable)
             .and_then(|()| self.bitmap.sync())
             .map_err(|e| StoreError::io("write", self.dir.join(BITMAP_FILE), e))?;
         Err(StoreError::RootMismatch {
@@ -379,5 +428,20 @@ impl Release {
         // The state is a bitfield and two flags, always left consistent: a panic elsewhere while
         // holding the lock cannot have broken it, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Release {
+    /// A release let go of (the process shutting down, the release removed) flushes its last
+    /// batch, so an orderly stop keeps every piece written.
+    fn drop(&mut self) {
+        if self.writable
+            && let Err(e) = self.flush()
+        {
+            tracing::warn!(
+                "cannot flush the last pieces of {}: {e}",
+                self.dir.display()
+            );
+        }
     }
 }

@@ -6,8 +6,9 @@ mod common;
 
 use common::{PIECE, manifest, payload, piece};
 use shoal_core::content::{PieceIndex, RootHash};
-use shoal_store::{Config, Durability, GcReason, PieceWritten, Store, StoreError};
+use shoal_store::{Config, Durability, GcReason, PieceWritten, Store, StoreError, SyncBatch};
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
 
 fn config() -> Config {
     Config {
@@ -17,7 +18,7 @@ fn config() -> Config {
 }
 
 #[test]
-fn only_verified_pieces_are_written_and_completion_checks_the_root() {
+fn only_verified_pieces_are_written_and_the_last_one_completes_the_release() {
     let dir = tempfile::tempdir().unwrap();
     let data = payload(5 * PIECE + 123, 1);
     let m = manifest(&data, "api", 1);
@@ -87,31 +88,88 @@ fn verified_pieces_survive_a_reopen() {
 }
 
 #[test]
-fn a_payload_changed_on_disk_fails_completion_and_the_bad_piece_is_refetched() {
+fn a_release_found_without_its_marker_is_hashed_again_and_a_changed_piece_is_refetched() {
     let dir = tempfile::tempdir().unwrap();
     let data = payload(3 * PIECE, 3);
     let m = manifest(&data, "api", 1);
-    let mut store = Store::open(dir.path(), config()).unwrap();
-    let release = store.add(&m).unwrap();
-    release.write_piece(PieceIndex(0), piece(&data, 0)).unwrap();
-    release.write_piece(PieceIndex(1), piece(&data, 1)).unwrap();
-    // The disk flips a bit in piece 1 behind the store's back.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(release.payload_path())
-        .unwrap();
-    file.write_all_at(&[data[PIECE + 5] ^ 1], PIECE as u64 + 5)
-        .unwrap();
-    match release.write_piece(PieceIndex(2), piece(&data, 2)) {
-        Err(StoreError::RootMismatch { bad_pieces, .. }) => assert_eq!(bad_pieces, vec![1]),
-        other => panic!("expected a root mismatch, got {other:?}"),
+    {
+        let mut store = Store::open(dir.path(), config()).unwrap();
+        let release = store.add(&m).unwrap();
+        for i in 0..3 {
+            release.write_piece(PieceIndex(i), piece(&data, i)).unwrap();
+        }
+        assert!(release.is_complete());
+        // A crash between the last flush and the marker, and the disk flips a bit in piece 1.
+        std::fs::remove_file(release.dir().join("complete")).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(release.payload_path())
+            .unwrap();
+        file.write_all_at(&[data[PIECE + 5] ^ 1], PIECE as u64 + 5)
+            .unwrap();
     }
+    let store = Store::open(dir.path(), config()).unwrap();
+    let release = store.get(&m.root()).unwrap();
     assert!(!release.is_complete());
-    assert!(!release.have().contains(1));
+    assert_eq!(release.have().iter().collect::<Vec<_>>(), vec![0, 2]);
     assert_eq!(
         release.write_piece(PieceIndex(1), piece(&data, 1)).unwrap(),
         PieceWritten::Completed
     );
+    assert_eq!(std::fs::read(release.payload_path()).unwrap(), data);
+}
+
+#[test]
+fn bits_reach_the_bitmap_file_only_with_their_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = payload(10 * PIECE, 4);
+    let m = manifest(&data, "api", 1);
+    let config = Config {
+        sync_batch: SyncBatch {
+            bytes: 4 * PIECE as u64,
+            interval: Duration::from_secs(3600),
+        },
+        ..config()
+    };
+    let on_disk = || -> Vec<u32> {
+        let store = Store::open_read_only(dir.path()).unwrap();
+        store.get(&m.root()).unwrap().have().iter().collect()
+    };
+    let mut store = Store::open(dir.path(), config.clone()).unwrap();
+    let release = store.add(&m).unwrap();
+    for i in [7, 2, 9] {
+        release.write_piece(PieceIndex(i), piece(&data, i)).unwrap();
+    }
+    // Stored and served at once, but not yet claimed on disk.
+    assert_eq!(release.have_count(), 3);
+    assert_eq!(release.read_piece(PieceIndex(2)).unwrap(), piece(&data, 2));
+    assert_eq!(on_disk(), Vec::<u32>::new());
+    release.write_piece(PieceIndex(0), piece(&data, 0)).unwrap();
+    assert_eq!(on_disk(), vec![0, 2, 7, 9]);
+    release.write_piece(PieceIndex(5), piece(&data, 5)).unwrap();
+    assert_eq!(on_disk(), vec![0, 2, 7, 9]);
+    assert!(!release.flush().unwrap());
+    assert_eq!(on_disk(), vec![0, 2, 5, 7, 9]);
+    release.write_piece(PieceIndex(1), piece(&data, 1)).unwrap();
+    // Letting go of the release (an orderly stop) flushes what is waiting.
+    drop(release);
+    drop(store);
+    assert_eq!(on_disk(), vec![0, 1, 2, 5, 7, 9]);
+    // The last piece flushes whatever is waiting, and completes the release.
+    let mut store = Store::open(dir.path(), config).unwrap();
+    let release = store.add(&m).unwrap();
+    for i in [3, 4, 6] {
+        assert_eq!(
+            release.write_piece(PieceIndex(i), piece(&data, i)).unwrap(),
+            PieceWritten::Stored
+        );
+    }
+    assert_eq!(
+        release.write_piece(PieceIndex(8), piece(&data, 8)).unwrap(),
+        PieceWritten::Completed
+    );
+    assert_eq!(on_disk().len(), 10);
+    assert!(release.is_complete());
 }
 
 #[test]
