@@ -2,7 +2,7 @@
 //! [`shoal_core::wire::piece`].
 
 use anyhow::{Result, anyhow, bail};
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -70,6 +70,17 @@ impl FrameReader {
 
     /// Reads more bytes into the buffer; `false` at the end of the stream.
     async fn fill(&mut self) -> Result<bool> {
+        match self.next_chunk().await? {
+            Some(chunk) => {
+                self.buf.extend_from_slice(&chunk);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The next chunk the stream received, as quinn holds it; `None` at the end of the stream.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         let read = self.recv.read_chunk(READ_CHUNK_BYTES, true);
         let chunk = match self.idle_timeout {
             Some(limit) => tokio::time::timeout(limit, read)
@@ -77,13 +88,7 @@ impl FrameReader {
                 .map_err(|_| anyhow!("no data for {limit:?}"))??,
             None => read.await?,
         };
-        match chunk {
-            Some(chunk) => {
-                self.buf.extend_from_slice(&chunk.bytes);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(chunk.map(|c| c.bytes))
     }
 
     /// Reads exactly `len` raw bytes after the frames read so far, calling `pace` with the size of
@@ -100,25 +105,30 @@ impl FrameReader {
         Fut: std::future::Future<Output = ()>,
     {
         let mut body = Vec::with_capacity(len);
-        loop {
-            let take = self.buf.len().min(len - body.len());
-            if take > 0 {
-                pace(take).await;
-                body.extend_from_slice(&self.buf[..take]);
-                self.buf.advance(take);
-            }
-            if body.len() == len {
-                break;
-            }
-            match self.fill().await {
-                Ok(true) => {}
-                Ok(false) => {
+        let take = self.buf.len().min(len);
+        if take > 0 {
+            pace(take).await;
+            body.extend_from_slice(&self.buf[..take]);
+            self.buf.advance(take);
+        }
+        // The buffer is empty now (or the body full): later chunks go straight into the body,
+        // one copy from quinn's receive buffer.
+        while body.len() < len {
+            let chunk = match self.next_chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
                     return Err(BodyError::Short {
                         got: body.len(),
                         len,
                     });
                 }
                 Err(e) => return Err(BodyError::Stream(e.to_string())),
+            };
+            let take = chunk.len().min(len - body.len());
+            pace(take).await;
+            body.extend_from_slice(&chunk[..take]);
+            if take < chunk.len() {
+                return Err(BodyError::Long { len });
             }
         }
         if !self.buf.is_empty() {
