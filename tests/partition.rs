@@ -7,7 +7,7 @@
 //! command for a process runs inside its namespace with `ip netns exec`.
 //!
 //! Names start with `shp` and this test process's id, so a later run removes what a crashed run
-//! left (the same scheme as benches/swarm.rs, with its own prefix).
+//! left (the same scheme as benches/swarm/main.rs, with its own prefix).
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/mesh.rs"]
