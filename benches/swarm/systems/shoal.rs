@@ -176,9 +176,10 @@ fn origin_transport_summary(bench: &Bench<'_>, shoal: &Path, listen: &str) {
     };
     let app = status["releases"][0]["bytes_up"].as_u64().unwrap_or(0);
     println!(
-        "origin's own count: {} of pieces sent; QUIC sent {} in UDP payloads, declared {} lost, {} congestion events (connections still open)",
+        "origin's own count: {} of pieces sent; QUIC sent {} in UDP payloads ({:.1} datagrams per send call), declared {} lost, {} congestion events (connections still open)",
         crate::units::mib(app),
         crate::units::mib(sum("udp_sent_bytes")),
+        sum("udp_sent_datagrams") as f64 / sum("udp_send_calls").max(1) as f64,
         crate::units::mib(sum("lost_bytes")),
         sum("congestion_events")
     );

@@ -347,6 +347,8 @@ impl Node {
                     labels,
                     rtt_micros: u64::try_from(conn.rtt().as_micros()).unwrap_or(u64::MAX),
                     udp_sent_bytes: stats.udp_tx.bytes,
+                    udp_sent_datagrams: stats.udp_tx.datagrams,
+                    udp_send_calls: stats.udp_tx.ios,
                     lost_bytes: stats.path.lost_bytes,
                     congestion_events: stats.path.congestion_events,
                 }

@@ -35,6 +35,13 @@ pub struct ConnectionStatus {
     pub rtt_micros: u64,
     /// UDP bytes sent on the connection, QUIC headers and retransmissions included.
     pub udp_sent_bytes: u64,
+    /// UDP datagrams sent on the connection.
+    #[serde(default)]
+    pub udp_sent_datagrams: u64,
+    /// Send calls those datagrams took: fewer than the datagrams when segmentation offload (GSO)
+    /// batches them.
+    #[serde(default)]
+    pub udp_send_calls: u64,
     /// Bytes QUIC declared lost (and sent again).
     pub lost_bytes: u64,
     /// Congestion events (losses or ECN marks that cut the window).
