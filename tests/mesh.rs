@@ -13,7 +13,9 @@ mod harness;
 #[path = "support/impostor.rs"]
 mod impostor;
 
-use harness::{ACTIVE_VIEW_CAPACITY, Mesh, Work, loopback_listen, report};
+use harness::{
+    ACTIVE_VIEW_CAPACITY, Mesh, Work, loopback_listen, report, run_with_timeout, shoal_command,
+};
 use impostor::Impostor;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -62,6 +64,11 @@ const FOREIGN_REFUSED_WITHIN: Duration = Duration::from_secs(30);
 /// After the first refusal, how long the outsider keeps trying while the test checks that
 /// nobody lets it in. Part of the scenario, not a guess at speed.
 const FOREIGN_HOLD: Duration = Duration::from_secs(10);
+
+/// How long a `shoal fetch` without an admission certificate has, against mesh nodes, to give up
+/// with the reason. Each node refuses its hello at once; the fetch's own connect timeout is set
+/// far beyond this, so only the refusal can end it in time.
+const UNCERTIFIED_FETCH_ENDS_WITHIN: Duration = Duration::from_secs(60);
 
 /// The 32 MiB payload of the fifty-node test.
 const BIG_RELEASE_BYTES: usize = 32 << 20;
@@ -292,6 +299,56 @@ fn a_node_with_a_forged_certificate_is_refused() {
         views[0].refused_peers
     );
     assert_eq!(mesh.fleet().unwrap().nodes, 3);
+}
+
+/// A plain `shoal fetch` holds no admission certificate: mesh nodes refuse it, it says so and how
+/// to get the release instead of retrying until killed, and the nodes' logs name what was
+/// missing.
+#[test]
+fn a_fetch_without_a_certificate_is_told_why_it_was_refused() {
+    let work = Work::new("uncertified");
+    let mut mesh = Mesh::start_loopback(&work, 3);
+    mesh.wait_for_views(1, SMALL_MESH_SETTLED_WITHIN);
+    let release = work.release("app", SMALL_RELEASE_BYTES, 7);
+    let peers = [mesh.nodes[0].listen(), mesh.nodes[1].listen()];
+    let mut cmd = shoal_command(None);
+    cmd.current_dir(work.path())
+        .args(["fetch", release.manifest.to_str().unwrap()])
+        .args(["--trust", "trust.json", "--data-dir", "fetch"])
+        .args(["--listen", &loopback_listen().to_string()])
+        .args([
+            "--connect-timeout-secs",
+            "600",
+            "--stall-timeout-secs",
+            "600",
+        ]);
+    for peer in peers {
+        cmd.args(["--peer", &peer.to_string()]);
+    }
+    let out = run_with_timeout(cmd, UNCERTIFIED_FETCH_ENDS_WITHIN)
+        .unwrap_or_else(|e| panic!("the uncertified fetch did not give up: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the fetch succeeded: {stderr}");
+    assert!(
+        stderr.contains("refused this fetch"),
+        "the error does not say the fetch was refused: {stderr}"
+    );
+    for peer in peers {
+        assert!(
+            stderr.contains(&peer.to_string()),
+            "the error does not name {peer}: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("sent no admission certificate") && stderr.contains("shoal token create"),
+        "the error does not say what was missing and how to get it: {stderr}"
+    );
+    report(&format!("[uncertified] {}", stderr.trim()));
+    let log = mesh.nodes[0].log_text();
+    assert!(
+        log.contains("sent no admission certificate") && !log.contains("truncated or corrupt"),
+        "the node's log does not name the missing certificate:\n{log}"
+    );
 }
 
 /// The other way to forge admission: a certificate honestly issued, but by a coordinator key the

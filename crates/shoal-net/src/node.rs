@@ -11,7 +11,7 @@ use crate::identity::Identity;
 use crate::limits::Limits;
 use crate::protocol::{BodyError, FrameReader, write_frame};
 use crate::source::Source;
-use crate::status::{ConnectionStatus, NodeStatus, ReleaseStatus};
+use crate::status::{ConnectionStatus, NodeStatus, Refusal, ReleaseStatus};
 use crate::swarm_task::{EVENT_QUEUE, Event, Link, PieceOutcome, SwarmTask};
 use crate::transport::{self, Congestion};
 use anyhow::{Context, Result, anyhow, bail};
@@ -43,6 +43,10 @@ pub const CLOSE_PROTOCOL: u32 = 1;
 pub const CLOSE_DUPLICATE: u32 = 3;
 /// QUIC error code for a clean shutdown.
 pub const CLOSE_SHUTDOWN: u32 = 0;
+/// QUIC error code for a peer refused admission; the reason is the close's text.
+pub const CLOSE_REFUSED: u32 = 4;
+/// Most refusals by other peers kept for the status, by their address.
+pub const MAX_REFUSALS_KEPT: usize = 64;
 
 /// How a node runs.
 #[derive(Clone, Debug)]
@@ -135,6 +139,9 @@ struct Inner {
     epoch: Instant,
     next_id: AtomicU64,
     refused_peers: AtomicU64,
+    /// Peers that refused this node, by address, with their reason; cleared when a connection to
+    /// the address is admitted.
+    refused_by: Mutex<BTreeMap<SocketAddr, String>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -191,6 +198,7 @@ impl Node {
                 epoch: Instant::now(),
                 next_id: AtomicU64::new(1),
                 refused_peers: AtomicU64::new(0),
+                refused_by: Mutex::new(BTreeMap::new()),
                 shutdown,
             }),
         };
@@ -361,6 +369,13 @@ impl Node {
         NodeStatus {
             peer_id: self.peer_id().to_string(),
             refused_peers: self.inner.refused_peers.load(Ordering::Relaxed),
+            refused_by: lock(&self.inner.refused_by)
+                .iter()
+                .map(|(&addr, reason)| Refusal {
+                    addr,
+                    reason: reason.clone(),
+                })
+                .collect(),
             listen: self.local_addr().ok(),
             labels: self.inner.config.labels.to_string(),
             connections,
@@ -523,8 +538,31 @@ impl Node {
                 conn.close(CLOSE_PROTOCOL.into(), format!("{e:#}").as_bytes());
             }
         }
+        self.note_refusal(&conn, addr);
         if let (Some(dialed), false) = (dialed, linked) {
             self.peering(|p, now| p.dial_failed(dialed, now));
+        }
+    }
+
+    /// Remembers why the peer at `addr` closed `conn` if it closed it to refuse this node, and
+    /// forgets an earlier refusal by `addr` if it closed it for any other reason.
+    fn note_refusal(&self, conn: &quinn::Connection, addr: SocketAddr) {
+        let close = match conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(close))
+                if close.error_code == quinn::VarInt::from_u32(CLOSE_REFUSED) =>
+            {
+                close
+            }
+            _ => {
+                lock(&self.inner.refused_by).remove(&addr);
+                return;
+            }
+        };
+        let reason = String::from_utf8_lossy(&close.reason).into_owned();
+        tracing::warn!(%addr, "refused by the peer: {reason}");
+        let mut refused = lock(&self.inner.refused_by);
+        if refused.len() < MAX_REFUSALS_KEPT || refused.contains_key(&addr) {
+            refused.insert(addr, reason);
         }
     }
 
@@ -660,7 +698,9 @@ impl Node {
                     if let Some(check) = &self.inner.config.admission {
                         if let Err(reason) = (check.0)(&link.peer_id, &certificate) {
                             self.inner.refused_peers.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(peer = %link.peer_id, "refused on the data plane: {reason}");
+                            tracing::warn!(peer = %link.peer_id, addr = %link.addr, "refused on the data plane: {reason}");
+                            // The refused side hears why, and that it was refused, not dropped.
+                            link.conn.close(CLOSE_REFUSED.into(), reason.as_bytes());
                             bail!("peer {} refused: {reason}", link.peer_id);
                         }
                         admitted = true;

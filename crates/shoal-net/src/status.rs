@@ -20,6 +20,18 @@ pub struct NodeStatus {
     /// Peers refused on the data plane for a missing or invalid admission certificate.
     #[serde(default)]
     pub refused_peers: u64,
+    /// Peers that refused this node, with the reason they gave.
+    #[serde(default)]
+    pub refused_by: Vec<Refusal>,
+}
+
+/// A peer that refused this node on the data plane.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// Why, in its words.
+    pub reason: String,
 }
 
 /// One open connection.

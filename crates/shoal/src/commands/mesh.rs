@@ -102,6 +102,13 @@ pub struct MembersArgs {
 /// The check every peer's certificate must pass on the data plane.
 fn admission_check(trust: Arc<Trust>) -> AdmissionCheck {
     AdmissionCheck(Arc::new(move |peer, bytes| {
+        if bytes.is_empty() {
+            return Err(
+                "it sent no admission certificate: this node serves only mesh members, \
+                 which join with a token from `shoal token create`"
+                    .into(),
+            );
+        }
         Certificate::decode(bytes)
             .and_then(|c| c.verify(&trust, &peer.to_bytes(), unix_now()))
             .map_err(|e| e.to_string())

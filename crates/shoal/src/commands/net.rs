@@ -11,9 +11,10 @@ use shoal_net::api;
 use shoal_net::identity::Identity;
 use shoal_net::node::{self, Node};
 use shoal_net::source::Source;
-use shoal_net::status::{NodeStatus, ReleaseStatus};
+use shoal_net::status::{NodeStatus, Refusal, ReleaseStatus};
 use shoal_net::transport::Congestion;
 use shoal_store::Store;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -370,7 +371,14 @@ fn fetch_inner(args: FetchArgs) -> Outcome {
                 last_have = Some(status.have);
                 last_progress = Instant::now();
             }
-            let connected = !node.status().connections.is_empty();
+            let node_status = node.status();
+            let connected = !node_status.connections.is_empty();
+            if !connected
+                && let Some(why) = refused_by_all(&args.peers, &node_status.refused_by)
+            {
+                node.shutdown().await;
+                return Err(Failure::new(Code::General, why));
+            }
             ever_connected |= connected;
             if !ever_connected && started.elapsed() > Duration::from_secs(args.connect_timeout_secs) {
                 node.shutdown().await;
@@ -408,6 +416,28 @@ fn fetch_inner(args: FetchArgs) -> Outcome {
         node.shutdown().await;
         Ok(())
     })
+}
+
+/// When every one of `peers` refused this fetch, what to tell the user: who refused and why,
+/// and where a fetch without an admission certificate can get the release.
+fn refused_by_all(peers: &[SocketAddr], refusals: &[Refusal]) -> Option<String> {
+    // Peers by the reason they gave, so the same reason is said once.
+    let mut by_reason: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for peer in peers {
+        let refusal = refusals.iter().find(|r| r.addr == *peer)?;
+        by_reason
+            .entry(&refusal.reason)
+            .or_default()
+            .push(peer.to_string());
+    }
+    let said: Vec<String> = by_reason
+        .into_iter()
+        .map(|(reason, peers)| format!("{} refused this fetch: {reason}", peers.join(", ")))
+        .collect();
+    Some(format!(
+        "{}. `shoal fetch` holds no admission certificate, so mesh members do not serve it: fetch from a `shoal seed` or a `shoal node` started without --join, or join the mesh with `shoal node --join COORDINATOR --token TOKEN`",
+        said.join("; ")
+    ))
 }
 
 fn report(status: &ReleaseStatus, seconds: f64, size: u64, json: bool) {
