@@ -237,3 +237,4 @@ impl Drop for Tmpfs {
 }
 
 pub mod bad_peer;
+pub mod swarm_procs;
