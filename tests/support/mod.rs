@@ -238,3 +238,4 @@ impl Drop for Tmpfs {
 
 pub mod bad_peer;
 pub mod swarm_procs;
+pub mod flooder;

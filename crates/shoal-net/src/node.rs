@@ -16,6 +16,7 @@ use crate::swarm_task::{EVENT_QUEUE, Event, Link, PieceOutcome, SwarmTask};
 use crate::transport::{self, Congestion};
 use anyhow::{Context, Result, anyhow, bail};
 use libp2p_identity::PeerId;
+use shoal_core::agent::peering::gate::{Gate, GateConfig};
 use shoal_core::agent::peering::{self, Peering, Verdict};
 use shoal_core::content::{PieceLayout, RootHash};
 use shoal_core::labels::Labels;
@@ -37,6 +38,8 @@ use tokio::sync::{Notify, mpsc, watch};
 pub const CONTROL_QUEUE: usize = 8192;
 /// How long a dial or an accept may take, handshake included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer that must be admitted has, once connected, to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// QUIC error code for a protocol violation.
 pub const CLOSE_PROTOCOL: u32 = 1;
 /// QUIC error code for a duplicate connection (the other one between the same peers stays).
@@ -74,6 +77,8 @@ pub struct Config {
     pub seed: u64,
     /// How often each peer hears of this node's other peers.
     pub exchange_interval: Duration,
+    /// Which incoming connection attempts are taken on.
+    pub gate: GateConfig,
 }
 
 /// Checks a peer's hello certificate: `Ok` to admit, `Err(reason)` to refuse.
@@ -104,6 +109,7 @@ impl Config {
             admission: None,
             seed: rand::random(),
             exchange_interval: peering::Config::default().exchange_interval,
+            gate: GateConfig::default(),
         }
     }
 }
@@ -142,6 +148,8 @@ struct Inner {
     /// Peers that refused this node, by address, with their reason; cleared when a connection to
     /// the address is admitted.
     refused_by: Mutex<BTreeMap<SocketAddr, String>>,
+    /// Decides on incoming connection attempts, before their handshake.
+    gate: Mutex<Gate<SocketAddr>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -199,6 +207,7 @@ impl Node {
                 next_id: AtomicU64::new(1),
                 refused_peers: AtomicU64::new(0),
                 refused_by: Mutex::new(BTreeMap::new()),
+                gate: Mutex::new(Gate::new(config.gate.clone())),
                 shutdown,
             }),
         };
@@ -369,6 +378,10 @@ impl Node {
         NodeStatus {
             peer_id: self.peer_id().to_string(),
             refused_peers: self.inner.refused_peers.load(Ordering::Relaxed),
+            refused_connections: {
+                let stats = lock(&self.inner.gate).stats();
+                stats.refused_full + stats.refused_handshakes + stats.refused_rate
+            },
             refused_by: lock(&self.inner.refused_by)
                 .iter()
                 .map(|(&addr, reason)| Refusal {
@@ -489,9 +502,20 @@ impl Node {
                 incoming = self.inner.endpoint.accept() => incoming,
             };
             let Some(incoming) = incoming else { return };
+            // Decided before the handshake: a refusal costs one packet and no cryptography.
+            let source = incoming.remote_address();
+            let open = lock(&self.inner.conns).len();
+            let verdict = lock(&self.inner.gate).incoming(source, open, self.now());
+            if let Err(why) = verdict {
+                tracing::debug!(%source, "connection attempt refused: {why}");
+                incoming.refuse();
+                continue;
+            }
             let node = self.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
+                let handshake = tokio::time::timeout(CONNECT_TIMEOUT, incoming).await;
+                lock(&node.inner.gate).handshake_done();
+                match handshake {
                     Ok(Ok(conn)) => node.run_connection(conn, None).await,
                     Ok(Err(e)) => tracing::debug!("incoming connection failed: {e}"),
                     Err(_) => tracing::debug!("incoming handshake timed out"),
@@ -680,9 +704,18 @@ impl Node {
         let mut reader = FrameReader::without_idle_timeout(recv, MAX_CONTROL_FRAME_BYTES);
         let mut closed = std::pin::pin!(link.conn.closed());
         let mut admitted = self.inner.config.admission.is_none();
+        // A peer that must be admitted has until then to say its hello.
+        let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
+        let mut hello_deadline = std::pin::pin!(hello_deadline);
         loop {
             let msg = tokio::select! {
                 _ = &mut closed => return Ok(()),
+                () = &mut hello_deadline, if !admitted => {
+                    self.inner.refused_peers.fetch_add(1, Ordering::Relaxed);
+                    let reason = format!("no hello within {HELLO_TIMEOUT:?}");
+                    link.conn.close(CLOSE_REFUSED.into(), reason.as_bytes());
+                    bail!("peer {} refused: {reason}", link.peer_id);
+                }
                 msg = reader.next::<PieceMessage>() => msg?,
             };
             let Some(msg) = msg else { return Ok(()) };

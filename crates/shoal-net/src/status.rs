@@ -20,6 +20,10 @@ pub struct NodeStatus {
     /// Peers refused on the data plane for a missing or invalid admission certificate.
     #[serde(default)]
     pub refused_peers: u64,
+    /// Connection attempts refused before their handshake: the node was full, too many
+    /// handshakes were in progress, or the source address was over its rate.
+    #[serde(default)]
+    pub refused_connections: u64,
     /// Peers that refused this node, with the reason they gave.
     #[serde(default)]
     pub refused_by: Vec<Refusal>,

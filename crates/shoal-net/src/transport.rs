@@ -47,6 +47,8 @@ pub const RECEIVE_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// Piece streams a peer may have open towards us at once.
 pub const MAX_PIECE_STREAMS: u32 = 64;
+/// Connection attempts quinn holds for the accept loop at once.
+pub const MAX_QUEUED_ATTEMPTS: usize = 256;
 /// A connection with no traffic (keep-alives included) for this long is dead.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -101,6 +103,8 @@ pub fn bind(identity: &Identity, listen: SocketAddr, congestion: Congestion) -> 
         .map_err(|e| anyhow!("TLS server configuration unusable for QUIC: {e}"))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
     server.transport_config(transport.clone());
+    // Attempts quinn queues before the node's gate decides on them; beyond, quinn refuses.
+    server.max_incoming(MAX_QUEUED_ATTEMPTS);
     // Peers dial addresses, not identities: any valid libp2p certificate is accepted here and
     // the peer id it proves is checked by the caller.
     let client_tls = crate::tls::client_config(identity.keypair())

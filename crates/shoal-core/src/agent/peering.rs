@@ -21,6 +21,8 @@
 //! - **Early `Have`s**: a peer announces its releases once, when the connection opens. A release
 //!   this node adds later picks those peers up with [`Peering::claim`].
 
+pub mod gate;
+
 use crate::bitfield::Bitfield;
 use crate::content::{PieceIndex, RootHash};
 use crate::labels::Labels;
