@@ -308,6 +308,40 @@ fn a_peer_that_sends_an_oversize_frame_is_disconnected() {
     finishes_despite(Misbehaviour::OversizeFrame);
 }
 
+/// A peer that sends the requested pieces at 100 bytes a second has its streams dropped once the
+/// grace passes, instead of holding them for the 10,000 s a 1 MiB piece would take.
+#[test]
+fn a_peer_trickling_pieces_has_its_streams_dropped() {
+    let f = Fixture::new();
+    let size = 1024 * 1024 + 7;
+    let root = release(&f, size);
+    let bad = BadPeer::start(&f.file("app.manifest"), Misbehaviour::Trickle);
+    let (_origin, origin) = seed(&f, "app.manifest", "payload.bin", &[]);
+    let (_fetch, addr, rx) = fetch(
+        &f,
+        "app.manifest",
+        "node",
+        &[bad.addr, origin],
+        &["--seed-secs", "120"],
+    );
+    let result = done(&rx, "fetch beside a trickling peer");
+    check_copy(&f, &result, &root, size as u64);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let slow = status(addr).unwrap()["slow_piece_streams"]
+            .as_u64()
+            .unwrap();
+        if slow >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trickling piece stream was dropped within 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn unreachable_peers_give_a_clear_error_not_a_hang() {
     let f = Fixture::new();

@@ -32,6 +32,8 @@ pub enum Misbehaviour {
     LyingHave,
     /// Sends a control frame that announces 16 MiB, over the limit.
     OversizeFrame,
+    /// Sends the right bytes at 100 bytes a second, holding the stream.
+    Trickle,
 }
 
 /// A running bad peer; it stops when dropped.
@@ -128,7 +130,7 @@ async fn serve(
                 write_frame(&mut send, &reject, MAX_CONTROL_FRAME_BYTES).await?;
                 continue;
             }
-            Misbehaviour::Corrupt => vec![0xab; len],
+            Misbehaviour::Corrupt | Misbehaviour::Trickle => vec![0xab; len],
             Misbehaviour::Short => vec![0xab; len / 2],
             Misbehaviour::Long => vec![0xab; len + 100],
         };
@@ -141,6 +143,12 @@ async fn serve(
                 len: len as u32,
             };
             write_frame(&mut stream, &header, MAX_HEADER_FRAME_BYTES).await?;
+            if how == Misbehaviour::Trickle {
+                for chunk in body.chunks(100) {
+                    stream.write_all(chunk).await?;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
             stream.write_all(&body).await?;
             stream.finish()?;
             let _ = stream.stopped().await;

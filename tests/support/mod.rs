@@ -237,5 +237,5 @@ impl Drop for Tmpfs {
 }
 
 pub mod bad_peer;
-pub mod swarm_procs;
 pub mod flooder;
+pub mod swarm_procs;

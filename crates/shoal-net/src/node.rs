@@ -145,6 +145,8 @@ struct Inner {
     epoch: Instant,
     next_id: AtomicU64,
     refused_peers: AtomicU64,
+    /// Piece streams dropped for delivering slower than the protocol's minimum rate.
+    slow_piece_streams: AtomicU64,
     /// Peers that refused this node, by address, with their reason; cleared when a connection to
     /// the address is admitted.
     refused_by: Mutex<BTreeMap<SocketAddr, String>>,
@@ -206,6 +208,7 @@ impl Node {
                 epoch: Instant::now(),
                 next_id: AtomicU64::new(1),
                 refused_peers: AtomicU64::new(0),
+                slow_piece_streams: AtomicU64::new(0),
                 refused_by: Mutex::new(BTreeMap::new()),
                 gate: Mutex::new(Gate::new(config.gate.clone())),
                 shutdown,
@@ -378,6 +381,7 @@ impl Node {
         NodeStatus {
             peer_id: self.peer_id().to_string(),
             refused_peers: self.inner.refused_peers.load(Ordering::Relaxed),
+            slow_piece_streams: self.inner.slow_piece_streams.load(Ordering::Relaxed),
             refused_connections: {
                 let stats = lock(&self.inner.gate).stats();
                 stats.refused_full + stats.refused_handshakes + stats.refused_rate
@@ -841,6 +845,13 @@ impl Node {
             {
                 Err(BodyError::Long { len }) => {
                     PieceOutcome::Corrupt(format!("more than {len} bytes for piece {piece}"))
+                }
+                Err(e @ BodyError::TooSlow { .. }) => {
+                    self.inner
+                        .slow_piece_streams
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%piece, "piece stream dropped: {e}");
+                    PieceOutcome::Broken(e.to_string())
                 }
                 Err(e) => PieceOutcome::Broken(e.to_string()),
                 Ok(data) => {

@@ -15,6 +15,12 @@ pub const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// A stream that has gone this long without delivering a byte is abandoned.
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The slowest a piece body may arrive, on average, once [`SLOW_PIECE_GRACE`] has passed: a peer
+/// trickling bytes to hold a stream open is dropped, however often it sends.
+pub const MIN_PIECE_BYTES_PER_SEC: u64 = 1024;
+/// How long a piece body may take before [`MIN_PIECE_BYTES_PER_SEC`] applies.
+pub const SLOW_PIECE_GRACE: Duration = Duration::from_secs(10);
+
 /// Reads frames of type `T` from a QUIC receive stream.
 #[derive(Debug)]
 pub struct FrameReader {
@@ -113,8 +119,19 @@ impl FrameReader {
         }
         // The buffer is empty now (or the body full): later chunks go straight into the body,
         // one copy from quinn's receive buffer.
+        let started = tokio::time::Instant::now();
         while body.len() < len {
-            let chunk = match self.next_chunk().await {
+            // The time by which the bytes so far would have come at the slowest allowed rate.
+            let due = started
+                + SLOW_PIECE_GRACE
+                + Duration::from_secs_f64(body.len() as f64 / MIN_PIECE_BYTES_PER_SEC as f64);
+            let Ok(next) = tokio::time::timeout_at(due, self.next_chunk()).await else {
+                return Err(BodyError::TooSlow {
+                    got: body.len(),
+                    secs: started.elapsed().as_secs(),
+                });
+            };
+            let chunk = match next {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => {
                     return Err(BodyError::Short {
@@ -162,6 +179,16 @@ pub enum BodyError {
     /// The stream failed.
     #[error("piece stream failed: {0}")]
     Stream(String),
+    /// The body came slower than [`MIN_PIECE_BYTES_PER_SEC`].
+    #[error(
+        "piece stream delivered {got} bytes in {secs} s, slower than {MIN_PIECE_BYTES_PER_SEC} bytes a second"
+    )]
+    TooSlow {
+        /// Bytes received.
+        got: usize,
+        /// Seconds it took.
+        secs: u64,
+    },
 }
 
 /// Writes one frame to a QUIC send stream.

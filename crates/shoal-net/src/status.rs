@@ -20,6 +20,9 @@ pub struct NodeStatus {
     /// Peers refused on the data plane for a missing or invalid admission certificate.
     #[serde(default)]
     pub refused_peers: u64,
+    /// Piece streams dropped for delivering slower than the protocol's minimum rate.
+    #[serde(default)]
+    pub slow_piece_streams: u64,
     /// Connection attempts refused before their handshake: the node was full, too many
     /// handshakes were in progress, or the source address was over its rate.
     #[serde(default)]
