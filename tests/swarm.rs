@@ -196,6 +196,40 @@ fn a_killed_fetch_resumes_without_fetching_again_what_it_had() {
     );
 }
 
+/// A fetch killed and restarted while a second fetch shares the origin: the origin has sent the
+/// killed fetch pieces it lost (the unflushed batch), and sends them again to it rather than
+/// declining them as on their way elsewhere, so both finish.
+#[test]
+fn a_killed_fetch_beside_another_resumes_from_the_origin() {
+    let f = Fixture::new();
+    let size = 8 * 1024 * 1024;
+    let root = release(&f, size);
+    let (_origin, origin) = seed(
+        &f,
+        "app.manifest",
+        "payload.bin",
+        &["--upload-limit", "2MiB/s"],
+    );
+    let (_other, _, other_rx) = fetch(&f, "app.manifest", "other", &[origin], &[]);
+    let (mut first, addr, _rx) = fetch(&f, "app.manifest", "node", &[origin], &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(addr)
+        .and_then(|s| s["releases"][0]["have"].as_u64())
+        .unwrap_or(0)
+        < 24
+    {
+        assert!(Instant::now() < deadline, "fetch made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    let (_second, _, rx) = fetch(&f, "app.manifest", "node", &[origin], &[]);
+    let resumed = done(&rx, "resumed fetch");
+    check_copy(&f, &resumed, &root, size as u64);
+    let other = done(&other_rx, "the other fetch");
+    check_copy(&f, &other, &root, size as u64);
+}
+
 #[test]
 fn a_peer_serving_corrupt_pieces_is_banned_and_honest_nodes_finish() {
     let f = Fixture::new();

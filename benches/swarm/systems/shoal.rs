@@ -131,6 +131,20 @@ pub fn run(bench: &Bench<'_>, dir: &Path) -> Result<SystemRun> {
     origin_transport_summary(bench, shoal, &listen);
     procs.stop_all()?;
 
+    let sum = |field: &str| -> u64 {
+        waited
+            .json
+            .iter()
+            .flatten()
+            .filter_map(|v| v[field].as_u64())
+            .sum()
+    };
+    println!(
+        "receivers: {} endgame requests, {} requests to the origin withdrawn, {} declined by the origin as on their way elsewhere",
+        sum("endgame_requests"),
+        sum("origin_spared"),
+        sum("sent_elsewhere")
+    );
     let mut paths = Vec::new();
     for (value, &id) in waited.json.iter().zip(&receivers) {
         let value = value.as_ref().context("a receiver has no JSON")?;
@@ -175,6 +189,12 @@ fn origin_transport_summary(bench: &Bench<'_>, shoal: &Path, listen: &str) {
             .unwrap_or(0)
     };
     let app = status["releases"][0]["bytes_up"].as_u64().unwrap_or(0);
+    let release = |field: &str| status["releases"][0][field].as_u64().unwrap_or(0);
+    println!(
+        "origin: {} pieces sent again, {} requests declined as on their way to another peer",
+        release("pieces_resent"),
+        release("declined_sent_elsewhere")
+    );
     println!(
         "origin's own count: {} of pieces sent; QUIC sent {} in UDP payloads ({:.1} datagrams per send call), declared {} lost, {} congestion events (connections still open)",
         crate::units::mib(app),

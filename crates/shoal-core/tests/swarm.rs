@@ -195,7 +195,15 @@ fn run(s: &Scenario) -> Outcome {
                 *n = n.saturating_sub(1);
                 swarm.handle_cancel(key(from), piece);
             }
-            Msg::Reject(piece, reason) => swarm.handle_rejected(key(from), piece, reason, now),
+            Msg::Reject(piece, reason) => {
+                // A piece declined as sent elsewhere is asked again: that request does not count.
+                if reason == RejectReason::SentElsewhere
+                    && let Some(n) = requests.get_mut(&(to, from, piece.0))
+                {
+                    *n -= 1;
+                }
+                swarm.handle_rejected(key(from), piece, reason, now)
+            }
             Msg::Piece(piece, corrupt) => {
                 let n = outstanding_at[from].entry(to).or_default();
                 *n = n.saturating_sub(1);
@@ -366,14 +374,15 @@ proptest! {
         if s.bad.is_none() {
             // With no failures nothing is ever asked twice of the same peer, endgame or not, and
             // outside endgame every piece is asked at most once, plus once more when a request to
-            // the origin was withdrawn because another peer got the piece first. (A withdrawn
-            // piece the origin had already started sending arrives anyway and is not asked again.)
+            // the origin was withdrawn because another peer got the piece first, or declined
+            // because it was on its way to another peer. (A withdrawn piece the origin had
+            // already started sending arrives anyway and is not asked again.)
             for (&(node, peer, piece), &n) in &out.requests {
-                prop_assert!(n == 1, "node {node} asked {peer} for piece {piece} {n} times");
+                prop_assert!(n <= 1, "node {node} asked {peer} for piece {piece} {n} times");
             }
             for (i, swarm) in out.swarms.iter().enumerate().skip(1) {
                 let stats = swarm.stats();
-                prop_assert!(stats.requests - stats.endgame_requests - stats.origin_spared <= u64::from(s.pieces), "node {i}: {stats:?}");
+                prop_assert!(stats.requests - stats.endgame_requests - stats.origin_spared - stats.sent_elsewhere <= u64::from(s.pieces), "node {i}: {stats:?}");
             }
         }
         if s.bad == Some(Behaviour::Corrupt) {
@@ -403,7 +412,7 @@ fn origin_sends_about_one_copy() {
     let out = run(&s);
     assert!(out.have.iter().all(Bitfield::is_full));
     let ratio = out.origin_pieces_sent as f64 / f64::from(s.pieces);
-    assert!(ratio <= 1.15, "origin sent {ratio:.2} copies");
+    assert!(ratio <= 1.05, "origin sent {ratio:.2} copies");
     // Kumar-Ross: 15 receivers need 15 copies over 16 uplinks, and the origin needs one copy.
     let copy = Duration::from_nanos(
         u64::from(s.pieces) * PIECE_BYTES * 1_000_000_000 / RATE_BYTES_PER_SEC,

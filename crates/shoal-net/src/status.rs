@@ -98,6 +98,21 @@ pub struct ReleaseStatus {
     pub timeouts: u64,
     /// Pieces peers advertised but then said they did not have.
     pub false_haves: u64,
+    /// Pieces sent that this node had sent before.
+    #[serde(default)]
+    pub pieces_resent: u64,
+    /// Requests declined because the piece was on its way to another peer (at an origin).
+    #[serde(default)]
+    pub declined_sent_elsewhere: u64,
+    /// Requests of this node that a peer declined as sent elsewhere.
+    #[serde(default)]
+    pub sent_elsewhere: u64,
+    /// Requests sent in endgame for a piece already requested from another peer.
+    #[serde(default)]
+    pub endgame_requests: u64,
+    /// Requests to the origin withdrawn because another peer got the piece first.
+    #[serde(default)]
+    pub origin_spared: u64,
     /// Pieces being sent now.
     pub uploads_in_progress: u32,
     /// Requests from peers waiting for an upload slot.

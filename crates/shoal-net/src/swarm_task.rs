@@ -498,6 +498,11 @@ impl SwarmTask {
         status.corrupt_pieces = stats.corrupt_pieces;
         status.timeouts = stats.timeouts;
         status.false_haves = stats.false_haves;
+        status.pieces_resent = stats.pieces_resent;
+        status.declined_sent_elsewhere = stats.declined_sent_elsewhere;
+        status.sent_elsewhere = stats.sent_elsewhere;
+        status.endgame_requests = stats.endgame_requests;
+        status.origin_spared = stats.origin_spared;
         status.uploads_in_progress = self.swarm.uploads_in_progress();
         status.queued_requests = self.swarm.queued_requests();
         status.peers = self

@@ -30,6 +30,9 @@ pub struct Config {
     pub max_consecutive_timeouts: u32,
     /// How long a peer that answered `Busy` gets no new requests.
     pub busy_backoff: Duration,
+    /// How long a peer that answered `SentElsewhere` for a piece is not asked for that piece
+    /// again: about the time the peer it went to needs to receive and announce it.
+    pub decline_wait: Duration,
     /// Pieces this node sends at the same time, over all peers (its upload slots).
     pub upload_slots: u32,
     /// Pieces this node sends to one peer at the same time.
@@ -37,7 +40,8 @@ pub struct Config {
     /// Requests from one peer that wait for an upload slot; more are answered `Busy`.
     pub max_queued_per_peer: u32,
     /// Whether this node is the release's origin. An origin is protected: its peers ask it only
-    /// for pieces no other peer has, and it serves first the pieces it has sent least often.
+    /// for pieces no other peer has, it serves first the pieces it has sent least often, and it
+    /// declines a piece it is still sending to another peer (`SentElsewhere`).
     pub is_origin: bool,
 }
 
@@ -54,6 +58,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             max_consecutive_timeouts: 3,
             busy_backoff: Duration::from_millis(500),
+            decline_wait: Duration::from_secs(1),
             upload_slots: 8,
             upload_slots_per_peer: 2,
             max_queued_per_peer: 32,

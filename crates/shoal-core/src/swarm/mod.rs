@@ -27,7 +27,9 @@
 //!   responsive peer has (a peer whose requests sit unanswered stops counting after
 //!   [`Config::origin_endgame_wait`]). The origin serves a bounded number of
 //!   [upload slots](Config::upload_slots) spread over peers and serves first the pieces it has
-//!   sent least often.
+//!   sent least often. It declines a request for a piece it is already sending to another peer
+//!   that has not announced it yet (requests that crossed): the requester asks that peer once it
+//!   announces the piece, or the origin again after [`Config::decline_wait`].
 //! - **Bad peers:** a piece that fails verification bans its sender for this swarm; a peer that
 //!   answers "not have" for a piece it advertised loses that piece from its bitfield; a peer that
 //!   lets [`Config::max_consecutive_timeouts`] requests time out is dropped.
@@ -168,6 +170,12 @@ pub struct Stats {
     pub bytes_up: u64,
     /// Pieces sent.
     pub pieces_up: u64,
+    /// Pieces sent that this machine had sent before (to any peer).
+    pub pieces_resent: u64,
+    /// At an origin: requests it declined because the piece was on its way to another peer.
+    pub declined_sent_elsewhere: u64,
+    /// Requests of ours a peer declined as sent elsewhere (asked again later).
+    pub sent_elsewhere: u64,
 }
 
 /// What a swarm reports about one peer.
@@ -207,6 +215,8 @@ pub struct Swarm {
     requested: Vec<u32>,
     /// Per piece: how often this machine has sent it.
     sent: Vec<u32>,
+    /// At an origin, per piece: the peer its first copy is going to (empty elsewhere).
+    first_recipient: Vec<Option<PeerKey>>,
     uploads_in_progress: u32,
     upload_cursor: Option<PeerKey>,
     actions: VecDeque<Action>,
@@ -228,6 +238,7 @@ impl Swarm {
             "have-bitfield length must equal the piece count"
         );
         let slots = usize::try_from(count).unwrap_or(usize::MAX);
+        let is_origin = config.is_origin;
         Self {
             config,
             layout,
@@ -239,6 +250,11 @@ impl Swarm {
             availability_without_origin: vec![0; slots],
             requested: vec![0; slots],
             sent: vec![0; slots],
+            first_recipient: if is_origin {
+                vec![None; slots]
+            } else {
+                Vec::new()
+            },
             uploads_in_progress: 0,
             upload_cursor: None,
             actions: VecDeque::new(),
@@ -504,6 +520,12 @@ impl Swarm {
                 }
             }
             RejectReason::Busy => state.busy_until = now + self.config.busy_backoff,
+            RejectReason::SentElsewhere => {
+                self.stats.sent_elsewhere += 1;
+                state
+                    .declined
+                    .insert(piece.0, now + self.config.decline_wait);
+            }
             RejectReason::UnknownRelease => {
                 let old =
                     std::mem::replace(&mut state.have, Bitfield::new(self.layout.piece_count()));
@@ -520,11 +542,15 @@ impl Swarm {
     pub fn handle_request(&mut self, peer: PeerKey, piece: PieceIndex) {
         let max_queued = self.config.max_queued_per_peer as usize;
         let has = self.layout.contains(piece) && self.have.contains(piece.0);
+        let in_transit_elsewhere = has && self.in_transit_elsewhere(piece, peer);
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
         let reason = if !has {
             RejectReason::NotHave
+        } else if in_transit_elsewhere {
+            self.stats.declined_sent_elsewhere += 1;
+            RejectReason::SentElsewhere
         } else if state.queue.len() >= max_queued {
             RejectReason::Busy
         } else {
@@ -558,7 +584,16 @@ impl Swarm {
                 state.bytes_up += u64::from(self.layout.piece_len(piece));
             }
         }
+        if !sent
+            && let Some(first) = self.first_recipient.get_mut(idx(piece))
+            && *first == Some(peer)
+        {
+            *first = None;
+        }
         if sent && self.layout.contains(piece) {
+            if self.sent[idx(piece)] > 0 {
+                self.stats.pieces_resent += 1;
+            }
             self.sent[idx(piece)] += 1;
             self.stats.pieces_up += 1;
             self.stats.bytes_up += u64::from(self.layout.piece_len(piece));
@@ -579,6 +614,7 @@ impl Swarm {
         let timeout = self.config.request_timeout;
         let mut dropped = Vec::new();
         for (&key, state) in &mut self.peers {
+            state.declined.retain(|_, &mut until| until > now);
             let expired: Vec<PieceIndex> = state
                 .in_flight
                 .iter()
@@ -629,7 +665,9 @@ impl Swarm {
                     .map(move |&at| at + wait)
                     .filter(move |&t| has_origin && t > now);
                 let busy = (p.busy_until > now).then_some(p.busy_until);
-                request.chain(stall).chain(busy)
+                // A declined piece may be asked again when its wait ends.
+                let declined = p.declined.values().copied().filter(move |&t| t > now);
+                request.chain(stall).chain(busy).chain(declined)
             })
             .min()
     }
@@ -735,6 +773,9 @@ impl Swarm {
     fn next_upload(&mut self, key: PeerKey) -> Option<PieceIndex> {
         let per_peer = self.config.upload_slots_per_peer;
         let is_origin = self.config.is_origin;
+        if is_origin {
+            self.decline_queued_in_transit(key);
+        }
         let state = self.peers.get_mut(&key)?;
         if state.sending >= per_peer || state.queue.is_empty() {
             return None;
@@ -762,7 +803,52 @@ impl Swarm {
         }
         let (piece, _) = state.queue.remove(at)?;
         state.sending += 1;
+        if let Some(first) = self.first_recipient.get_mut(idx(piece))
+            && first.is_none()
+        {
+            *first = Some(key);
+        }
         Some(piece)
+    }
+
+    /// Whether `piece`'s first copy is on its way from this origin to a peer other than `peer`
+    /// that does not have it yet.
+    fn in_transit_elsewhere(&self, piece: PieceIndex, peer: PeerKey) -> bool {
+        self.first_recipient
+            .get(idx(piece))
+            .copied()
+            .flatten()
+            .filter(|&k| k != peer)
+            .and_then(|k| self.peers.get(&k))
+            .is_some_and(|k| !k.have.contains(piece.0))
+    }
+
+    /// Declines the requests queued by `key` whose piece has gone to another peer since they
+    /// were queued (two requests that crossed wait in two queues).
+    fn decline_queued_in_transit(&mut self, key: PeerKey) {
+        let Some(state) = self.peers.get(&key) else {
+            return;
+        };
+        let declined: Vec<PieceIndex> = state
+            .queue
+            .iter()
+            .map(|&(p, _)| p)
+            .filter(|&p| self.in_transit_elsewhere(p, key))
+            .collect();
+        if declined.is_empty() {
+            return;
+        }
+        if let Some(state) = self.peers.get_mut(&key) {
+            state.queue.retain(|(p, _)| !declined.contains(p));
+        }
+        for piece in declined {
+            self.stats.declined_sent_elsewhere += 1;
+            self.actions.push_back(Action::Reject {
+                peer: key,
+                piece,
+                reason: RejectReason::SentElsewhere,
+            });
+        }
     }
 
     fn schedule_requests(&mut self, now: Duration) {
@@ -825,7 +911,10 @@ impl Swarm {
         let mut ties = 0u32;
         for i in self.have.missing() {
             let at = i as usize;
-            if !state.have.contains(i) || state.in_flight.contains_key(&PieceIndex(i)) {
+            if !state.have.contains(i)
+                || state.in_flight.contains_key(&PieceIndex(i))
+                || state.declined.get(&i).is_some_and(|&until| until > now)
+            {
                 continue;
             }
             let requested = self.requested[at];
@@ -918,118 +1007,4 @@ fn len_u32(n: usize) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn swarm() -> Swarm {
-        let layout = PieceLayout::new(64 * 16 * 1024, 16 * 1024).unwrap();
-        Swarm::new(Config::default(), layout, Bitfield::new(64), 1)
-    }
-
-    fn drain(swarm: &mut Swarm, now: Duration) -> Vec<Action> {
-        std::iter::from_fn(|| swarm.poll_action(now)).collect()
-    }
-
-    #[test]
-    fn a_peer_whose_streams_keep_breaking_is_dropped_then_banned() {
-        let mut s = swarm();
-        let bad = PeerKey(9);
-        let mut now = Duration::ZERO;
-        for round in 1..=MAX_UNRESPONSIVE_DROPS {
-            s.handle_peer_joined(bad, false).unwrap();
-            s.handle_have(bad, Bitfield::full(64)).unwrap();
-            let requested: Vec<PieceIndex> = drain(&mut s, now)
-                .into_iter()
-                .filter_map(|a| match a {
-                    Action::Request { piece, .. } => Some(piece),
-                    _ => None,
-                })
-                .collect();
-            assert!(requested.len() >= 3);
-            for piece in requested {
-                s.handle_request_failed(bad, piece, now);
-            }
-            let actions = drain(&mut s, now);
-            assert!(actions.contains(&Action::Disconnect {
-                peer: bad,
-                reason: DropReason::Unresponsive
-            }));
-            assert_eq!(
-                s.is_banned(bad),
-                round == MAX_UNRESPONSIVE_DROPS,
-                "round {round}"
-            );
-            now += Duration::from_secs(1);
-        }
-        assert_eq!(
-            s.handle_peer_joined(bad, false),
-            Err(PeerError::Banned(bad))
-        );
-    }
-
-    #[test]
-    fn answers_about_pieces_past_the_end_are_ignored() {
-        let mut s = swarm();
-        let peer = PeerKey(4);
-        s.handle_peer_joined(peer, false).unwrap();
-        s.handle_have(peer, Bitfield::full(64)).unwrap();
-        for reason in [
-            RejectReason::NotHave,
-            RejectReason::Busy,
-            RejectReason::UnknownRelease,
-        ] {
-            s.handle_rejected(peer, PieceIndex(u32::MAX), reason, Duration::ZERO);
-        }
-        s.handle_cancel(peer, PieceIndex(64));
-        s.handle_request(peer, PieceIndex(64));
-        assert!(s.contains(peer));
-        assert_eq!(s.stats().false_haves, 0);
-    }
-
-    #[test]
-    fn a_corrupt_piece_bans_its_sender_at_once() {
-        let mut s = swarm();
-        let bad = PeerKey(3);
-        s.handle_peer_joined(bad, false).unwrap();
-        s.handle_have(bad, Bitfield::full(64)).unwrap();
-        let piece = drain(&mut s, Duration::ZERO)
-            .into_iter()
-            .find_map(|a| match a {
-                Action::Request { piece, .. } => Some(piece),
-                _ => None,
-            })
-            .unwrap();
-        s.handle_piece(bad, piece, Received::Corrupt, Duration::ZERO);
-        assert!(s.is_banned(bad));
-        assert!(!s.have().contains(piece.0));
-        let actions = drain(&mut s, Duration::ZERO);
-        assert_eq!(
-            actions,
-            vec![Action::Disconnect {
-                peer: bad,
-                reason: DropReason::Corrupt { piece }
-            }]
-        );
-    }
-
-    #[test]
-    fn the_origin_is_asked_once_other_holders_stall() {
-        let mut s = swarm();
-        let (origin, liar) = (PeerKey(1), PeerKey(2));
-        s.handle_peer_joined(origin, true).unwrap();
-        s.handle_have(origin, Bitfield::full(64)).unwrap();
-        s.handle_peer_joined(liar, false).unwrap();
-        s.handle_have(liar, Bitfield::full(64)).unwrap();
-        let asked = |actions: Vec<Action>, who| {
-            actions
-                .iter()
-                .filter(|a| matches!(a, Action::Request { peer, .. } if *peer == who))
-                .count()
-        };
-        // The liar has everything, so the origin is spared...
-        assert_eq!(asked(drain(&mut s, Duration::ZERO), origin), 0);
-        // ...until the liar's requests sit unanswered for the wait.
-        let later = Config::default().origin_endgame_wait;
-        assert!(asked(drain(&mut s, later), origin) > 0);
-    }
-}
+mod tests;

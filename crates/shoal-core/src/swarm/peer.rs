@@ -22,6 +22,8 @@ pub(super) struct Peer {
     pub(super) consecutive_timeouts: u32,
     /// No new requests before this time (the peer said `Busy`).
     pub(super) busy_until: Duration,
+    /// Pieces it declined as sent elsewhere, and until when they are not asked of it again.
+    pub(super) declined: BTreeMap<u32, Duration>,
     /// The peer's requests to us that wait for an upload slot, each with how many times a later
     /// request was served before it.
     pub(super) queue: VecDeque<(PieceIndex, u32)>,
@@ -43,6 +45,7 @@ impl Peer {
             last_delivery: None,
             consecutive_timeouts: 0,
             busy_until: Duration::ZERO,
+            declined: BTreeMap::new(),
             queue: VecDeque::new(),
             sending: 0,
             bytes_down: 0,

@@ -121,6 +121,9 @@ pub enum RejectReason {
     UnknownRelease,
     /// All upload slots are taken; ask again later or elsewhere.
     Busy,
+    /// The sender (an origin) is sending this piece to another peer that does not have it yet:
+    /// ask that peer once it announces the piece, or this sender again later.
+    SentElsewhere,
 }
 
 #[cfg(test)]
@@ -151,7 +154,8 @@ mod tests {
         let reason = prop_oneof![
             Just(RejectReason::NotHave),
             Just(RejectReason::UnknownRelease),
-            Just(RejectReason::Busy)
+            Just(RejectReason::Busy),
+            Just(RejectReason::SentElsewhere)
         ];
         prop_oneof![
             (

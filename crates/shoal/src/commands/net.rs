@@ -453,6 +453,9 @@ fn report(status: &ReleaseStatus, seconds: f64, size: u64, json: bool) {
             "bytes_from_peers": status.bytes_down,
             "bytes_to_peers": status.bytes_up,
             "corrupt_pieces": status.corrupt_pieces,
+            "endgame_requests": status.endgame_requests,
+            "origin_spared": status.origin_spared,
+            "sent_elsewhere": status.sent_elsewhere,
             "banned": status.banned,
         });
         println!("{value}");
