@@ -33,8 +33,15 @@ pub struct Config {
     /// How long a peer that answered `SentElsewhere` for a piece is not asked for that piece
     /// again: about the time the peer it went to needs to receive and announce it.
     pub decline_wait: Duration,
+    /// Bytes of pieces requested and not yet arrived, over all peers, beyond which no more are
+    /// requested (at least one piece): what a machine holds of pieces in flight stays bounded
+    /// whatever the piece size and the number of peers.
+    pub max_in_flight_bytes: u64,
     /// Pieces this node sends at the same time, over all peers (its upload slots).
     pub upload_slots: u32,
+    /// Bytes of pieces this node sends at the same time; fewer slots are used when pieces are
+    /// large (at least one).
+    pub max_upload_bytes: u64,
     /// Pieces this node sends to one peer at the same time.
     pub upload_slots_per_peer: u32,
     /// Requests from one peer that wait for an upload slot; more are answered `Busy`.
@@ -59,7 +66,9 @@ impl Default for Config {
             max_consecutive_timeouts: 3,
             busy_backoff: Duration::from_millis(500),
             decline_wait: Duration::from_secs(1),
+            max_in_flight_bytes: 32 << 20,
             upload_slots: 8,
+            max_upload_bytes: 16 << 20,
             upload_slots_per_peer: 2,
             max_queued_per_peer: 32,
             is_origin: false,

@@ -756,7 +756,11 @@ impl Swarm {
             .map_or(0, |c| keys.partition_point(|&k| k <= c));
         let mut idle_rounds = 0;
         let mut at = start;
-        while self.uploads_in_progress < self.config.upload_slots && idle_rounds < keys.len() {
+        let slots = self
+            .config
+            .upload_slots
+            .min(self.pieces_within(self.config.max_upload_bytes));
+        while self.uploads_in_progress < slots && idle_rounds < keys.len() {
             let key = keys[at % keys.len()];
             at += 1;
             let Some(piece) = self.next_upload(key) else {
@@ -864,11 +868,20 @@ impl Swarm {
             .any(|p| p.is_origin)
             .then(|| self.responsive_holders(now));
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let budget = self.pieces_within(self.config.max_in_flight_bytes);
+        let mut in_flight: u32 = self
+            .peers
+            .values()
+            .map(|p| len_u32(p.in_flight.len()))
+            .sum();
         // Start at a random peer so no peer is always asked first.
         let offset = self.rng.random_range(0..keys.len());
         for n in 0..keys.len() {
             let key = keys[(offset + n) % keys.len()];
             loop {
+                if in_flight >= budget {
+                    return;
+                }
                 let state = &self.peers[&key];
                 if state.busy_until > now || len_u32(state.in_flight.len()) >= self.limit(state) {
                     break;
@@ -879,6 +892,7 @@ impl Swarm {
                 if let Some(state) = self.peers.get_mut(&key) {
                     state.in_flight.insert(piece, now);
                 }
+                in_flight += 1;
                 self.requested[idx(piece)] += 1;
                 self.stats.requests += 1;
                 if duplicate {
@@ -887,6 +901,12 @@ impl Swarm {
                 self.actions.push_back(Action::Request { peer: key, piece });
             }
         }
+    }
+
+    /// How many whole pieces fit in `bytes`, at least one.
+    fn pieces_within(&self, bytes: u64) -> u32 {
+        let piece = u64::from(self.layout.piece_size_bytes()).max(1);
+        u32::try_from(bytes / piece).unwrap_or(u32::MAX).max(1)
     }
 
     /// Endgame starts when no missing piece is both unrequested and available from some peer.
