@@ -9,7 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::bad_peer::{BadPeer, Misbehaviour};
 use support::swarm_procs::{
-    Proc, check_copy, done, fetch, free_addr, release, seed, seed_at, status, wait_for_status,
+    Proc, check_copy, done, fetch, free_addr, release, seed, seed_at, status, wait_for_pieces,
+    wait_for_status,
 };
 use support::{Fixture, json, run, shoal};
 
@@ -159,17 +160,7 @@ fn a_killed_fetch_resumes_without_fetching_again_what_it_had() {
         &["--upload-limit", "2MiB/s"],
     );
     let (mut first, addr, _rx) = fetch(&f, "app.manifest", "node", &[origin], &[]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let have = status(addr)
-            .and_then(|s| s["releases"][0]["have"].as_u64())
-            .unwrap_or(0);
-        if have >= 64 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "fetch made no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_pieces(addr, 64);
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
     let list = json(&run(
@@ -212,15 +203,7 @@ fn a_killed_fetch_beside_another_resumes_from_the_origin() {
     );
     let (_other, _, other_rx) = fetch(&f, "app.manifest", "other", &[origin], &[]);
     let (mut first, addr, _rx) = fetch(&f, "app.manifest", "node", &[origin], &[]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status(addr)
-        .and_then(|s| s["releases"][0]["have"].as_u64())
-        .unwrap_or(0)
-        < 24
-    {
-        assert!(Instant::now() < deadline, "fetch made no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_pieces(addr, 24);
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
     let (_second, _, rx) = fetch(&f, "app.manifest", "node", &[origin], &[]);

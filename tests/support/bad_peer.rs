@@ -5,15 +5,13 @@
 
 use shoal_core::bitfield::Bitfield;
 use shoal_core::content::{PieceLayout, RootHash};
-use shoal_core::keys::{Role, SecretKey};
 use shoal_core::labels::Labels;
 use shoal_core::manifest::SignedManifest;
 use shoal_core::wire::piece::{
     MAX_CONTROL_FRAME_BYTES, MAX_HEADER_FRAME_BYTES, PieceHeader, PieceMessage, RejectReason,
 };
-use shoal_net::identity::Identity;
 use shoal_net::protocol::{FrameReader, write_frame};
-use shoal_net::transport::{self, Congestion};
+use shoal_net::transport::Congestion;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -57,17 +55,8 @@ impl BadPeer {
         let signed = SignedManifest::decode(&std::fs::read(manifest).unwrap()).unwrap();
         let root = signed.manifest.root;
         let layout = signed.manifest.layout().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let identity =
-            Identity::from_secret(&SecretKey::from_seed(Role::Node, rand::random())).unwrap();
+        let (runtime, identity, endpoint) = super::quic_peer::start(Congestion::Bbr);
         let peer_id = identity.peer_id().to_string();
-        let endpoint = runtime.block_on(async {
-            transport::bind(&identity, "127.0.0.1:0".parse().unwrap(), Congestion::Bbr).unwrap()
-        });
         let addr = endpoint.local_addr().unwrap();
         runtime.spawn(async move {
             while let Some(incoming) = endpoint.accept().await {

@@ -3,9 +3,7 @@
 //! handshake; the connections it gets it holds open and never speaks on.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use shoal_core::keys::{Role, SecretKey};
-use shoal_net::identity::Identity;
-use shoal_net::transport::{self, Congestion};
+use shoal_net::transport::Congestion;
 use std::net::SocketAddr;
 
 /// What a flood of connection attempts got.
@@ -29,16 +27,7 @@ pub struct Flooder {
 impl Flooder {
     /// A flooder on a free loopback port.
     pub fn new() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let identity =
-            Identity::from_secret(&SecretKey::from_seed(Role::Node, rand::random())).unwrap();
-        let endpoint = runtime.block_on(async {
-            transport::bind(&identity, "127.0.0.1:0".parse().unwrap(), Congestion::Cubic).unwrap()
-        });
+        let (runtime, _identity, endpoint) = super::quic_peer::start(Congestion::Cubic);
         Self {
             runtime,
             endpoint,

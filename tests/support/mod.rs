@@ -238,4 +238,5 @@ impl Drop for Tmpfs {
 
 pub mod bad_peer;
 pub mod flooder;
+pub mod quic_peer;
 pub mod swarm_procs;

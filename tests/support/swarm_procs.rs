@@ -153,3 +153,16 @@ pub fn release(f: &Fixture, size: usize) -> String {
     let created = f.create("payload.bin", "app.manifest", &["--piece-size", "65536"]);
     created["root"].as_str().unwrap().to_owned()
 }
+
+/// Waits (up to 60 s) until the fetch whose API is at `addr` holds at least `pieces` pieces.
+pub fn wait_for_pieces(addr: SocketAddr, pieces: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(addr)
+        .and_then(|s| s["releases"][0]["have"].as_u64())
+        .unwrap_or(0)
+        < pieces
+    {
+        assert!(Instant::now() < deadline, "fetch made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
