@@ -29,6 +29,7 @@ mod namespaces; // hosts, bridge, tbf caps
 mod processes; // starting, timing and stopping the systems' processes
 mod report; // tables
 mod setup; // the tools each system needs
+mod simulated; // the same run in shoal-sim
 mod systems; // shoal, http and bittorrent runs
 mod units;
 
@@ -122,7 +123,15 @@ fn bench(smoke: bool) -> Result<Outcome> {
         let result = systems::run(&bench, system);
         interrupt::check()?;
         match &result {
-            Ok(run) => println!("{}", report::detail(&bench, run)),
+            Ok(run) => {
+                println!("{}", report::detail(&bench, run));
+                if system == config::System::Shoal {
+                    match simulated::compare(&bench, run) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => println!("simulated run FAILED: {e:#}"),
+                    }
+                }
+            }
             Err(e) => println!("{system} FAILED: {e:#}"),
         }
         results.push((system, result));

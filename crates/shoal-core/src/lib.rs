@@ -39,6 +39,7 @@ pub mod manifest;
 pub mod rollout;
 pub mod swarm;
 pub mod trust;
+pub mod units;
 pub mod wire;
 
 mod hexbytes;

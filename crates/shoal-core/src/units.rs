@@ -1,4 +1,4 @@
-//! Human sizes on the command line and in output.
+//! Human sizes and rates, as the command line, config files and scenarios write them, and in output.
 
 /// Parses a byte size: a plain number of bytes, or a number with a unit. Binary units (`KiB`,
 /// `MiB`, `GiB`, `TiB`, and the short `K`, `M`, `G`, `T`) are powers of 1024; decimal units

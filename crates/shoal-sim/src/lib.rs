@@ -19,6 +19,10 @@
 //! [`Network::enable_rollouts`] the source also runs the real rollout conductor and every other
 //! machine a real rollout agent (see [`rollouts`]): directives travel by the simulated broadcast,
 //! reports by the simulated health tree, and only the executor is modelled.
+//!
+//! [`dataplane`] is the data plane: every node's real swarm scheduler, piece transfers as max-min
+//! fair flows over the nodes' caps ([`flows`], [`flowtable`]). [`scenario`] reads the scenario
+//! files `shoal-sim run` takes, [`run`] runs one and writes what it reports, [`plot`] draws it.
 
 #![warn(missing_docs)]
 
@@ -33,7 +37,13 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
+pub mod dataplane;
+pub mod flows;
+pub mod flowtable;
+pub mod plot;
 pub mod rollouts;
+pub mod run;
+pub mod scenario;
 
 use rollouts::{Answer, Job, Rollouts};
 pub use rollouts::{Model, RolloutStats};

@@ -9,7 +9,6 @@ mod files;
 mod http;
 mod keyfile;
 mod progress;
-mod units;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -6,10 +6,10 @@
 
 use super::net::fetch_status;
 use crate::failure::{Code, Failure, Outcome, WithCode};
-use crate::units::{human_bytes, parse_rate, parse_size};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore;
+use shoal_core::units::{human_bytes, parse_rate, parse_size};
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};

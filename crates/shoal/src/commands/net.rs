@@ -3,10 +3,10 @@
 use super::{json_failure, release::load_manifest, trust};
 use crate::failure::{Code, Failure, Outcome, WithCode};
 use crate::progress;
-use crate::units::{human_bytes, parse_rate};
 use clap::Args;
 use serde_json::json;
 use shoal_core::labels::Labels;
+use shoal_core::units::{human_bytes, parse_rate};
 use shoal_net::api;
 use shoal_net::identity::Identity;
 use shoal_net::node::{self, Node};

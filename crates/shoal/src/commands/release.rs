@@ -1,7 +1,6 @@
 //! `shoal release`: create and verify signed release manifests.
 
 use crate::failure::{Code, Failure, Outcome, WithCode};
-use crate::units::{human_bytes, parse_size};
 use crate::{files, keyfile, progress};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -10,6 +9,7 @@ use shoal_core::keys::Role;
 use shoal_core::manifest::{
     MAX_MANIFEST_BYTES, Manifest, ManifestErrorKind, SignedManifest, VerifiedManifest,
 };
+use shoal_core::units::{human_bytes, parse_size};
 use shoal_store::hashing;
 use std::fs::File;
 use std::path::{Path, PathBuf};

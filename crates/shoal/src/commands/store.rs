@@ -2,9 +2,9 @@
 
 use crate::failure::{Code, Failure, Outcome, WithCode};
 use crate::progress;
-use crate::units::{human_bytes, parse_size};
 use clap::{Args, Subcommand};
 use serde_json::json;
+use shoal_core::units::{human_bytes, parse_size};
 use shoal_store::{Config, GcPlan, GcReason, Release, Store};
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,559 @@
+//! The data plane as flows: every node runs the real swarm scheduler ([`Swarm`]) that
+//! `shoal node` and `shoal fetch` run; a piece being sent is a flow whose rate is its max-min fair
+//! share of the sender's upload and the receiver's download ([`flows::fair_rates`]), recomputed
+//! whenever a flow starts or ends; every message (`Have`, requests, answers, announcements) takes
+//! the latency of the topology between the two nodes.
+//!
+//! Node 0 is the origin: it holds the release from the start and runs [`Config::origin`]. Every
+//! other node picks up to [`DataConfig::neighbours`] swarm neighbours with the daemon's rule
+//! ([`neighbours::choose_by`]): mostly the closest, a quarter of them from anywhere.
+
+use crate::flows::Flow;
+use crate::flowtable::{FlowModel, FlowTable};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use shoal_core::bitfield::Bitfield;
+use shoal_core::content::{PieceIndex, PieceLayout};
+use shoal_core::control::Place;
+use shoal_core::labels::Closeness;
+use shoal_core::swarm::{Action, Config, PeerKey, Received, Swarm, neighbours};
+use shoal_core::wire::piece::RejectReason;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+/// One-way latency by how close two nodes are.
+#[derive(Clone, Copy, Debug)]
+pub struct Latencies {
+    /// Within a rack.
+    pub rack: Duration,
+    /// Within a fault domain.
+    pub fault_domain: Duration,
+    /// Within a region.
+    pub region: Duration,
+    /// Between regions.
+    pub remote: Duration,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            rack: Duration::from_micros(200),
+            fault_domain: Duration::from_micros(500),
+            region: Duration::from_millis(2),
+            remote: Duration::from_millis(40),
+        }
+    }
+}
+
+/// The shape and caps of a distribution run.
+#[derive(Clone, Debug)]
+pub struct DataConfig {
+    /// Nodes, the origin (node 0) included.
+    pub nodes: u32,
+    /// Regions nodes are spread over, round robin by rack.
+    pub regions: u32,
+    /// Fault domains per region.
+    pub fault_domains: u32,
+    /// Racks per fault domain.
+    pub racks: u32,
+    /// Every node's upload cap, bytes per second.
+    pub upload: f64,
+    /// Every node's download cap, bytes per second.
+    pub download: f64,
+    /// The release's pieces.
+    pub layout: PieceLayout,
+    /// Swarm neighbours each node picks (the daemon's `max_peers`).
+    pub neighbours: usize,
+    /// Message latencies.
+    pub latency: Latencies,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Simulated time after which the run stops even if some node is not complete.
+    pub limit: Duration,
+    /// Nodes that crash, and when: their state is gone and their links break.
+    pub crashes: Vec<(Duration, Vec<u32>)>,
+    /// How flow rates are recomputed.
+    pub flow_model: FlowModel,
+}
+
+/// What a distribution run did.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// When each node held every piece (the origin at zero); `None` if it never did.
+    pub completed_at: Vec<Option<Duration>>,
+    /// Piece bytes the origin sent.
+    pub origin_bytes: u64,
+    /// Piece bytes sent over all nodes.
+    pub bytes_sent: u64,
+    /// Events handled.
+    pub events: u64,
+    /// Simulated time at the end.
+    pub simulated: Duration,
+    /// Nodes that crashed.
+    pub crashed: u32,
+}
+
+impl Outcome {
+    /// When the last node completed, if all did; crashed nodes that had not completed do not
+    /// count.
+    pub fn last_complete(&self) -> Option<Duration> {
+        let done = self.completed_at.iter().flatten().count() as u32;
+        (done + self.crashed >= self.completed_at.len() as u32)
+            .then(|| self.completed_at.iter().flatten().max().copied())
+            .flatten()
+    }
+}
+
+#[derive(Debug)]
+enum Msg {
+    Have(Bitfield),
+    Delta(PieceIndex),
+    Request(PieceIndex),
+    Cancel(PieceIndex),
+    Reject(PieceIndex, RejectReason),
+    Piece(PieceIndex),
+    Wake,
+    /// The flows' next completion, if the flow set has not changed since (its generation).
+    Flows(u64),
+    /// The `i`-th entry of [`DataConfig::crashes`] happens.
+    Crash(usize),
+}
+
+struct Event {
+    at: Duration,
+    seq: u64,
+    from: u32,
+    to: u32,
+    msg: Msg,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A distribution run in progress.
+pub struct DataPlane {
+    config: DataConfig,
+    places: Vec<Place>,
+    swarms: Vec<Swarm>,
+    links: Vec<Vec<u32>>,
+    queue: BinaryHeap<Reverse<Event>>,
+    seq: u64,
+    now: Duration,
+    wake: Vec<Option<Duration>>,
+    flows: FlowTable,
+    /// The time of the pending [`Msg::Flows`] event and its generation.
+    flows_event: Option<Duration>,
+    generation: u64,
+    outcome: Outcome,
+    complete: u32,
+    /// Distinct pieces delivered to each node: what its bitfield may hold at most.
+    delivered: Vec<u32>,
+    crashed: Vec<bool>,
+}
+
+/// The place of node `id`: racks round robin, then fault domains, then regions.
+pub fn place_of(id: u32, regions: u32, fault_domains: u32, racks: u32) -> Place {
+    let rack = id % (regions * fault_domains * racks).max(1);
+    Place {
+        region: 1 + rack / (fault_domains * racks).max(1),
+        fault_domain: 1 + rack / racks.max(1),
+        rack: 1 + rack,
+    }
+}
+
+impl DataPlane {
+    /// Sets up the nodes and their swarm neighbours; nothing has moved yet.
+    pub fn new(config: DataConfig) -> Self {
+        let n = config.nodes;
+        let count = config.layout.piece_count();
+        let places: Vec<Place> = (0..n)
+            .map(|id| place_of(id, config.regions, config.fault_domains, config.racks))
+            .collect();
+        let swarms = (0..n)
+            .map(|id| {
+                let (cfg, have) = if id == 0 {
+                    (Config::origin(), Bitfield::full(count))
+                } else {
+                    (Config::default(), Bitfield::new(count))
+                };
+                Swarm::new(cfg, config.layout, have, config.seed ^ u64::from(id))
+            })
+            .collect();
+        let links = choose_links(&config, &places);
+        let mut completed_at = vec![None; n as usize];
+        completed_at[0] = Some(Duration::ZERO);
+        let mut plane = DataPlane {
+            places,
+            swarms,
+            links,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            now: Duration::ZERO,
+            wake: vec![None; n as usize],
+            flows: FlowTable::new(n, config.upload, config.download, config.flow_model),
+            flows_event: None,
+            generation: 0,
+            outcome: Outcome {
+                completed_at,
+                ..Outcome::default()
+            },
+            complete: 1,
+            delivered: vec![0; n as usize],
+            crashed: vec![false; n as usize],
+            config,
+        };
+        for i in 0..plane.config.crashes.len() {
+            let at = plane.config.crashes[i].0;
+            plane.schedule(at, 0, 0, Msg::Crash(i));
+        }
+        for a in 0..n {
+            for i in 0..plane.links[a as usize].len() {
+                let b = plane.links[a as usize][i];
+                let key = PeerKey(u64::from(b));
+                plane.swarms[a as usize]
+                    .handle_peer_joined(key, b == 0)
+                    .unwrap_or_else(|e| panic!("node {a} could not take peer {b}: {e:?}"));
+                let have = plane.swarms[a as usize].have().clone();
+                plane.send(a, b, Msg::Have(have));
+            }
+        }
+        plane
+    }
+
+    /// Runs until every node holds the release or the time limit passes.
+    pub fn run(mut self, mut progress: impl FnMut(Duration, u64)) -> Outcome {
+        while self.complete + self.outcome.crashed < self.config.nodes {
+            let Some(Reverse(event)) = self.queue.pop() else {
+                break;
+            };
+            if event.at > self.config.limit {
+                self.now = self.config.limit;
+                break;
+            }
+            self.now = event.at;
+            self.outcome.events += 1;
+            if self.outcome.events.is_multiple_of(65_536) {
+                progress(self.now, self.outcome.events);
+            }
+            self.handle(event);
+        }
+        self.outcome.simulated = self.now;
+        self.outcome
+    }
+
+    fn send(&mut self, from: u32, to: u32, msg: Msg) {
+        let at = self.now + self.latency(from, to);
+        self.schedule(at, from, to, msg);
+    }
+
+    fn schedule(&mut self, at: Duration, from: u32, to: u32, msg: Msg) {
+        self.seq += 1;
+        self.queue.push(Reverse(Event {
+            at,
+            seq: self.seq,
+            from,
+            to,
+            msg,
+        }));
+    }
+
+    fn latency(&self, from: u32, to: u32) -> Duration {
+        let l = &self.config.latency;
+        match self.places[from as usize].closeness(&self.places[to as usize]) {
+            Closeness::Rack => l.rack,
+            Closeness::FaultDomain => l.fault_domain,
+            Closeness::Region => l.region,
+            Closeness::Remote => l.remote,
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let Event { from, to, msg, .. } = event;
+        let now = self.now;
+        match msg {
+            Msg::Crash(i) => {
+                let ids = std::mem::take(&mut self.config.crashes[i].1);
+                self.crash(&ids);
+                return;
+            }
+            Msg::Flows(generation) => {
+                if generation == self.generation {
+                    self.finish_flows();
+                }
+                return;
+            }
+            _ => {}
+        }
+        if self.crashed[to as usize] || self.crashed[from as usize] {
+            // Lost with the node: nothing reaches or leaves a crashed machine.
+            return;
+        }
+        let key = PeerKey(u64::from(from));
+        let swarm = &mut self.swarms[to as usize];
+        match msg {
+            Msg::Have(have) => {
+                if swarm.contains(key) {
+                    let _ = swarm.handle_have(key, have);
+                }
+            }
+            Msg::Delta(piece) => {
+                if swarm.contains(key) {
+                    let _ = swarm.handle_have_delta(key, &[piece]);
+                }
+            }
+            Msg::Request(piece) => swarm.handle_request(key, piece),
+            Msg::Cancel(piece) => swarm.handle_cancel(key, piece),
+            Msg::Reject(piece, reason) => swarm.handle_rejected(key, piece, reason, now),
+            Msg::Piece(piece) => {
+                let had = swarm.have().contains(piece.0);
+                swarm.handle_piece(key, piece, Received::Verified, now);
+                if !had {
+                    self.delivered[to as usize] += 1;
+                }
+                self.check_counts(to);
+                if !had && self.swarms[to as usize].is_complete() {
+                    self.outcome.completed_at[to as usize] = Some(now);
+                    self.complete += 1;
+                }
+            }
+            Msg::Wake => {
+                if self.wake[to as usize] == Some(now) {
+                    self.wake[to as usize] = None;
+                }
+                swarm.handle_timeout(now);
+            }
+            Msg::Flows(_) | Msg::Crash(_) => return,
+        }
+        self.act(to);
+    }
+
+    /// Carries out everything node `id` wants now, then books its next wake-up.
+    fn act(&mut self, id: u32) {
+        let now = self.now;
+        let mut touched: Vec<u32> = Vec::new();
+        while let Some(action) = self.swarms[id as usize].poll_action(now) {
+            match action {
+                Action::Request { peer, piece } => {
+                    self.send(id, peer.0 as u32, Msg::Request(piece))
+                }
+                Action::Cancel { peer, piece } => self.send(id, peer.0 as u32, Msg::Cancel(piece)),
+                Action::Reject {
+                    peer,
+                    piece,
+                    reason,
+                } => self.send(id, peer.0 as u32, Msg::Reject(piece, reason)),
+                Action::Send { peer, piece } => {
+                    let to = peer.0 as u32;
+                    let len = f64::from(self.config.layout.piece_len(piece));
+                    self.flows.add(Flow { from: id, to }, piece, len, now);
+                    touched.extend([id, to]);
+                }
+                Action::Announce { piece } => {
+                    for i in 0..self.links[id as usize].len() {
+                        let other = self.links[id as usize][i];
+                        self.send(id, other, Msg::Delta(piece));
+                    }
+                }
+                Action::Disconnect { peer, .. } => {
+                    let p = peer.0 as u32;
+                    self.flows.remove_between(id, p);
+                    touched.extend([id, p]);
+                    self.links[id as usize].retain(|&l| l != p);
+                    self.links[p as usize].retain(|&l| l != id);
+                    self.swarms[p as usize].handle_peer_left(PeerKey(u64::from(id)));
+                }
+            }
+        }
+        if !touched.is_empty() {
+            touched.sort_unstable();
+            touched.dedup();
+            self.flows.reshare(&touched, now);
+            self.book_flows();
+        }
+        if let Some(wake) = self.swarms[id as usize].poll_timeout(now) {
+            let wake = wake.max(now);
+            let pending = self.wake[id as usize];
+            if pending.is_none_or(|p| wake < p || p < now) {
+                self.wake[id as usize] = Some(wake);
+                self.schedule(wake, id, id, Msg::Wake);
+            }
+        }
+    }
+
+    /// One pending event, at the next flow's finish.
+    fn book_flows(&mut self) {
+        let next = self.flows.next_due();
+        if next != self.flows_event {
+            self.generation += 1;
+            self.flows_event = next;
+            if let Some(at) = next {
+                self.schedule(at.max(self.now), 0, 0, Msg::Flows(self.generation));
+            }
+        }
+    }
+
+    /// Ends every flow whose last byte has gone: the sender is told, the piece reaches the
+    /// receiver one latency later.
+    fn finish_flows(&mut self) {
+        self.flows_event = None;
+        let done = self.flows.take_due(self.now);
+        let mut touched = Vec::new();
+        for e in &done {
+            let len = u64::from(self.config.layout.piece_len(e.piece));
+            self.outcome.bytes_sent += len;
+            if e.flow.from == 0 {
+                self.outcome.origin_bytes += len;
+            }
+            self.send(e.flow.from, e.flow.to, Msg::Piece(e.piece));
+            touched.extend([e.flow.from, e.flow.to]);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        self.flows.reshare(&touched, self.now);
+        self.book_flows();
+        let senders: BTreeSet<u32> = done.iter().map(|e| e.flow.from).collect();
+        for e in done {
+            self.swarms[e.flow.from as usize].handle_sent(
+                PeerKey(u64::from(e.flow.to)),
+                e.piece,
+                true,
+            );
+        }
+        for id in senders {
+            self.act(id);
+        }
+    }
+
+    /// Nodes stop at once: their flows end unfinished, their neighbours see the links break.
+    fn crash(&mut self, ids: &[u32]) {
+        let mut touched = BTreeSet::new();
+        for &id in ids {
+            let i = id as usize;
+            if i >= self.swarms.len() || self.crashed[i] {
+                continue;
+            }
+            self.crashed[i] = true;
+            if self.outcome.completed_at[i].is_none() {
+                self.outcome.crashed += 1;
+            } else {
+                // It had the release, but it is gone: it no longer counts as holding it.
+                self.outcome.completed_at[i] = None;
+                self.complete -= 1;
+                self.outcome.crashed += 1;
+            }
+            self.flows.remove_node(id);
+            for p in std::mem::take(&mut self.links[i]) {
+                self.links[p as usize].retain(|&l| l != id);
+                if !self.crashed[p as usize] {
+                    self.swarms[p as usize].handle_peer_left(PeerKey(u64::from(id)));
+                    touched.insert(p);
+                }
+            }
+            // Its peer tables go with it.
+            let count = self.config.layout.piece_count();
+            self.swarms[i] = Swarm::new(
+                Config::default(),
+                self.config.layout,
+                Bitfield::new(count),
+                0,
+            );
+        }
+        let around: Vec<u32> = touched.iter().copied().collect();
+        self.flows.reshare(&around, self.now);
+        self.book_flows();
+        for p in touched {
+            if !self.crashed[p as usize] {
+                self.act(p);
+            }
+        }
+    }
+
+    /// Test builds: a node never holds more pieces than were delivered to it.
+    fn check_counts(&self, id: u32) {
+        if cfg!(debug_assertions) && id != 0 {
+            let have = self.swarms[id as usize].have().count();
+            assert!(
+                have <= self.delivered[id as usize],
+                "node {id} counts {have} pieces, {} were delivered",
+                self.delivered[id as usize]
+            );
+        }
+    }
+}
+
+/// Every node's swarm neighbours, symmetric: each node asks for up to `neighbours`, mostly
+/// close, a quarter from anywhere, among nodes that have room.
+fn choose_links(config: &DataConfig, places: &[Place]) -> Vec<Vec<u32>> {
+    let n = config.nodes as usize;
+    let want = config.neighbours.max(1);
+    let mut links: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut rng = SmallRng::seed_from_u64(config.seed);
+    // Candidates: everyone when the fleet is small, otherwise a sample (the mesh's views).
+    let sample = (want * 8).min(n.saturating_sub(1));
+    for a in 0..n {
+        if links[a].len() >= want {
+            continue;
+        }
+        let pool: Vec<u32> = if n <= sample + 1 {
+            (0..n as u32).filter(|&b| b as usize != a).collect()
+        } else {
+            let mut pool = BTreeSet::new();
+            while pool.len() < sample {
+                let b = rand::Rng::random_range(&mut rng, 0..n as u32);
+                if b as usize != a {
+                    pool.insert(b);
+                }
+            }
+            pool.into_iter().collect()
+        };
+        let free = want - links[a].len();
+        let chosen = neighbours::choose_by(
+            pool.len(),
+            |i| places[a].closeness(&places[pool[i] as usize]),
+            free,
+            (free / 4).max(1),
+            &mut rng,
+        );
+        for i in chosen {
+            let b = pool[i] as usize;
+            if links[a].contains(&(b as u32)) || links[b].len() >= want * 2 {
+                continue;
+            }
+            links[a].push(b as u32);
+            links[b].push(a as u32);
+        }
+    }
+    // The origin must be someone's neighbour for anything to move.
+    if links[0].is_empty() && n > 1 {
+        links[0].push(1);
+        links[1].push(0);
+    }
+    links
+}
+
+/// The Kumar-Ross lower bound on the time for `receivers` nodes to get `bytes` from one origin,
+/// every node with upload `upload` and download `download` (bytes per second): the origin must
+/// send every byte once, the slowest receiver must take them all, and all the uploads together
+/// must carry one copy per receiver.
+pub fn kumar_ross_secs(bytes: u64, receivers: u32, upload: f64, download: f64) -> f64 {
+    let f = bytes as f64;
+    let origin = f / upload;
+    let receive = f / download;
+    let total = f64::from(receivers) * f / (upload * f64::from(receivers + 1));
+    origin.max(receive).max(total)
+}

@@ -1,0 +1,248 @@
+//! Max-min fair sharing of nodes' upload and download caps among piece transfers.
+//!
+//! Every transfer (a flow) crosses two resources: its sender's upload and its receiver's
+//! download. [`fair_rates`] gives the max-min fair allocation, the one TCP-like congestion
+//! control converges to when every flow has the same round trip: no flow can go faster without
+//! slowing one that is already slower. It fills by bottleneck: the resource whose capacity left,
+//! shared equally among its flows not yet fixed, is smallest fixes those flows at that share;
+//! their other resource loses what they take; repeat. Shares only grow as the filling goes on,
+//! so a heap with stale entries skipped finds each next bottleneck in `O(log R)`.
+//!
+//! [`reference_rates`] is the textbook progressive filling (every unfixed flow grows together
+//! until some resource is full), kept to check [`fair_rates`] against.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+/// One transfer: from a sender's upload to a receiver's download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// The sending node.
+    pub from: u32,
+    /// The receiving node.
+    pub to: u32,
+}
+
+/// A resource: a node's upload (`2 * node`) or download (`2 * node + 1`).
+fn up(node: u32) -> u64 {
+    u64::from(node) * 2
+}
+
+fn down(node: u32) -> u64 {
+    u64::from(node) * 2 + 1
+}
+
+/// A resource's fair share in the heap, smallest first, ties by resource id.
+#[derive(PartialEq)]
+struct Share(f64, u64);
+
+impl Eq for Share {}
+
+impl PartialOrd for Share {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Share {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .0
+            .total_cmp(&self.0)
+            .then_with(|| other.1.cmp(&self.1))
+    }
+}
+
+struct Resource {
+    left: f64,
+    unfixed: u32,
+    flows: Vec<u32>,
+}
+
+/// The max-min fair rate of each flow, in the units of the caps, given each node's upload cap
+/// `upload(node)` and download cap `download(node)`.
+pub fn fair_rates(
+    flows: &[Flow],
+    upload: impl Fn(u32) -> f64,
+    download: impl Fn(u32) -> f64,
+) -> Vec<f64> {
+    let mut resources: HashMap<u64, Resource> = HashMap::new();
+    for (i, flow) in flows.iter().enumerate() {
+        for (id, cap) in [
+            (up(flow.from), upload(flow.from)),
+            (down(flow.to), download(flow.to)),
+        ] {
+            let r = resources.entry(id).or_insert(Resource {
+                left: cap,
+                unfixed: 0,
+                flows: Vec::new(),
+            });
+            r.unfixed += 1;
+            r.flows.push(i as u32);
+        }
+    }
+    let mut heap: BinaryHeap<Share> = resources
+        .iter()
+        .map(|(&id, r)| Share(r.left / f64::from(r.unfixed), id))
+        .collect();
+    let mut rate = vec![f64::NAN; flows.len()];
+    while let Some(Share(share, id)) = heap.pop() {
+        let Some(r) = resources.get(&id) else {
+            continue;
+        };
+        if r.unfixed == 0 {
+            continue;
+        }
+        let current = r.left / f64::from(r.unfixed);
+        if current != share {
+            heap.push(Share(current, id));
+            continue;
+        }
+        let members = r.flows.clone();
+        for f in members {
+            if !rate[f as usize].is_nan() {
+                continue;
+            }
+            rate[f as usize] = share;
+            let flow = flows[f as usize];
+            let other = if id == up(flow.from) {
+                down(flow.to)
+            } else {
+                up(flow.from)
+            };
+            if let Some(o) = resources.get_mut(&other) {
+                o.left = (o.left - share).max(0.0);
+                o.unfixed -= 1;
+                if o.unfixed > 0 {
+                    heap.push(Share(o.left / f64::from(o.unfixed), other));
+                }
+            }
+        }
+        if let Some(r) = resources.get_mut(&id) {
+            r.left = 0.0;
+            r.unfixed = 0;
+        }
+    }
+    rate
+}
+
+/// Progressive filling: all unfixed flows grow at the same pace until a resource is full; its
+/// flows are fixed. `O(R * F)`; for checking [`fair_rates`].
+pub fn reference_rates(
+    flows: &[Flow],
+    upload: impl Fn(u32) -> f64,
+    download: impl Fn(u32) -> f64,
+) -> Vec<f64> {
+    let mut rate = vec![0.0; flows.len()];
+    let mut fixed = vec![false; flows.len()];
+    loop {
+        let mut used: HashMap<u64, (f64, f64, u32)> = HashMap::new();
+        for (i, flow) in flows.iter().enumerate() {
+            for (id, cap) in [
+                (up(flow.from), upload(flow.from)),
+                (down(flow.to), download(flow.to)),
+            ] {
+                let e = used.entry(id).or_insert((cap, 0.0, 0));
+                e.1 += rate[i];
+                if !fixed[i] {
+                    e.2 += 1;
+                }
+            }
+        }
+        let step = used
+            .values()
+            .filter(|(_, _, n)| *n > 0)
+            .map(|(cap, sum, n)| (cap - sum) / f64::from(*n))
+            .fold(f64::INFINITY, f64::min);
+        if !step.is_finite() {
+            return rate;
+        }
+        for (i, r) in rate.iter_mut().enumerate() {
+            if !fixed[i] {
+                *r += step;
+            }
+        }
+        for (i, flow) in flows.iter().enumerate() {
+            if fixed[i] {
+                continue;
+            }
+            let full = |id: u64, cap: f64| {
+                let sum: f64 = flows
+                    .iter()
+                    .zip(&rate)
+                    .filter(|(f, _)| up(f.from) == id || down(f.to) == id)
+                    .map(|(_, r)| r)
+                    .sum();
+                sum >= cap * (1.0 - 1e-9)
+            };
+            if full(up(flow.from), upload(flow.from)) || full(down(flow.to), download(flow.to)) {
+                fixed[i] = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn one_sender_shares_its_upload() {
+        let flows = [Flow { from: 0, to: 1 }, Flow { from: 0, to: 2 }];
+        assert_eq!(fair_rates(&flows, |_| 10.0, |_| 100.0), vec![5.0, 5.0]);
+    }
+
+    #[test]
+    fn a_slow_receiver_leaves_the_rest_to_the_other() {
+        // Node 1 downloads at 2: its flow takes 2, the other gets the 8 left of node 0's 10.
+        let flows = [Flow { from: 0, to: 1 }, Flow { from: 0, to: 2 }];
+        let rates = fair_rates(&flows, |_| 10.0, |n| if n == 1 { 2.0 } else { 100.0 });
+        assert_eq!(rates, vec![2.0, 8.0]);
+    }
+
+    #[test]
+    fn a_receiver_shares_its_download() {
+        let flows = [
+            Flow { from: 0, to: 3 },
+            Flow { from: 1, to: 3 },
+            Flow { from: 2, to: 3 },
+        ];
+        let rates = fair_rates(&flows, |_| 100.0, |_| 30.0);
+        assert_eq!(rates, vec![10.0, 10.0, 10.0]);
+    }
+
+    fn flows_and_caps() -> impl Strategy<Value = (Vec<Flow>, Vec<f64>, Vec<f64>)> {
+        (2u32..12).prop_flat_map(|nodes| {
+            (
+                prop::collection::vec((0..nodes, 0..nodes), 1..40).prop_map(|pairs| {
+                    pairs
+                        .into_iter()
+                        .filter(|(a, b)| a != b)
+                        .map(|(from, to)| Flow { from, to })
+                        .collect()
+                }),
+                prop::collection::vec(1.0f64..100.0, nodes as usize),
+                prop::collection::vec(1.0f64..100.0, nodes as usize),
+            )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_progressive_filling((flows, ups, downs) in flows_and_caps()) {
+            let fast = fair_rates(&flows, |n| ups[n as usize], |n| downs[n as usize]);
+            let slow = reference_rates(&flows, |n| ups[n as usize], |n| downs[n as usize]);
+            for (a, b) in fast.iter().zip(&slow) {
+                prop_assert!((a - b).abs() <= 1e-6 * b.max(1.0), "{fast:?} against {slow:?}");
+            }
+            // Feasible: no resource over its cap.
+            for n in 0..ups.len() as u32 {
+                let out: f64 = flows.iter().zip(&fast).filter(|(f, _)| f.from == n).map(|(_, r)| r).sum();
+                let inn: f64 = flows.iter().zip(&fast).filter(|(f, _)| f.to == n).map(|(_, r)| r).sum();
+                prop_assert!(out <= ups[n as usize] * (1.0 + 1e-9));
+                prop_assert!(inn <= downs[n as usize] * (1.0 + 1e-9));
+            }
+        }
+    }
+}

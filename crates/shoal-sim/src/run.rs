@@ -1,0 +1,229 @@
+//! One scenario run: the data plane driven to completion, and what it reports (`summary.json`,
+//! the completion curve as CSV and SVG).
+
+use crate::dataplane::{self, DataConfig, DataPlane, Latencies, Outcome};
+use crate::scenario::{FaultKind, Scenario};
+use serde::Serialize;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Bytes of memory one simulated node takes, at most, for a release of `pieces` pieces with
+/// `neighbours` swarm neighbours: the swarm's per-piece tables (availability, requests, the own
+/// bitfield) and one bitfield per neighbour, plus the fixed part. Measured against the
+/// `memory_estimate_covers_a_run` test.
+pub fn bytes_per_node(pieces: u32, neighbours: usize) -> u64 {
+    let pieces = u64::from(pieces);
+    let bitfield = pieces.div_ceil(8) + 64;
+    let tables = pieces * 8;
+    let peers = (neighbours as u64 * 2) * (bitfield + 768);
+    4096 + tables + bitfield + peers
+}
+
+/// The run's figures: `summary.json`, and what `--json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// The scenario file.
+    pub scenario: String,
+    /// The seed the run used.
+    pub seed: u64,
+    /// Nodes, the origin included.
+    pub nodes: u32,
+    /// Nodes that hold the release verified at the end, the origin included.
+    pub complete_nodes: u32,
+    /// Nodes that crashed (scenario faults).
+    pub crashed_nodes: u32,
+    /// Simulated seconds at the end.
+    pub simulated_secs: f64,
+    /// Wall-clock seconds the run took.
+    pub wall_secs: f64,
+    /// Events handled.
+    pub events: u64,
+    /// Events per wall-clock second.
+    pub events_per_sec: f64,
+    /// The process's peak resident memory.
+    pub peak_rss_bytes: u64,
+    /// The release's size.
+    pub release_bytes: u64,
+    /// Its piece size.
+    pub piece_bytes: u64,
+    /// The Kumar-Ross lower bound on the last completion for the scenario's caps.
+    pub kumar_ross_secs: f64,
+    /// When the last node held the release verified; `null` if some never did.
+    pub last_complete_secs: Option<f64>,
+    /// `last_complete_secs` over `kumar_ross_secs`.
+    pub last_over_bound: Option<f64>,
+    /// Median and 99th percentile of the receivers' completion times.
+    pub p50_complete_secs: Option<f64>,
+    /// See `p50_complete_secs`.
+    pub p99_complete_secs: Option<f64>,
+    /// Piece bytes the origin sent.
+    pub origin_bytes: u64,
+    /// `origin_bytes` over the release's size.
+    pub origin_copies: f64,
+    /// Piece bytes sent by all nodes.
+    pub bytes_sent: u64,
+}
+
+/// The data-plane configuration a scenario describes, with `seed` and `nodes` overriding it.
+pub fn data_config(s: &Scenario, seed: u64, nodes: u32) -> DataConfig {
+    DataConfig {
+        nodes,
+        regions: s.regions,
+        fault_domains: s.fault_domains,
+        racks: s.racks,
+        upload: s.upload as f64,
+        download: s.download as f64,
+        layout: s.layout,
+        neighbours: s.neighbours,
+        latency: Latencies::default(),
+        seed,
+        limit: Duration::from_secs(s.limit_secs),
+        crashes: crashes(s, seed, nodes),
+        flow_model: crate::flowtable::FlowModel::Local,
+    }
+}
+
+/// The scenario's crash faults as node lists: in the fault's region (or anywhere), the given
+/// fraction of the nodes, picked by the seed.
+fn crashes(s: &Scenario, seed: u64, nodes: u32) -> Vec<(Duration, Vec<u32>)> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    s.faults
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.kind == FaultKind::Crash)
+        .map(|(i, f)| {
+            let mut ids: Vec<u32> = (0..nodes)
+                .filter(|&id| {
+                    f.region.is_none_or(|r| {
+                        dataplane::place_of(id, s.regions, s.fault_domains, s.racks).region == r
+                    })
+                })
+                .collect();
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ ((i as u64 + 1) << 32));
+            ids.shuffle(&mut rng);
+            ids.truncate((f.fraction * ids.len() as f64).ceil() as usize);
+            ids.sort_unstable();
+            (Duration::from_secs_f64(f.at_secs), ids)
+        })
+        .collect()
+}
+
+/// Runs a scenario's distribution; `progress` hears the simulated time and events so far now
+/// and then.
+pub fn run(
+    s: &Scenario,
+    seed: u64,
+    nodes: u32,
+    progress: impl FnMut(Duration, u64),
+) -> (Summary, Outcome) {
+    let started = Instant::now();
+    let config = data_config(s, seed, nodes);
+    let outcome = DataPlane::new(config).run(progress);
+    let wall = started.elapsed().as_secs_f64();
+    let bytes = s.layout.size_bytes();
+    let bound = dataplane::kumar_ross_secs(bytes, nodes - 1, s.upload as f64, s.download as f64);
+    let mut times: Vec<f64> = outcome.completed_at[1..]
+        .iter()
+        .flatten()
+        .map(Duration::as_secs_f64)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let all = outcome.last_complete().is_some() && !times.is_empty();
+    let quantile = |q: f64| {
+        all.then(|| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1])
+    };
+    let last = outcome.last_complete().map(|d| d.as_secs_f64());
+    let summary = Summary {
+        scenario: s.path.display().to_string(),
+        seed,
+        nodes,
+        complete_nodes: outcome.completed_at.iter().flatten().count() as u32,
+        crashed_nodes: outcome.crashed,
+        simulated_secs: outcome.simulated.as_secs_f64(),
+        wall_secs: wall,
+        events: outcome.events,
+        events_per_sec: outcome.events as f64 / wall.max(1e-9),
+        peak_rss_bytes: peak_rss_bytes(),
+        release_bytes: bytes,
+        piece_bytes: u64::from(s.layout.piece_size_bytes()),
+        kumar_ross_secs: bound,
+        last_complete_secs: last,
+        last_over_bound: last.map(|l| l / bound),
+        p50_complete_secs: quantile(0.5),
+        p99_complete_secs: quantile(0.99),
+        origin_bytes: outcome.origin_bytes,
+        origin_copies: outcome.origin_bytes as f64 / bytes as f64,
+        bytes_sent: outcome.bytes_sent,
+    };
+    (summary, outcome)
+}
+
+/// The process's peak resident memory (`VmHWM`), 0 where `/proc` does not say.
+pub fn peak_rss_bytes() -> u64 {
+    proc_status_kib("VmHWM:") * 1024
+}
+
+/// The process's resident memory now (`VmRSS`).
+pub fn rss_bytes() -> u64 {
+    proc_status_kib("VmRSS:") * 1024
+}
+
+fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Memory the machine has for the run (`MemAvailable`), if `/proc` says.
+pub fn available_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
+/// Writes `summary.json`, `completion.csv` (each receiver's completion time, sorted) and
+/// `completion.svg` (their CDF) into `dir`.
+///
+/// # Errors
+///
+/// The first file that could not be written, with its path.
+pub fn write_outputs(dir: &Path, summary: &Summary, outcome: &Outcome) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create it: {e}", dir.display()))?;
+    let write = |name: &str, body: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, body).map_err(|e| format!("{}: cannot write it: {e}", path.display()))
+    };
+    let json = serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?;
+    write("summary.json", json + "\n")?;
+    let mut times: Vec<f64> = outcome.completed_at[1..]
+        .iter()
+        .flatten()
+        .map(Duration::as_secs_f64)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let mut csv = String::from("receivers_complete,secs\n");
+    for (i, t) in times.iter().enumerate() {
+        csv.push_str(&format!("{},{t:.6}\n", i + 1));
+    }
+    write("completion.csv", csv)?;
+    let svg = crate::plot::cdf_svg(
+        &times,
+        summary.nodes.saturating_sub(1),
+        summary.kumar_ross_secs,
+        &format!(
+            "{} nodes, {} release: receivers complete over time",
+            summary.nodes,
+            shoal_core::units::human_bytes(summary.release_bytes)
+        ),
+    )
+    .map_err(|e| format!("completion.svg: {e}"))?;
+    write("completion.svg", svg)
+}
