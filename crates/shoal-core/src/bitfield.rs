@@ -189,6 +189,37 @@ impl Bitfield {
     pub fn missing(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| !self.contains(i))
     }
+
+    /// The pieces `other` holds that this set lacks, in order. Eight bytes at a time: a stretch
+    /// where `other` has nothing new costs one test per 64 pieces.
+    ///
+    /// # Panics
+    ///
+    /// If the two sets have different lengths.
+    pub fn missing_in<'a>(&'a self, other: &'a Bitfield) -> impl Iterator<Item = u32> + 'a {
+        assert_eq!(self.len, other.len, "bitfields of different lengths");
+        let word = |bytes: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..bytes.len()].copy_from_slice(bytes);
+            u64::from_be_bytes(w)
+        };
+        self.bytes
+            .chunks(8)
+            .zip(other.bytes.chunks(8))
+            .enumerate()
+            .flat_map(move |(at, (mine, theirs))| {
+                let mut bits = word(theirs) & !word(mine);
+                std::iter::from_fn(move || {
+                    if bits == 0 {
+                        return None;
+                    }
+                    // Piece 0 is the high bit.
+                    let lead = bits.leading_zeros();
+                    bits &= !(1u64 << 63 >> lead);
+                    Some(at as u32 * 64 + lead)
+                })
+            })
+    }
 }
 
 impl std::fmt::Debug for Bitfield {
@@ -217,6 +248,23 @@ mod serde_bytes_vec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn missing_in_is_the_plain_difference(
+            len in 1u32..200,
+            mine in prop::collection::vec(any::<u32>(), 0..50),
+            theirs in prop::collection::vec(any::<u32>(), 0..50),
+        ) {
+            let mut a = Bitfield::new(len);
+            let mut b = Bitfield::new(len);
+            for i in mine { a.insert(i % len); }
+            for i in theirs { b.insert(i % len); }
+            let plain: Vec<u32> = (0..len).filter(|&i| b.contains(i) && !a.contains(i)).collect();
+            prop_assert_eq!(a.missing_in(&b).collect::<Vec<_>>(), plain);
+        }
+    }
 
     #[test]
     fn insert_remove_count() {

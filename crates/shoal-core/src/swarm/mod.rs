@@ -859,6 +859,15 @@ impl Swarm {
         if self.have.is_full() || self.peers.is_empty() {
             return;
         }
+        let budget = self.pieces_within(self.config.max_in_flight_bytes);
+        let mut in_flight: u32 = self
+            .peers
+            .values()
+            .map(|p| len_u32(p.in_flight.len()))
+            .sum();
+        if in_flight >= budget {
+            return;
+        }
         let endgame = self.is_endgame();
         // Pieces some responsive peer other than the origin has: the origin is spared those.
         // Requests added below do not change which peers are stalled, so once per call is enough.
@@ -868,12 +877,6 @@ impl Swarm {
             .any(|p| p.is_origin)
             .then(|| self.responsive_holders(now));
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        let budget = self.pieces_within(self.config.max_in_flight_bytes);
-        let mut in_flight: u32 = self
-            .peers
-            .values()
-            .map(|p| len_u32(p.in_flight.len()))
-            .sum();
         // Start at a random peer so no peer is always asked first.
         let offset = self.rng.random_range(0..keys.len());
         for n in 0..keys.len() {
@@ -929,10 +932,9 @@ impl Swarm {
         let random_first = self.have.count() < self.config.random_first_pieces;
         let mut best: Option<(u32, u32)> = None; // (score, piece)
         let mut ties = 0u32;
-        for i in self.have.missing() {
+        for i in self.have.missing_in(&state.have) {
             let at = i as usize;
-            if !state.have.contains(i)
-                || state.in_flight.contains_key(&PieceIndex(i))
+            if state.in_flight.contains_key(&PieceIndex(i))
                 || state.declined.get(&i).is_some_and(|&until| until > now)
             {
                 continue;
