@@ -95,6 +95,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The receivers' completion times in seconds, sorted; those that never completed are left
+    /// out.
+    pub fn receiver_secs(&self) -> Vec<f64> {
+        let mut t: Vec<f64> = self.completed_at[1..]
+            .iter()
+            .flatten()
+            .map(Duration::as_secs_f64)
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t
+    }
+
     /// When the last node completed, if all did; crashed nodes that had not completed do not
     /// count.
     pub fn last_complete(&self) -> Option<Duration> {

@@ -123,12 +123,7 @@ pub fn run(
     let wall = started.elapsed().as_secs_f64();
     let bytes = s.layout.size_bytes();
     let bound = dataplane::kumar_ross_secs(bytes, nodes - 1, s.upload as f64, s.download as f64);
-    let mut times: Vec<f64> = outcome.completed_at[1..]
-        .iter()
-        .flatten()
-        .map(Duration::as_secs_f64)
-        .collect();
-    times.sort_by(f64::total_cmp);
+    let times = outcome.receiver_secs();
     let all = outcome.last_complete().is_some() && !times.is_empty();
     let quantile = |q: f64| {
         all.then(|| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1])
@@ -203,12 +198,7 @@ pub fn write_outputs(dir: &Path, summary: &Summary, outcome: &Outcome) -> Result
     };
     let json = serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?;
     write("summary.json", json + "\n")?;
-    let mut times: Vec<f64> = outcome.completed_at[1..]
-        .iter()
-        .flatten()
-        .map(Duration::as_secs_f64)
-        .collect();
-    times.sort_by(f64::total_cmp);
+    let times = outcome.receiver_secs();
     let mut csv = String::from("receivers_complete,secs\n");
     for (i, t) in times.iter().enumerate() {
         csv.push_str(&format!("{},{t:.6}\n", i + 1));

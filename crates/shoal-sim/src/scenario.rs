@@ -214,9 +214,9 @@ impl Scenario {
         let mut faults = Vec::new();
         for (i, f) in file.fault.iter().enumerate() {
             let key = format!("fault[{i}]");
-            if !f.at_secs.is_finite() || f.at_secs < 0.0 {
+            if !f.at_secs.is_finite() || f.at_secs < 0.0 || f.at_secs > limit_secs as f64 {
                 return Err(err(format!(
-                    "{key}.at_secs is {}: use 0 or more seconds",
+                    "{key}.at_secs is {}: use 0 to limit_secs ({limit_secs}) seconds",
                     f.at_secs
                 )));
             }
@@ -313,6 +313,10 @@ piece_size = "1MiB"
             (
                 format!("{GOOD}[[fault]]\nat_secs = 5\nkind = \"meteor\"\n"),
                 "meteor",
+            ),
+            (
+                format!("{GOOD}[[fault]]\nat_secs = 1e30\nkind = \"crash\"\n"),
+                "fault[0].at_secs is 1000000000000000000000000000000",
             ),
             (
                 format!("{GOOD}[[fault]]\nat_secs = 5\nkind = \"bad_release\"\n"),
