@@ -45,13 +45,13 @@ impl Bench<'_> {
     /// `max(S/u_s, S/d_min, N*S/(u_s + sum u_i))`; every upload and download here is the
     /// same rate.
     pub fn bound_secs(&self) -> f64 {
-        let s = self.config.payload_bytes as f64;
         let rate = self.config.rate.bytes_per_sec();
-        let n = self.config.receivers() as f64;
-        let by_origin = s / rate;
-        let by_download = s / rate;
-        let by_total_upload = n * s / (rate + n * rate);
-        by_origin.max(by_download).max(by_total_upload)
+        shoal_core::swarm::bound::kumar_ross_secs(
+            self.config.payload_bytes,
+            u32::try_from(self.config.receivers()).unwrap_or(u32::MAX),
+            rate,
+            rate,
+        )
     }
 
     /// How long receivers may take before the run counts as failed: ten times the bound or

@@ -557,15 +557,3 @@ fn choose_links(config: &DataConfig, places: &[Place]) -> Vec<Vec<u32>> {
     }
     links
 }
-
-/// The Kumar-Ross lower bound on the time for `receivers` nodes to get `bytes` from one origin,
-/// every node with upload `upload` and download `download` (bytes per second): the origin must
-/// send every byte once, the slowest receiver must take them all, and all the uploads together
-/// must carry one copy per receiver.
-pub fn kumar_ross_secs(bytes: u64, receivers: u32, upload: f64, download: f64) -> f64 {
-    let f = bytes as f64;
-    let origin = f / upload;
-    let receive = f / download;
-    let total = f64::from(receivers) * f / (upload * f64::from(receivers + 1));
-    origin.max(receive).max(total)
-}

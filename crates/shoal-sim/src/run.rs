@@ -122,7 +122,12 @@ pub fn run(
     let outcome = DataPlane::new(config).run(progress);
     let wall = started.elapsed().as_secs_f64();
     let bytes = s.layout.size_bytes();
-    let bound = dataplane::kumar_ross_secs(bytes, nodes - 1, s.upload as f64, s.download as f64);
+    let bound = shoal_core::swarm::bound::kumar_ross_secs(
+        bytes,
+        nodes - 1,
+        s.upload as f64,
+        s.download as f64,
+    );
     let times = outcome.receiver_secs();
     let all = outcome.last_complete().is_some() && !times.is_empty();
     let quantile = |q: f64| {

@@ -34,6 +34,7 @@
 //!   answers "not have" for a piece it advertised loses that piece from its bitfield; a peer that
 //!   lets [`Config::max_consecutive_timeouts`] requests time out is dropped.
 
+pub mod bound;
 mod bucket;
 mod config;
 pub mod neighbours;

@@ -403,11 +403,13 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
             ));
         }
     }
-    let bits = args.size as f64 * 8.0;
-    let rate_bits = args.rate as f64 * 8.0;
-    let n = args.nodes as f64;
-    // Kumar-Ross: max(S/u_origin, S/d_min, N*S/(u_origin + sum of u_i)) with equal caps.
-    let bound = (bits / rate_bits).max(n * bits / ((n + 1.0) * rate_bits));
+    let rate = args.rate as f64;
+    let bound = shoal_core::swarm::bound::kumar_ross_secs(
+        args.size,
+        u32::try_from(args.nodes).unwrap_or(u32::MAX),
+        rate,
+        rate,
+    );
     println!("all {} copies verified: BLAKE3 root {root}", args.nodes);
     println!(
         "last node done after {last:.2} s; Kumar-Ross bound {bound:.2} s ({:.2}x)",
