@@ -14,6 +14,8 @@ use shoal_net::protocol::{FrameReader, write_frame};
 use shoal_net::transport::Congestion;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How the peer misbehaves after advertising every piece.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +40,7 @@ pub enum Misbehaviour {
 pub struct BadPeer {
     pub addr: SocketAddr,
     pub peer_id: String,
+    requests: Arc<AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -58,11 +61,14 @@ impl BadPeer {
         let (runtime, identity, endpoint) = super::quic_peer::start(Congestion::Bbr);
         let peer_id = identity.peer_id().to_string();
         let addr = endpoint.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
         runtime.spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     if let Ok(conn) = incoming.await {
-                        let _ = serve(conn, root, layout, how).await;
+                        let _ = serve(conn, root, layout, how, &counter).await;
                     }
                 });
             }
@@ -70,8 +76,14 @@ impl BadPeer {
         Self {
             addr,
             peer_id,
+            requests,
             runtime: Some(runtime),
         }
+    }
+
+    /// The piece requests this peer has received so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 }
 
@@ -80,6 +92,7 @@ async fn serve(
     root: RootHash,
     layout: PieceLayout,
     how: Misbehaviour,
+    requests: &AtomicU64,
 ) -> anyhow::Result<()> {
     let (mut send, recv) = conn.accept_bi().await?;
     write_frame(
@@ -107,6 +120,7 @@ async fn serve(
         let PieceMessage::Request { piece, .. } = msg else {
             continue;
         };
+        requests.fetch_add(1, Ordering::Relaxed);
         let len = layout.piece_len(piece) as usize;
         let body = match how {
             Misbehaviour::Silent | Misbehaviour::OversizeFrame => continue,
