@@ -249,21 +249,50 @@ impl DataPlane {
 
     /// Runs until every node holds the release or the time limit passes.
     pub fn run(mut self, mut progress: impl FnMut(Duration, u64)) -> Outcome {
-        while self.complete + self.outcome.crashed < self.config.nodes {
-            let Some(Reverse(event)) = self.queue.pop() else {
+        while !self.is_done() {
+            let Some(at) = self.next_at() else {
                 break;
             };
-            if event.at > self.config.limit {
+            if at > self.config.limit {
                 self.now = self.config.limit;
                 break;
             }
-            self.now = event.at;
-            self.outcome.events += 1;
+            self.step();
             if self.outcome.events.is_multiple_of(65_536) {
                 progress(self.now, self.outcome.events);
             }
-            self.handle(event);
         }
+        self.finish()
+    }
+
+    /// Whether every node that has not crashed holds the release.
+    pub fn is_done(&self) -> bool {
+        self.complete + self.outcome.crashed >= self.config.nodes
+    }
+
+    /// Events handled so far.
+    pub fn events(&self) -> u64 {
+        self.outcome.events
+    }
+
+    /// When the next event is due, if any is.
+    pub fn next_at(&self) -> Option<Duration> {
+        self.queue.peek().map(|Reverse(e)| e.at)
+    }
+
+    /// Handles the next event; the node it completed, if it completed one.
+    pub fn step(&mut self) -> Option<u32> {
+        let Reverse(event) = self.queue.pop()?;
+        self.now = event.at;
+        self.outcome.events += 1;
+        let before = self.complete;
+        let to = event.to;
+        self.handle(event);
+        (self.complete > before).then_some(to)
+    }
+
+    /// What the run did, with the simulated time at its last event.
+    pub fn finish(mut self) -> Outcome {
         self.outcome.simulated = self.now;
         self.outcome
     }

@@ -21,7 +21,8 @@
 //! reports by the simulated health tree, and only the executor is modelled.
 //!
 //! [`dataplane`] is the data plane: every node's real swarm scheduler, piece transfers as max-min
-//! fair flows over the nodes' caps ([`flows`], [`flowtable`]). [`scenario`] reads the scenario
+//! fair flows over the nodes' caps ([`flows`], [`flowtable`]). [`fleet`] runs the two in one event
+//! loop, a release's distribution and its rollout together. [`scenario`] reads the scenario
 //! files `shoal-sim run` takes, [`run`] runs one and writes what it reports, [`plot`] draws it.
 
 #![warn(missing_docs)]
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use shoal_core::agent::machine::{Machine, Output};
+use shoal_core::content::RootHash;
 use shoal_core::control::{
     self, Directive, Envelope, Message, Node, Output as ControlOutput, Place, Status, Summary,
 };
@@ -38,6 +40,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 pub mod dataplane;
+pub mod fleet;
 pub mod flows;
 pub mod flowtable;
 pub mod plot;
@@ -434,6 +437,24 @@ impl Network {
         roots.len()
     }
 
+    /// When the next event is due, if any is.
+    pub fn next_at(&self) -> Option<Duration> {
+        self.queue.peek().map(|Reverse(s)| s.at)
+    }
+
+    /// Node `id`'s store now holds `root` verified and complete (the data plane finished it);
+    /// a node that has not started yet hears of it when it starts.
+    pub fn release_complete(&mut self, id: NodeId, root: RootHash) {
+        let now = self.now;
+        if let Some(r) = self.rollouts.as_deref_mut() {
+            r.stored(id, root);
+        }
+        if let Some(machine) = self.slots[id as usize].node.as_deref_mut() {
+            machine.release_stored(root, true, now);
+            self.flush(id);
+        }
+    }
+
     /// Runs events until simulated time `until`.
     pub fn run_until(&mut self, until: Duration) {
         self.run_until_checking(until, |_| {});
@@ -496,8 +517,8 @@ impl Network {
                     Some(r) if id != 0 => {
                         let (agent, roots) = r.agent(id, slot.place);
                         let mut machine = Machine::new(control, Some(agent), None, unix);
-                        for root in roots {
-                            machine.release_stored(root, true, now);
+                        for (root, complete) in roots {
+                            machine.release_stored(root, complete, now);
                         }
                         machine
                     }
@@ -550,7 +571,11 @@ impl Network {
                 }
             }
             Event::Job(job) => {
-                let Some(answer) = self.rollouts.as_deref_mut().and_then(|r| r.answer(&job)) else {
+                let Some(answer) = self
+                    .rollouts
+                    .as_deref_mut()
+                    .and_then(|r| r.answer(&job, now))
+                else {
                     return;
                 };
                 let Some(service) = self.rollouts.as_deref().map(|r| r.model.service.clone())

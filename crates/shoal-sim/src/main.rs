@@ -68,16 +68,9 @@ fn run_scenario(
     json: bool,
 ) -> Result<(), String> {
     let s = Scenario::load(path).map_err(|e| e.to_string())?;
-    if let Some(plan) = &s.plan {
+    if let Some(f) = s.faults.iter().find(|f| f.kind == FaultKind::Partition) {
         return Err(format!(
-            "{}: [rollout] (plan {}) is not simulated yet: shoal-sim runs distribution only; remove [rollout] to run it",
-            path.display(),
-            plan.display()
-        ));
-    }
-    if let Some(f) = s.faults.iter().find(|f| f.kind != FaultKind::Crash) {
-        return Err(format!(
-            "{}: a {:?} fault (at {} s) is not simulated yet: shoal-sim runs crash faults only; remove it to run the rest",
+            "{}: a {:?} fault (at {} s) is not simulated yet: shoal-sim runs crash and bad_release faults only; remove it to run the rest",
             path.display(),
             f.kind,
             f.at_secs
@@ -126,7 +119,7 @@ fn run_scenario(
             let _ = writeln!(err, "{line}");
         }
     };
-    let (summary, outcome) = run::run(&s, seed, nodes, progress);
+    let (summary, outcome) = run::run(&s, seed, nodes, progress)?;
     if tty && started.elapsed() >= Duration::from_millis(500) {
         eprintln!();
     }
@@ -169,6 +162,25 @@ fn run_scenario(
             summary.events_per_sec,
             shoal_core::units::human_bytes(summary.peak_rss_bytes)
         );
+        if let Some(r) = &summary.rollout {
+            let opened = r.waves.iter().filter(|w| w.started_secs.is_some()).count();
+            let last = r
+                .waves
+                .iter()
+                .filter_map(|w| w.healthy_secs)
+                .reduce(f64::max);
+            println!(
+                "rollout {}: {} of {} waves opened, the last healthy at {}; {} nodes activated{}",
+                r.rollout_state,
+                opened,
+                r.waves.len(),
+                secs(last),
+                r.activated_nodes,
+                r.reason
+                    .as_ref()
+                    .map_or_else(String::new, |why| format!(" ({why})"))
+            );
+        }
         if let Some(dir) = &out {
             println!(
                 "wrote {}/summary.json, completion.csv, completion.svg",

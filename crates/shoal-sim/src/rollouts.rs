@@ -40,8 +40,15 @@ pub struct Model {
     pub running: Release,
     /// Releases every node holds verified (the distribution is not simulated here).
     pub distributed: Vec<Release>,
+    /// Releases whose manifests every node holds from the start, their pieces still to come
+    /// (published, fetched by the data plane: [`crate::fleet`]).
+    pub announced: Vec<RootHash>,
     /// Releases whose health checks fail.
     pub bad: BTreeSet<RootHash>,
+    /// The nodes on which they fail (`None`: every node).
+    pub bad_nodes: Option<BTreeSet<NodeId>>,
+    /// From when on they fail.
+    pub bad_from: Duration,
     /// How long staging a release takes.
     pub prepare: Duration,
     /// How long switching to a release (restarting the service) takes.
@@ -73,6 +80,8 @@ struct NodeAgent {
     run: u32,
     /// Whether it ever switched to a release other than the model's running one.
     activated: bool,
+    /// Releases the data plane completed in its store (kept over restarts, as a store is).
+    stored: Vec<RootHash>,
 }
 
 /// Counters of the rollout layer.
@@ -118,8 +127,8 @@ impl Rollouts {
     }
 
     /// The agent of node `id` (re)starting at `place`, from what it last saved, and the
-    /// releases its store holds verified and complete.
-    pub fn agent(&mut self, id: NodeId, place: Place) -> (Agent, Vec<RootHash>) {
+    /// releases its store holds, each with whether it is complete.
+    pub fn agent(&mut self, id: NodeId, place: Place) -> (Agent, Vec<(RootHash, bool)>) {
         let model = &self.model;
         let labels: Labels = format!(
             "region=r{},fd={},rack={}",
@@ -129,10 +138,18 @@ impl Rollouts {
         .unwrap_or_default();
         let policies = BTreeMap::from([(model.service.clone(), model.policy)]);
         let running = Persisted::running(&model.service, model.running.clone());
-        let roots: Vec<RootHash> = std::iter::once(model.running.root)
+        let mut roots: Vec<(RootHash, bool)> = std::iter::once(model.running.root)
             .chain(model.distributed.iter().map(|r| r.root))
+            .map(|root| (root, true))
             .collect();
+        let announced = model.announced.clone();
         let slot = self.slot(id);
+        roots.extend(slot.stored.iter().map(|&root| (root, true)));
+        for root in announced {
+            if !slot.stored.contains(&root) {
+                roots.push((root, false));
+            }
+        }
         let saved = slot.saved.as_deref().cloned().unwrap_or(running);
         slot.run += 1;
         let agent = Agent::new(
@@ -143,6 +160,14 @@ impl Rollouts {
             saved,
         );
         (agent, roots)
+    }
+
+    /// Node `id`'s store holds `root` complete, whether or not the node runs now.
+    pub fn stored(&mut self, id: NodeId, root: RootHash) {
+        let slot = self.slot(id);
+        if !slot.stored.contains(&root) {
+            slot.stored.push(root);
+        }
     }
 
     /// Node `id` saved its agent's state.
@@ -178,10 +203,15 @@ impl Rollouts {
         )
     }
 
-    /// What a finished job answers, unless its node has restarted since.
-    pub fn answer(&mut self, job: &Job) -> Option<Answer> {
+    /// What a finished job answers at `now`, unless its node has restarted since.
+    pub fn answer(&mut self, job: &Job, now: Duration) -> Option<Answer> {
+        let m = &self.model;
         let bad = match &job.command {
-            Command::Check(root) => self.model.bad.contains(root),
+            Command::Check(root) => {
+                m.bad.contains(root)
+                    && now >= m.bad_from
+                    && m.bad_nodes.as_ref().is_none_or(|n| n.contains(&job.node))
+            }
             _ => false,
         };
         if self.slot(job.node).run != job.run {

@@ -1,9 +1,12 @@
-//! One scenario run: the data plane driven to completion, and what it reports (`summary.json`,
+//! One scenario run: the data plane driven to completion (with the rollout beside it, if the
+//! scenario has one), and what it reports (`summary.json`,
 //! the completion curve as CSV and SVG).
 
 use crate::dataplane::{self, DataConfig, DataPlane, Latencies, Outcome};
+use crate::fleet::{self, Rollout, RolloutOutcome};
 use crate::scenario::{FaultKind, Scenario};
 use serde::Serialize;
+use shoal_core::rollout::Plan;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -62,6 +65,9 @@ pub struct Summary {
     pub origin_copies: f64,
     /// Piece bytes sent by all nodes.
     pub bytes_sent: u64,
+    /// With a `[rollout]`: `rollout_state`, `reason`, `waves` and the rollout's counters.
+    #[serde(flatten)]
+    pub rollout: Option<RolloutOutcome>,
 }
 
 /// The data-plane configuration a scenario describes, with `seed` and `nodes` overriding it.
@@ -86,12 +92,18 @@ pub fn data_config(s: &Scenario, seed: u64, nodes: u32) -> DataConfig {
 /// The scenario's crash faults as node lists: in the fault's region (or anywhere), the given
 /// fraction of the nodes, picked by the seed.
 fn crashes(s: &Scenario, seed: u64, nodes: u32) -> Vec<(Duration, Vec<u32>)> {
+    fault_nodes(s, seed, nodes, FaultKind::Crash)
+}
+
+/// The nodes each fault of `kind` hits, with its time: in the fault's region (or anywhere), the
+/// given fraction of the nodes, picked by the seed.
+fn fault_nodes(s: &Scenario, seed: u64, nodes: u32, kind: FaultKind) -> Vec<(Duration, Vec<u32>)> {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     s.faults
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.kind == FaultKind::Crash)
+        .filter(|(_, f)| f.kind == kind)
         .map(|(i, f)| {
             let mut ids: Vec<u32> = (0..nodes)
                 .filter(|&id| {
@@ -109,17 +121,48 @@ fn crashes(s: &Scenario, seed: u64, nodes: u32) -> Vec<(Duration, Vec<u32>)> {
         .collect()
 }
 
-/// Runs a scenario's distribution; `progress` hears the simulated time and events so far now
-/// and then.
+/// Runs a scenario: its distribution and, with a `[rollout]`, the rollout beside it;
+/// `progress` hears the simulated time and events so far now and then.
+///
+/// # Errors
+///
+/// A plan that cannot be read or does not parse (naming its file), or a rollout the conductor
+/// refuses.
 pub fn run(
     s: &Scenario,
     seed: u64,
     nodes: u32,
     progress: impl FnMut(Duration, u64),
-) -> (Summary, Outcome) {
+) -> Result<(Summary, Outcome), String> {
     let started = Instant::now();
     let config = data_config(s, seed, nodes);
-    let outcome = DataPlane::new(config).run(progress);
+    let (outcome, rollout) = match &s.plan {
+        None => (DataPlane::new(config).run(progress), None),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "{}: [rollout] plan {}: {e}",
+                    s.path.display(),
+                    path.display()
+                )
+            })?;
+            let plan = Plan::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bad = fault_nodes(s, seed, nodes, FaultKind::BadRelease)
+                .into_iter()
+                .reduce(|(at, mut a), (b_at, b)| {
+                    a.extend(b);
+                    (at.min(b_at), a)
+                })
+                .map(|(at, ids)| (at, Some(ids.into_iter().collect())));
+            let rollout = Rollout {
+                plan,
+                activation: s.activation,
+                bad,
+            };
+            let (outcome, r) = fleet::run(config, rollout, progress)?;
+            (outcome, Some(r))
+        }
+    };
     let wall = started.elapsed().as_secs_f64();
     let bytes = s.layout.size_bytes();
     let bound = shoal_core::swarm::bound::kumar_ross_secs(
@@ -155,8 +198,9 @@ pub fn run(
         origin_bytes: outcome.origin_bytes,
         origin_copies: outcome.origin_bytes as f64 / bytes as f64,
         bytes_sent: outcome.bytes_sent,
+        rollout,
     };
-    (summary, outcome)
+    Ok((summary, outcome))
 }
 
 /// The process's peak resident memory (`VmHWM`), 0 where `/proc` does not say.

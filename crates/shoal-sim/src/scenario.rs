@@ -34,8 +34,44 @@ pub struct Scenario {
     pub limit_secs: u64,
     /// `[rollout] plan`, resolved against the scenario's directory.
     pub plan: Option<PathBuf>,
+    /// The rest of `[rollout]`: when it starts and how long the modelled executor takes.
+    pub activation: Activation,
     /// `[[fault]]` entries, in time order.
     pub faults: Vec<Fault>,
+}
+
+/// When a scenario's rollout starts and how its modelled executor and health checks behave
+/// (`[rollout]`; each key in seconds, with its default).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Activation {
+    /// `start_secs` (30): when the rollout starts; the release is published at zero.
+    pub start_secs: f64,
+    /// `prepare_secs` (1): staging a release.
+    pub prepare_secs: f64,
+    /// `switch_secs` (2): switching the service to it.
+    pub switch_secs: f64,
+    /// `check_secs` (0.1): one health check.
+    pub check_secs: f64,
+    /// `health_grace_secs` (5): the service policy's grace after a switch.
+    pub health_grace_secs: f64,
+    /// `health_passes` (3): passing checks in a row that make a node healthy.
+    pub health_passes: u32,
+    /// `health_interval_secs` (1): between checks.
+    pub health_interval_secs: f64,
+}
+
+impl Default for Activation {
+    fn default() -> Self {
+        Activation {
+            start_secs: 30.0,
+            prepare_secs: 1.0,
+            switch_secs: 2.0,
+            check_secs: 0.1,
+            health_grace_secs: 5.0,
+            health_passes: 3,
+            health_interval_secs: 1.0,
+        }
+    }
 }
 
 /// A fault on the scenario's schedule.
@@ -122,6 +158,13 @@ struct ReleaseFile {
 #[serde(deny_unknown_fields)]
 struct RolloutFile {
     plan: String,
+    start_secs: Option<f64>,
+    prepare_secs: Option<f64>,
+    switch_secs: Option<f64>,
+    check_secs: Option<f64>,
+    health_grace_secs: Option<f64>,
+    health_passes: Option<i64>,
+    health_interval_secs: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -203,14 +246,44 @@ impl Scenario {
                 "limit_secs is 0: give the simulated seconds after which the run stops".into(),
             ));
         }
-        let plan = file.rollout.map(|r| {
-            let p = PathBuf::from(r.plan);
-            if p.is_absolute() {
+        let mut activation = Activation::default();
+        let mut plan = None;
+        if let Some(r) = &file.rollout {
+            let p = PathBuf::from(&r.plan);
+            plan = Some(if p.is_absolute() {
                 p
             } else {
                 path.parent().unwrap_or(Path::new(".")).join(p)
-            }
-        });
+            });
+            let secs = |key: &str, value: Option<f64>, default: f64| match value {
+                None => Ok(default),
+                Some(v) if v.is_finite() && (0.0..=limit_secs as f64).contains(&v) => Ok(v),
+                Some(v) => Err(err(format!(
+                    "rollout.{key} is {v}: use 0 to limit_secs ({limit_secs}) seconds"
+                ))),
+            };
+            let d = Activation::default();
+            activation = Activation {
+                start_secs: secs("start_secs", r.start_secs, d.start_secs)?,
+                prepare_secs: secs("prepare_secs", r.prepare_secs, d.prepare_secs)?,
+                switch_secs: secs("switch_secs", r.switch_secs, d.switch_secs)?,
+                check_secs: secs("check_secs", r.check_secs, d.check_secs)?,
+                health_grace_secs: secs(
+                    "health_grace_secs",
+                    r.health_grace_secs,
+                    d.health_grace_secs,
+                )?,
+                health_passes: match r.health_passes {
+                    None => d.health_passes,
+                    Some(n) => count("rollout.health_passes", n, 1, 1000)?,
+                },
+                health_interval_secs: secs(
+                    "health_interval_secs",
+                    r.health_interval_secs,
+                    d.health_interval_secs,
+                )?,
+            };
+        }
         let mut faults = Vec::new();
         for (i, f) in file.fault.iter().enumerate() {
             let key = format!("fault[{i}]");
@@ -261,6 +334,7 @@ impl Scenario {
             layout,
             limit_secs,
             plan,
+            activation,
             faults,
         })
     }

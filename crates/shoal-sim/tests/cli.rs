@@ -218,3 +218,150 @@ region = 2
     let last = v["last_complete_secs"].as_f64().unwrap();
     assert!(last > 1.5, "the survivors finished after the crash: {v}");
 }
+
+fn committed(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../simulations")
+        .join(name)
+}
+
+/// Runs a committed rollout scenario at 90 nodes (three regions of two fault domains, as
+/// committed).
+fn rollout_run(name: &str) -> Value {
+    let file = committed(name);
+    json_of(&sim(&[
+        "run",
+        file.to_str().unwrap(),
+        "--nodes",
+        "90",
+        "--json",
+    ]))
+}
+
+#[test]
+fn a_rollout_goes_wave_by_wave_once_the_nodes_hold_the_release() {
+    let v = rollout_run("rollout-300.toml");
+    assert_eq!(v["rollout_state"], "completed", "{v}");
+    assert_eq!(v["complete_nodes"], 90, "{v}");
+    assert_eq!(
+        v["activated_nodes"], 89,
+        "every node but the coordinator's host: {v}"
+    );
+    let waves = v["waves"].as_array().unwrap();
+    let stages: Vec<&str> = waves.iter().map(|w| w["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages[0], "canary", "{v}");
+    assert_eq!(waves[0]["nodes"], 1, "{v}");
+    assert!(
+        stages.contains(&"pilot") && stages.last() == Some(&"broad"),
+        "{v}"
+    );
+    let nodes: u64 = waves.iter().map(|w| w["nodes"].as_u64().unwrap()).sum();
+    assert_eq!(nodes, 89, "the waves cover the fleet once: {v}");
+    let start = 30.0;
+    let mut previous = 0.0;
+    for w in waves {
+        let opened = w["started_secs"].as_f64().unwrap();
+        let healthy = w["healthy_secs"].as_f64().unwrap();
+        assert!(
+            opened >= start && opened >= previous && healthy > opened,
+            "{w}"
+        );
+        assert_eq!(w["failed"], 0, "{w}");
+        previous = healthy;
+    }
+    // One region at a time: within a stage, each region's waves come together.
+    for stage in ["pilot", "broad"] {
+        let mut regions: Vec<&str> = waves
+            .iter()
+            .filter(|w| w["stage"] == stage)
+            .map(|w| w["region"].as_str().unwrap())
+            .collect();
+        let runs = 1 + regions.windows(2).filter(|p| p[0] != p[1]).count();
+        regions.sort_unstable();
+        regions.dedup();
+        assert_eq!(runs, regions.len(), "{stage} interleaves regions: {v}");
+    }
+}
+
+#[test]
+fn no_node_activates_before_it_holds_the_release() {
+    // 256 MiB at 100 Mbit/s takes a receiver at least 21.5 s; the rollout starts at once, while
+    // the nodes are still joining the mesh.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = committed("plans/canary-pilot-broad.toml");
+    let text = format!(
+        r#"
+[fleet]
+nodes = 30
+regions = 3
+fault_domains = 2
+upload = "100mbit"
+download = "100mbit"
+[release]
+size = "256MiB"
+piece_size = "4MiB"
+[rollout]
+plan = "{}"
+start_secs = 0
+"#,
+        plan.display()
+    );
+    let file = scenario(dir.path(), "early.toml", &text);
+    let v = json_of(&sim(&["run", file.to_str().unwrap(), "--json"]));
+    assert_eq!(v["rollout_state"], "completed", "{v}");
+    let fastest = 256.0 * 1024.0 * 1024.0 * 8.0 / 100e6;
+    let canary = v["waves"][0]["healthy_secs"].as_f64().unwrap();
+    assert!(
+        canary > fastest,
+        "the canary passed before it could hold the release: {v}"
+    );
+}
+
+#[test]
+fn a_bad_release_is_stopped_at_the_canary() {
+    let v = rollout_run("bad-release-canary.toml");
+    assert_eq!(v["rollout_state"], "rolled_back", "{v}");
+    let again = rollout_run("bad-release-canary.toml");
+    assert_eq!(
+        (&v["waves"], v["events"].as_u64()),
+        (&again["waves"], again["events"].as_u64()),
+        "the same seed replays the same rollout"
+    );
+    assert_eq!(v["activated_nodes"], 1, "only the canary activated it: {v}");
+    let waves = v["waves"].as_array().unwrap();
+    assert_eq!(waves[0]["stage"], "canary");
+    assert_eq!(waves[0]["failed"], 1, "{v}");
+    assert!(waves[0]["healthy_secs"].is_null(), "{v}");
+    assert!(
+        waves[1..].iter().all(|w| w["started_secs"].is_null()),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_missing_or_broken_plan_names_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(
+        dir.path(),
+        "missing.toml",
+        &format!("{SMALL}[rollout]\nplan = \"nowhere.toml\"\n"),
+    );
+    let err = String::from_utf8_lossy(&sim(&["run", file.to_str().unwrap()]).stderr).into_owned();
+    assert!(
+        err.contains("missing.toml") && err.contains("nowhere.toml"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("broken.toml"), "stage = 3\n").unwrap();
+    let file = scenario(
+        dir.path(),
+        "uses-broken.toml",
+        &format!("{SMALL}[rollout]\nplan = \"broken.toml\"\n"),
+    );
+    let out = sim(&["run", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("broken.toml"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

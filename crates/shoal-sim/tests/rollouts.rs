@@ -58,11 +58,14 @@ fn network(seed: u64, bad: bool) -> Network {
         service: "web".into(),
         running: release("1.0", 1),
         distributed: vec![v2.clone()],
+        announced: Vec::new(),
         bad: if bad {
             BTreeSet::from([v2.root])
         } else {
             BTreeSet::new()
         },
+        bad_nodes: None,
+        bad_from: Duration::ZERO,
         prepare: Duration::from_millis(200),
         switch: Duration::from_millis(300),
         check: Duration::from_millis(50),

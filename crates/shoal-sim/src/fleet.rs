@@ -1,0 +1,238 @@
+//! A release's whole life on the simulated fleet: the control plane ([`Network`]: membership,
+//! broadcast, the health tree, the real conductor and every node's real rollout agent) and the
+//! data plane ([`DataPlane`]: every node's real swarm scheduler over max-min fair flows) in one
+//! event loop. The release is published at time zero and every node starts fetching it, as an
+//! announcement makes it in the daemon; a node's agent hears that its store holds the release
+//! the moment the data plane completes it there, so a wave's nodes activate only once they hold
+//! it. The rollout starts at [`Activation::start_secs`].
+//!
+//! Node 0 is the publisher's host: the coordinator in the control plane and the origin in the
+//! data plane. It runs no rollout agent and is in no wave.
+
+use crate::dataplane::{DataConfig, DataPlane, Outcome};
+use crate::rollouts::{UNIX_AT_START, release};
+use crate::scenario::Activation;
+use crate::{Config, Model, Network, NodeId};
+use serde::Serialize;
+use shoal_core::activation::Policy;
+use shoal_core::rollout::Plan;
+use shoal_core::rollout::conductor::Status;
+use shoal_core::rollout::report::NodeState;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// What the rollout did, as `summary.json` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolloutOutcome {
+    /// The conductor's state at the end: `completed`, `rolled_back`, `running` (the time limit
+    /// came first), ...
+    pub rollout_state: String,
+    /// Why it stopped, if it did.
+    pub reason: Option<String>,
+    /// Its waves in order.
+    pub waves: Vec<WaveOutcome>,
+    /// Nodes that ever switched to the new release.
+    pub activated_nodes: u32,
+    /// Directives the conductor broadcast.
+    pub directives: u64,
+    /// Messages the coordinator received over the run (membership, health reports).
+    pub coordinator_messages: u64,
+}
+
+/// One wave of the rollout.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaveOutcome {
+    /// Its stage's name.
+    pub stage: String,
+    /// The regions of its cells, comma-separated.
+    pub region: String,
+    /// Nodes the conductor assigned to it.
+    pub nodes: u32,
+    /// When it opened, simulated seconds; `None` if it never did.
+    pub started_secs: Option<f64>,
+    /// When it passed; `None` if it never did.
+    pub healthy_secs: Option<f64>,
+    /// Its nodes the health tree last counted failed or reverted.
+    pub failed: u32,
+}
+
+/// A rollout to run beside the distribution.
+pub struct Rollout {
+    /// The plan.
+    pub plan: Plan,
+    /// Its timing and the modelled executor.
+    pub activation: Activation,
+    /// Nodes on which the release fails its health checks, and from when (`None`: a good
+    /// release).
+    pub bad: Option<(Duration, Option<BTreeSet<NodeId>>)>,
+}
+
+/// Runs the distribution of `data` and `rollout` together until the rollout finishes, the
+/// release is everywhere and the rollout finished, or `data.limit` passes. `progress` hears the
+/// simulated time and events so far now and then.
+///
+/// # Errors
+///
+/// If the conductor refuses to start the rollout.
+pub fn run(
+    data: DataConfig,
+    rollout: Rollout,
+    mut progress: impl FnMut(Duration, u64),
+) -> Result<(Outcome, RolloutOutcome), String> {
+    let limit = data.limit;
+    let mut crashes = data.crashes.clone();
+    crashes.sort_by_key(|c| c.0);
+    let mut crashes = crashes.into_iter().peekable();
+    let mut net = Network::new(
+        Config {
+            seed: data.seed,
+            regions: data.regions,
+            fault_domains: data.fault_domains,
+            racks: data.racks,
+            rack_latency: data.latency.rack,
+            fault_domain_latency: data.latency.fault_domain,
+            region_latency: data.latency.region,
+            remote_latency: data.latency.remote,
+            ..Config::default()
+        },
+        data.nodes,
+    );
+    let running = release("1.0", 1);
+    let new = release("2.0", 2);
+    let a = rollout.activation;
+    let secs = Duration::from_secs_f64;
+    let (bad, bad_from, bad_nodes) = match rollout.bad {
+        Some((from, nodes)) => (BTreeSet::from([new.root]), from, nodes),
+        None => (BTreeSet::new(), Duration::ZERO, None),
+    };
+    net.enable_rollouts(Model {
+        service: "app".into(),
+        running,
+        distributed: Vec::new(),
+        announced: vec![new.root],
+        bad,
+        bad_nodes,
+        bad_from,
+        prepare: secs(a.prepare_secs),
+        switch: secs(a.switch_secs),
+        check: secs(a.check_secs),
+        policy: Policy {
+            grace: secs(a.health_grace_secs),
+            passes: a.health_passes,
+            interval: secs(a.health_interval_secs),
+        },
+    });
+    let mut plane = DataPlane::new(data);
+    let start = secs(a.start_secs);
+    let mut id = None;
+    let mut steps = 0u64;
+    loop {
+        let now = net.now();
+        if id.is_none() && now >= start {
+            id = Some(
+                net.start_rollout(rollout.plan.clone(), new.clone())
+                    .map_err(|e| format!("the conductor refused the rollout: {e}"))?,
+            );
+        }
+        let finished = id
+            .and_then(|id| net.rollout_status(id))
+            .is_some_and(|s| !matches!(s.state.as_str(), "running" | "paused" | "planned"));
+        if finished && (plane.is_done() || plane.next_at().is_none()) {
+            break;
+        }
+        let data_at = plane.next_at().unwrap_or(Duration::MAX);
+        let crash_at = crashes.peek().map_or(Duration::MAX, |c| c.0);
+        let mut at = net
+            .next_at()
+            .unwrap_or(Duration::MAX)
+            .min(data_at)
+            .min(crash_at);
+        if id.is_none() {
+            at = at.min(start);
+        }
+        if at > limit {
+            net.run_until(limit);
+            break;
+        }
+        net.run_until(at);
+        if crash_at <= at
+            && let Some((_, ids)) = crashes.next()
+        {
+            // The data plane crashes the same nodes at the same time from its own schedule.
+            for node in ids {
+                net.crash(node);
+            }
+        }
+        if data_at <= at
+            && let Some(node) = plane.step()
+        {
+            net.release_complete(node, new.root);
+        }
+        steps += 1;
+        if steps.is_multiple_of(65_536) {
+            progress(net.now(), plane.events() + net.stats().events);
+        }
+    }
+    let status = id.and_then(|id| net.rollout_status(id));
+    let fleet = net.fleet();
+    let mut outcome = plane.finish();
+    outcome.events += net.stats().events;
+    outcome.simulated = outcome.simulated.max(net.now());
+    let report = fleet
+        .as_ref()
+        .and_then(|f| f.rollouts.iter().find(|r| Some(r.rollout) == id));
+    let waves = status
+        .as_ref()
+        .map_or_else(Vec::new, |s| waves(s, &rollout.plan, report));
+    let stats = net.rollout_stats();
+    Ok((
+        outcome,
+        RolloutOutcome {
+            rollout_state: status
+                .as_ref()
+                .map_or_else(|| "not started".into(), |s| s.state.clone()),
+            reason: status.as_ref().and_then(|s| s.reason.clone()),
+            waves,
+            activated_nodes: stats.activated_nodes,
+            directives: stats.directives,
+            coordinator_messages: net.stats().source_received,
+        },
+    ))
+}
+
+fn waves(
+    status: &Status,
+    plan: &Plan,
+    report: Option<&shoal_core::rollout::report::RolloutReport>,
+) -> Vec<WaveOutcome> {
+    let since_start =
+        |at: Option<Duration>| at.map(|t| t.saturating_sub(UNIX_AT_START).as_secs_f64());
+    status
+        .waves
+        .iter()
+        .map(|w| {
+            let mut regions: Vec<&str> = w.cells.iter().map(|c| c.region.as_str()).collect();
+            regions.dedup();
+            let failed = report.map_or(0, |r| {
+                w.cells
+                    .iter()
+                    .map(|c| {
+                        let counts = r.cell(c);
+                        counts[NodeState::Failed as usize] + counts[NodeState::Reverted as usize]
+                    })
+                    .sum()
+            });
+            WaveOutcome {
+                stage: plan
+                    .stages
+                    .get(usize::from(w.stage))
+                    .map_or_else(String::new, |s| s.name.clone()),
+                region: regions.join(","),
+                nodes: w.expected,
+                started_secs: since_start(w.opened_at),
+                healthy_secs: since_start(w.passed_at),
+                failed,
+            }
+        })
+        .collect()
+}
