@@ -24,8 +24,8 @@ use std::time::Duration;
 /// What the rollout did, as `summary.json` reports it.
 #[derive(Clone, Debug, Serialize)]
 pub struct RolloutOutcome {
-    /// The conductor's state at the end: `completed`, `rolled_back`, `running` (the time limit
-    /// came first), ...
+    /// The conductor's state at the end: `completed`, `rolled_back`, `paused` (a plan's
+    /// `on_failure = "pause"`: the run ends there), `running` (the time limit came first), ...
     pub rollout_state: String,
     /// Why it stopped, if it did.
     pub reason: Option<String>,
@@ -67,8 +67,8 @@ pub struct Rollout {
     pub bad: Option<(Duration, Option<BTreeSet<NodeId>>)>,
 }
 
-/// Runs the distribution of `data` and `rollout` together until the rollout finishes, the
-/// release is everywhere and the rollout finished, or `data.limit` passes. `progress` hears the
+/// Runs the distribution of `data` and `rollout` together until the rollout has finished (or
+/// paused) and the release is everywhere it can get, or `data.limit` passes. `progress` hears the
 /// simulated time and events so far now and then.
 ///
 /// # Errors
@@ -134,9 +134,10 @@ pub fn run(
                     .map_err(|e| format!("the conductor refused the rollout: {e}"))?,
             );
         }
+        // A paused rollout ends the run too: no operator is there to resume it.
         let finished = id
             .and_then(|id| net.rollout_status(id))
-            .is_some_and(|s| !matches!(s.state.as_str(), "running" | "paused" | "planned"));
+            .is_some_and(|s| !matches!(s.state.as_str(), "running" | "planned"));
         if finished && (plane.is_done() || plane.next_at().is_none()) {
             break;
         }

@@ -365,3 +365,31 @@ fn a_missing_or_broken_plan_names_its_file() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_rollout_that_pauses_on_failure_ends_the_run_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pause.toml"),
+        r#"
+[[stage]]
+name = "canary"
+size = "1"
+bake_secs = 0
+success = "100%"
+failure_threshold = "1"
+deadline_secs = 600
+on_failure = "pause"
+"#,
+    )
+    .unwrap();
+    let text = format!(
+        "{}[rollout]\nplan = \"pause.toml\"\nstart_secs = 15\n[[fault]]\nat_secs = 0\nkind = \"bad_release\"\n",
+        SMALL
+    );
+    let file = scenario(dir.path(), "paused.toml", &text);
+    let v = json_of(&sim(&["run", file.to_str().unwrap(), "--json"]));
+    assert_eq!(v["rollout_state"], "paused", "{v}");
+    assert_eq!(v["waves"][0]["failed"], 1, "{v}");
+    assert!(v["simulated_secs"].as_f64().unwrap() < 600.0, "{v}");
+}
