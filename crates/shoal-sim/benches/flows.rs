@@ -12,27 +12,19 @@
 mod sizes;
 
 use shoal_core::content::PieceLayout;
-use shoal_sim::dataplane::{DataConfig, DataPlane, Latencies, Outcome};
+use shoal_sim::dataplane::{DataConfig, DataPlane, Outcome};
 use shoal_sim::flowtable::FlowModel;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn run(nodes: u32, model: FlowModel) -> (Outcome, f64) {
     let layout = PieceLayout::new(64 << 20, 1 << 20).expect("64 MiB in 1 MiB pieces is a layout");
     let started = Instant::now();
     let outcome = DataPlane::new(DataConfig {
-        nodes,
         regions: 3,
         fault_domains: 4,
         racks: 8,
-        upload: 125e6,
-        download: 125e6,
-        layout,
-        neighbours: 40,
-        latency: Latencies::default(),
-        seed: 1,
-        limit: Duration::from_secs(3_600),
-        crashes: Vec::new(),
         flow_model: model,
+        ..DataConfig::uniform(nodes, layout, 125e6)
     })
     .run(|_, _| {});
     (outcome, started.elapsed().as_secs_f64())

@@ -77,6 +77,29 @@ pub struct DataConfig {
     pub flow_model: FlowModel,
 }
 
+impl DataConfig {
+    /// `nodes` nodes in one rack with `rate` bytes per second up and down each, 40 swarm
+    /// neighbours, the default latencies, seed 1, an hour's limit, no crashes and local flows:
+    /// the base that benchmarks and tests change a few fields of.
+    pub fn uniform(nodes: u32, layout: PieceLayout, rate: f64) -> Self {
+        DataConfig {
+            nodes,
+            regions: 1,
+            fault_domains: 1,
+            racks: 1,
+            upload: rate,
+            download: rate,
+            layout,
+            neighbours: 40,
+            latency: Latencies::default(),
+            seed: 1,
+            limit: Duration::from_secs(3_600),
+            crashes: Vec::new(),
+            flow_model: FlowModel::Local,
+        }
+    }
+}
+
 /// What a distribution run did.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {

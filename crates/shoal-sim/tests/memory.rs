@@ -3,11 +3,10 @@
 //! allocates beside it).
 
 use shoal_core::content::PieceLayout;
-use shoal_sim::dataplane::{DataConfig, DataPlane, Latencies};
+use shoal_sim::dataplane::{DataConfig, DataPlane};
 use shoal_sim::run::bytes_per_node;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 struct Counting;
 
@@ -41,19 +40,10 @@ fn memory_estimate_covers_a_run() {
         let base = LIVE.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
         let outcome = DataPlane::new(DataConfig {
-            nodes,
             regions: 2,
             fault_domains: 2,
             racks: 4,
-            upload: 12.5e6,
-            download: 12.5e6,
-            layout,
-            neighbours: 40,
-            latency: Latencies::default(),
-            seed: 1,
-            limit: Duration::from_secs(3_600),
-            crashes: Vec::new(),
-            flow_model: shoal_sim::flowtable::FlowModel::Local,
+            ..DataConfig::uniform(nodes, layout, 12.5e6)
         })
         .run(|_, _| {});
         assert!(outcome.last_complete().is_some());
