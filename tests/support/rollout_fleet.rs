@@ -44,6 +44,9 @@ pub fn app(writes: &str) -> String {
     script(&format!("echo \"{writes}\" > version\nexec sleep 1000000"))
 }
 
+/// The plan the rollout tests run. The pilot is an exact count: nodes assign themselves to a
+/// percentage stage by hash, so a 20% pilot of 28 nodes comes out empty about once in 400 runs,
+/// and the tests check that every stage passed.
 pub const PLAN: &str = r#"
 one_region_at_a_time = true
 fault_domain_by_fault_domain = true
@@ -60,7 +63,7 @@ on_failure = "rollback"
 
 [[stage]]
 name = "pilot"
-size = "20%"
+size = "5"
 deadline_secs = 120
 on_failure = "rollback"
 
