@@ -10,6 +10,7 @@
 
 use crate::flows::Flow;
 use crate::flowtable::{FlowModel, FlowTable};
+use crate::timeline::{SAMPLE_INTERVAL, Sample, Timeline};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use shoal_core::bitfield::Bitfield;
@@ -271,7 +272,18 @@ impl DataPlane {
     }
 
     /// Runs until every node holds the release or the time limit passes.
-    pub fn run(mut self, mut progress: impl FnMut(Duration, u64)) -> Outcome {
+    pub fn run(self, progress: impl FnMut(Duration, u64)) -> Outcome {
+        self.run_sampled(progress, &mut Timeline::default())
+    }
+
+    /// [`DataPlane::run`], sampling the nodes complete and the origin's bytes into `timeline`
+    /// every [`SAMPLE_INTERVAL`].
+    pub fn run_sampled(
+        mut self,
+        mut progress: impl FnMut(Duration, u64),
+        timeline: &mut Timeline,
+    ) -> Outcome {
+        let mut next_sample = Duration::ZERO;
         while !self.is_done() {
             let Some(at) = self.next_at() else {
                 break;
@@ -280,17 +292,48 @@ impl DataPlane {
                 self.now = self.config.limit;
                 break;
             }
+            while next_sample <= at {
+                timeline.samples.push(self.sample(next_sample));
+                next_sample += SAMPLE_INTERVAL;
+            }
             self.step();
             if self.outcome.events.is_multiple_of(65_536) {
                 progress(self.now, self.outcome.events);
             }
         }
+        // The end, where it falls between two samples.
+        if timeline
+            .samples
+            .last()
+            .is_none_or(|l| l.secs < self.now.as_secs_f64())
+        {
+            timeline.samples.push(self.sample(self.now));
+        }
         self.finish()
+    }
+
+    fn sample(&self, at: Duration) -> Sample {
+        Sample {
+            secs: at.as_secs_f64(),
+            complete: self.complete,
+            origin_bytes: self.outcome.origin_bytes,
+            ..Sample::default()
+        }
     }
 
     /// Whether every node that has not crashed holds the release.
     pub fn is_done(&self) -> bool {
         self.complete + self.outcome.crashed >= self.config.nodes
+    }
+
+    /// Nodes holding the release verified so far, the origin included.
+    pub fn complete_nodes(&self) -> u32 {
+        self.complete
+    }
+
+    /// Piece bytes the origin has sent so far.
+    pub fn origin_bytes(&self) -> u64 {
+        self.outcome.origin_bytes
     }
 
     /// Events handled so far.

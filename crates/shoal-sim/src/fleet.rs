@@ -12,6 +12,7 @@
 use crate::dataplane::{DataConfig, DataPlane, Outcome};
 use crate::rollouts::{UNIX_AT_START, release};
 use crate::scenario::Activation;
+use crate::timeline::{SAMPLE_INTERVAL, Sample, Timeline};
 use crate::{Config, Model, Network, NodeId};
 use serde::Serialize;
 use shoal_core::activation::Policy;
@@ -78,6 +79,7 @@ pub fn run(
     data: DataConfig,
     rollout: Rollout,
     mut progress: impl FnMut(Duration, u64),
+    timeline: &mut Timeline,
 ) -> Result<(Outcome, RolloutOutcome), String> {
     let limit = data.limit;
     let mut crashes = data.crashes.clone();
@@ -126,6 +128,7 @@ pub fn run(
     let start = secs(a.start_secs);
     let mut id = None;
     let mut steps = 0u64;
+    let mut next_sample = Duration::ZERO;
     loop {
         let now = net.now();
         if id.is_none() && now >= start {
@@ -151,11 +154,16 @@ pub fn run(
         if id.is_none() {
             at = at.min(start);
         }
+        at = at.min(next_sample);
         if at > limit {
             net.run_until(limit);
             break;
         }
         net.run_until(at);
+        if next_sample <= at {
+            timeline.samples.push(sample(&net, &plane, id));
+            next_sample += SAMPLE_INTERVAL;
+        }
         if crash_at <= at
             && let Some((_, ids)) = crashes.next()
         {
@@ -173,6 +181,14 @@ pub fn run(
         if steps.is_multiple_of(65_536) {
             progress(net.now(), plane.events() + net.stats().events);
         }
+    }
+    // The end, where it falls between two samples.
+    if timeline
+        .samples
+        .last()
+        .is_none_or(|l| l.secs < net.now().as_secs_f64())
+    {
+        timeline.samples.push(sample(&net, &plane, id));
     }
     let status = id.and_then(|id| net.rollout_status(id));
     let fleet = net.fleet();
@@ -199,6 +215,25 @@ pub fn run(
             coordinator_messages: net.stats().source_received,
         },
     ))
+}
+
+/// The fleet now: the data plane's counts, and the coordinator's counts of the rollout `id`.
+fn sample(net: &Network, plane: &DataPlane, id: Option<u64>) -> Sample {
+    let mut s = Sample {
+        secs: net.now().as_secs_f64(),
+        complete: plane.complete_nodes(),
+        origin_bytes: plane.origin_bytes(),
+        coordinator_messages: net.stats().source_received,
+        ..Sample::default()
+    };
+    let fleet = net.fleet();
+    let report = fleet
+        .as_ref()
+        .and_then(|f| f.rollouts.iter().find(|r| Some(r.rollout) == id));
+    if let (Some(report), Some(status)) = (report, id.and_then(|id| net.rollout_status(id))) {
+        s.rollout_counts(report, &status.waves);
+    }
+    s
 }
 
 fn waves(

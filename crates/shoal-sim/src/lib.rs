@@ -47,6 +47,7 @@ pub mod plot;
 pub mod rollouts;
 pub mod run;
 pub mod scenario;
+pub mod timeline;
 
 use rollouts::{Answer, Job, Rollouts};
 pub use rollouts::{Model, RolloutStats};
@@ -182,6 +183,10 @@ pub struct NetStats {
     /// delivered, counting each id once over its runs and including ids that crashed since:
     /// the most nodes a health round (see [`Node::shown_round`]) can count.
     pub delivered_by_seq: BTreeMap<u64, u32>,
+    /// Messages sent, by kind ([`Message::kind`]).
+    pub sent_by_kind: BTreeMap<&'static str, u64>,
+    /// Timer wake-ups the nodes handled.
+    pub timers: u64,
 }
 
 /// The simulated network. See the [crate docs](crate).
@@ -543,6 +548,7 @@ impl Network {
                 let Some(node) = slot.node.as_deref_mut() else {
                     return;
                 };
+                self.stats.timers += 1;
                 node.handle_timeout(now);
                 self.flush(id);
             }
@@ -644,6 +650,7 @@ impl Network {
             match output {
                 Output::Control(ControlOutput::Send { to, message }) => {
                     self.stats.messages += 1;
+                    *self.stats.sent_by_kind.entry(message.kind()).or_default() += 1;
                     if self.reachable(id, to) && !self.slots[to as usize].crashed {
                         let latency = self.latency(id, to);
                         self.schedule(

@@ -25,7 +25,7 @@ enum Command {
     Run {
         /// The scenario file (see simulations/).
         scenario: PathBuf,
-        /// Directory for summary.json, completion.csv and completion.svg.
+        /// Directory for summary.json, completion.csv and .svg, timeline.csv and the plots of it.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Seed of every random choice (overrides the scenario's `seed`); the same seed replays
@@ -119,12 +119,12 @@ fn run_scenario(
             let _ = writeln!(err, "{line}");
         }
     };
-    let (summary, outcome) = run::run(&s, seed, nodes, progress)?;
+    let (summary, outcome, timeline) = run::run(&s, seed, nodes, progress)?;
     if tty && started.elapsed() >= Duration::from_millis(500) {
         eprintln!();
     }
     if let Some(dir) = &out {
-        run::write_outputs(dir, &summary, &outcome)?;
+        run::write_outputs(dir, &summary, &outcome, &timeline)?;
     }
     if json {
         println!(
@@ -183,8 +183,13 @@ fn run_scenario(
         }
         if let Some(dir) = &out {
             println!(
-                "wrote {}/summary.json, completion.csv, completion.svg",
-                dir.display()
+                "wrote {}/summary.json, completion.csv and .svg, timeline.csv, {}",
+                dir.display(),
+                if summary.rollout.is_some() {
+                    "origin.svg, waves.svg, states.svg, coordinator.svg"
+                } else {
+                    "origin.svg"
+                }
             );
         }
     }

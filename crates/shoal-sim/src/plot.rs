@@ -54,3 +54,57 @@ pub fn cdf_svg(times: &[f64], receivers: u32, bound: f64, title: &str) -> Result
     }
     Ok(svg)
 }
+
+/// Lines over simulated time: one per `(name, points)` in `series`, coloured in order, with
+/// the y axis from zero to a little above the largest value.
+///
+/// # Errors
+///
+/// A drawing error from plotters, as text.
+pub fn lines_svg(
+    title: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 540)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let points = || series.iter().flat_map(|(_, p)| p.iter());
+        let x_max = points().map(|p| p.0).fold(1.0, f64::max);
+        let y_max = points().map(|p| p.1).fold(0.0, f64::max);
+        let y_max = if y_max > 0.0 { y_max * 1.05 } else { 1.0 };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(72)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("simulated seconds")
+            .y_desc(y_desc)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (name, points)) in series.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        }
+        if !series.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}

@@ -4,7 +4,9 @@
 
 use crate::dataplane::{self, DataConfig, DataPlane, Latencies, Outcome};
 use crate::fleet::{self, Rollout, RolloutOutcome};
+use crate::plot;
 use crate::scenario::{FaultKind, Scenario};
+use crate::timeline::Timeline;
 use serde::Serialize;
 use shoal_core::rollout::Plan;
 use std::path::Path;
@@ -133,11 +135,15 @@ pub fn run(
     seed: u64,
     nodes: u32,
     progress: impl FnMut(Duration, u64),
-) -> Result<(Summary, Outcome), String> {
+) -> Result<(Summary, Outcome, Timeline), String> {
     let started = Instant::now();
     let config = data_config(s, seed, nodes);
+    let mut timeline = Timeline::default();
     let (outcome, rollout) = match &s.plan {
-        None => (DataPlane::new(config).run(progress), None),
+        None => (
+            DataPlane::new(config).run_sampled(progress, &mut timeline),
+            None,
+        ),
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 format!(
@@ -159,7 +165,7 @@ pub fn run(
                 activation: s.activation,
                 bad,
             };
-            let (outcome, r) = fleet::run(config, rollout, progress)?;
+            let (outcome, r) = fleet::run(config, rollout, progress, &mut timeline)?;
             (outcome, Some(r))
         }
     };
@@ -200,7 +206,7 @@ pub fn run(
         bytes_sent: outcome.bytes_sent,
         rollout,
     };
-    Ok((summary, outcome))
+    Ok((summary, outcome, timeline))
 }
 
 /// The process's peak resident memory (`VmHWM`), 0 where `/proc` does not say.
@@ -232,13 +238,21 @@ pub fn available_bytes() -> Option<u64> {
         .map(|kib| kib * 1024)
 }
 
-/// Writes `summary.json`, `completion.csv` (each receiver's completion time, sorted) and
-/// `completion.svg` (their CDF) into `dir`.
+/// Writes what a run reports into `dir`: `summary.json`; `completion.csv` (each receiver's
+/// completion time, sorted) and `completion.svg` (their CDF); `timeline.csv` (the fleet every
+/// half simulated second) and from it `origin.svg` (origin bytes over time), and with a rollout
+/// `waves.svg` (the share of each wave's nodes healthy over time), `states.svg` (nodes per
+/// state) and `coordinator.svg` (messages per second the coordinator received).
 ///
 /// # Errors
 ///
 /// The first file that could not be written, with its path.
-pub fn write_outputs(dir: &Path, summary: &Summary, outcome: &Outcome) -> Result<(), String> {
+pub fn write_outputs(
+    dir: &Path,
+    summary: &Summary,
+    outcome: &Outcome,
+    timeline: &Timeline,
+) -> Result<(), String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create it: {e}", dir.display()))?;
     let write = |name: &str, body: String| {
@@ -253,16 +267,79 @@ pub fn write_outputs(dir: &Path, summary: &Summary, outcome: &Outcome) -> Result
         csv.push_str(&format!("{},{t:.6}\n", i + 1));
     }
     write("completion.csv", csv)?;
-    let svg = crate::plot::cdf_svg(
+    let title = |what: &str| {
+        format!(
+            "{} nodes, {} release: {what}",
+            summary.nodes,
+            shoal_core::units::human_bytes(summary.release_bytes)
+        )
+    };
+    let svg = plot::cdf_svg(
         &times,
         summary.nodes.saturating_sub(1),
         summary.kumar_ross_secs,
-        &format!(
-            "{} nodes, {} release: receivers complete over time",
-            summary.nodes,
-            shoal_core::units::human_bytes(summary.release_bytes)
-        ),
+        &title("receivers complete over time"),
     )
     .map_err(|e| format!("completion.svg: {e}"))?;
-    write("completion.svg", svg)
+    write("completion.svg", svg)?;
+    write("timeline.csv", timeline.csv())?;
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    let origin = vec![(
+        "origin MiB sent".to_owned(),
+        timeline.series(|s| mib(s.origin_bytes)),
+    )];
+    let svg = plot::lines_svg(&title("origin bytes sent"), "MiB", &origin)
+        .map_err(|e| format!("origin.svg: {e}"))?;
+    write("origin.svg", svg)?;
+    let Some(rollout) = &summary.rollout else {
+        return Ok(());
+    };
+    let waves: Vec<(String, Vec<(f64, f64)>)> = rollout
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let nodes = f64::from(w.nodes.max(1));
+            let share =
+                timeline.series(|s| f64::from(s.wave_healthy.get(i).copied().unwrap_or(0)) / nodes);
+            (
+                format!("{} {} ({} nodes)", w.stage, w.region, w.nodes),
+                share,
+            )
+        })
+        .collect();
+    let svg = plot::lines_svg(
+        &title("share of each wave healthy"),
+        "share healthy",
+        &waves,
+    )
+    .map_err(|e| format!("waves.svg: {e}"))?;
+    write("waves.svg", svg)?;
+    let mut states = vec![(
+        "holding the release".to_owned(),
+        timeline.series(|s| f64::from(s.complete)),
+    )];
+    for (i, name) in ["pending", "activating", "healthy", "failed", "reverted"]
+        .iter()
+        .enumerate()
+    {
+        states.push((
+            (*name).to_owned(),
+            timeline.series(|s| f64::from(s.states[i])),
+        ));
+    }
+    let svg = plot::lines_svg(&title("nodes per state"), "nodes", &states)
+        .map_err(|e| format!("states.svg: {e}"))?;
+    write("states.svg", svg)?;
+    let rate = vec![(
+        "coordinator messages/s".to_owned(),
+        timeline.coordinator_rate(),
+    )];
+    let svg = plot::lines_svg(
+        &title("messages the coordinator received"),
+        "per second",
+        &rate,
+    )
+    .map_err(|e| format!("coordinator.svg: {e}"))?;
+    write("coordinator.svg", svg)
 }

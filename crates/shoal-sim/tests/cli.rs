@@ -284,6 +284,57 @@ fn a_rollout_goes_wave_by_wave_once_the_nodes_hold_the_release() {
 }
 
 #[test]
+fn a_rollout_run_writes_its_timeline_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = committed("rollout-300.toml");
+    let out = dir.path().join("out");
+    let v = json_of(&sim(&[
+        "run",
+        file.to_str().unwrap(),
+        "--nodes",
+        "90",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(v["rollout_state"], "completed", "{v}");
+    let csv = std::fs::read_to_string(out.join("timeline.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
+        .collect();
+    let waves = v["waves"].as_array().unwrap();
+    assert_eq!(rows[0].len(), 9 + waves.len(), "a column per wave: {csv}");
+    for pair in rows.windows(2) {
+        assert!(pair[1][0] > pair[0][0], "time goes forward");
+        assert!(pair[1][1] >= pair[0][1], "nodes holding it never fall");
+        assert!(pair[1][2] >= pair[0][2], "origin bytes never fall");
+    }
+    let last = rows.last().unwrap();
+    assert_eq!(last[1], 90.0, "every node holds the release: {csv}");
+    assert_eq!(last[2], v["origin_bytes"].as_f64().unwrap());
+    assert_eq!(last[3], v["coordinator_messages"].as_f64().unwrap());
+    assert_eq!(last[6], 89.0, "every rollout node healthy at the end");
+    for (i, w) in waves.iter().enumerate() {
+        assert_eq!(last[9 + i], w["nodes"].as_f64().unwrap(), "wave {i}: {w}");
+        // Nobody in a wave is healthy before it opens.
+        let opened = w["started_secs"].as_f64().unwrap();
+        let early = rows.iter().find(|r| r[0] < opened && r[9 + i] > 0.0);
+        assert!(early.is_none(), "wave {i} healthy before it opened: {w}");
+    }
+    for plot in ["completion", "origin", "waves", "states", "coordinator"] {
+        let svg = std::fs::read_to_string(out.join(format!("{plot}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("<polyline"),
+            "{plot}.svg"
+        );
+    }
+    let waves_svg = std::fs::read_to_string(out.join("waves.svg")).unwrap();
+    assert!(waves_svg.contains("canary") && waves_svg.contains("broad"));
+}
+
+#[test]
 fn no_node_activates_before_it_holds_the_release() {
     // 256 MiB at 100 Mbit/s takes a receiver at least 21.5 s; the rollout starts at once, while
     // the nodes are still joining the mesh.
