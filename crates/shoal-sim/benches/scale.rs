@@ -2,14 +2,18 @@
 //!
 //! `cargo bench -p shoal-sim --bench scale` runs 10,000 and 100,000 nodes (override with
 //! `SHOAL_SIM_NODES=10000,100000`) through 60 simulated seconds of joining and idling, with the
-//! source broadcasting heartbeats, then prints the resident memory the nodes added and the event
-//! rate. Under `cargo test` it runs 2,000 nodes for 40 seconds as a smoke test.
+//! source broadcasting heartbeats, then 10 idle seconds more, and prints the resident memory the
+//! nodes added, the event rate, and what idling costs a node a second (timer wake-ups and
+//! messages by kind). Under `cargo test` it runs 2,000 nodes for 40 seconds as a smoke test.
 
 #[path = "support/sizes.rs"]
 mod sizes;
 
 use shoal_sim::{Config, Network};
 use std::time::{Duration, Instant};
+
+/// The idle window measured after the join storm has settled.
+const IDLE: Duration = Duration::from_secs(10);
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -33,11 +37,15 @@ fn main() {
     println!(
         "nodes    simulated  events      events/s   messages    RSS added  bytes/node  nodes/GB  reach"
     );
+    let mut idle = Vec::new();
     for nodes in sizes {
         let before = rss_bytes();
         let started = Instant::now();
         let mut net = Network::new(Config::default(), nodes);
         net.run_for(span);
+        let settled = net.stats().clone();
+        net.run_for(IDLE);
+        idle.push((nodes, settled, net.stats().clone()));
         let seq = net.broadcast(false);
         net.run_for(Duration::from_secs(5));
         let wall = started.elapsed().as_secs_f64();
@@ -51,13 +59,40 @@ fn main() {
         let per_node = added as f64 / f64::from(nodes);
         println!(
             "{nodes:<8} {:>7.0} s  {:<10}  {:>9.0}  {:<10}  {:>6.0} MB  {:>10.0}  {:>8.0}  {reached}/{total}",
-            (span + Duration::from_secs(5)).as_secs_f64(),
+            (span + IDLE + Duration::from_secs(5)).as_secs_f64(),
             stats.events,
             stats.events as f64 / wall,
             stats.messages,
             added as f64 / 1e6,
             per_node,
             1e9 / per_node.max(1.0),
+        );
+    }
+    println!();
+    println!(
+        "idle, per node and simulated second, over {} s after settling:",
+        IDLE.as_secs()
+    );
+    for (nodes, before, after) in idle {
+        let rate = |a: u64, b: u64| (b - a) as f64 / IDLE.as_secs_f64() / f64::from(nodes);
+        let kinds: Vec<String> = after
+            .sent_by_kind
+            .iter()
+            .map(|(kind, n)| {
+                (
+                    kind,
+                    rate(before.sent_by_kind.get(kind).copied().unwrap_or(0), *n),
+                )
+            })
+            .filter(|(_, r)| *r >= 0.005)
+            .map(|(kind, r)| format!("{kind} {r:.2}"))
+            .collect();
+        println!(
+            "{nodes:<8} events {:.2}: timer wake-ups {:.2}, messages {:.2} ({})",
+            rate(before.events, after.events),
+            rate(before.timers, after.timers),
+            rate(before.messages, after.messages),
+            kinds.join(", ")
         );
     }
 }

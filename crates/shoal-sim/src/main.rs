@@ -84,16 +84,20 @@ fn run_scenario(
             shoal_sim::scenario::MAX_NODES
         ));
     }
-    let need = u64::from(nodes) * bytes_per_node(s.layout.piece_count(), s.neighbours);
+    let per_node = bytes_per_node(s.layout.piece_count(), s.neighbours);
+    let need = u64::from(nodes) * per_node;
     if let Some(available) = available_bytes()
         && need > available
     {
         return Err(format!(
-            "{} nodes of {} pieces need about {} and this machine has {} available: lower --nodes or use larger pieces",
+            "{} nodes of {} pieces need about {} ({} a node, most of it the swarm's state for each of fleet.neighbours = {} peers) and this machine has {} available: lower --nodes (at most about {} fit), fleet.neighbours or the piece count",
             nodes,
             s.layout.piece_count(),
             shoal_core::units::human_bytes(need),
-            shoal_core::units::human_bytes(available)
+            shoal_core::units::human_bytes(per_node),
+            s.neighbours,
+            shoal_core::units::human_bytes(available),
+            available / per_node
         ));
     }
     let tty = std::io::stderr().is_terminal();
