@@ -39,6 +39,7 @@ mod bucket;
 mod config;
 pub mod neighbours;
 mod peer;
+mod tables;
 
 pub use bucket::TokenBucket;
 pub use config::Config;
@@ -46,11 +47,13 @@ pub use config::Config;
 use crate::bitfield::{Bitfield, BitfieldError};
 use crate::content::{PieceIndex, PieceLayout};
 use crate::wire::piece::RejectReason;
+use litemap::LiteMap;
 use peer::Peer;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
+use tables::{PerPeer, UploadQueue};
 
 /// A peer of a swarm, as a small number the driver chooses. The driver must not give the same
 /// key to two different machines within one swarm: bans are kept by key.
@@ -204,7 +207,13 @@ pub struct Swarm {
     config: Config,
     layout: PieceLayout,
     have: Bitfield,
-    peers: BTreeMap<PeerKey, Peer>,
+    peers: LiteMap<PeerKey, Peer>,
+    /// Our requests in flight, with the time each was sent.
+    in_flight: PerPeer<PieceIndex, Duration>,
+    /// Pieces a peer declined as sent elsewhere, and until when they are not asked of it again.
+    declined: PerPeer<u32, Duration>,
+    /// Peers' requests to us that wait for an upload slot.
+    queue: UploadQueue,
     banned: BTreeSet<PeerKey>,
     /// How often each peer was dropped as unresponsive; at [`MAX_UNRESPONSIVE_DROPS`] it is banned.
     unresponsive_drops: BTreeMap<PeerKey, u32>,
@@ -244,7 +253,10 @@ impl Swarm {
             config,
             layout,
             have,
-            peers: BTreeMap::new(),
+            peers: LiteMap::new_vec(),
+            in_flight: PerPeer::new(),
+            declined: PerPeer::new(),
+            queue: UploadQueue::default(),
             banned: BTreeSet::new(),
             unresponsive_drops: BTreeMap::new(),
             availability: vec![0; slots],
@@ -303,16 +315,12 @@ impl Swarm {
 
     /// Whether a request for `piece` to `peer` is in flight.
     pub fn is_requested(&self, peer: PeerKey, piece: PieceIndex) -> bool {
-        self.peers
-            .get(&peer)
-            .is_some_and(|p| p.in_flight.contains_key(&piece))
+        self.in_flight.contains(peer, piece)
     }
 
     /// Our requests in flight to `peer`.
     pub fn in_flight(&self, peer: PeerKey) -> u32 {
-        self.peers
-            .get(&peer)
-            .map_or(0, |p| len_u32(p.in_flight.len()))
+        len_u32(self.in_flight.count(peer))
     }
 
     /// How many requests `peer` may have in flight now (its share by measured rate).
@@ -327,7 +335,7 @@ impl Swarm {
 
     /// Requests from peers waiting for an upload slot, over all peers.
     pub fn queued_requests(&self) -> u32 {
-        len_u32(self.peers.values().map(|p| p.queue.len()).sum())
+        len_u32(self.queue.len())
     }
 
     /// One summary per peer, in key order.
@@ -336,7 +344,7 @@ impl Swarm {
             peer: key,
             is_origin: p.is_origin,
             have: p.have.count(),
-            in_flight: len_u32(p.in_flight.len()),
+            in_flight: len_u32(self.in_flight.count(key)),
             rate_bytes_per_sec: p.rate_bytes_per_sec,
             bytes_down: p.bytes_down,
             bytes_up: p.bytes_up,
@@ -355,6 +363,7 @@ impl Swarm {
             return Err(PeerError::Banned(peer));
         }
         if !self.peers.contains_key(&peer) {
+            self.reserve_peer();
             let state = Peer::new(self.layout.piece_count(), is_origin);
             self.peers.insert(peer, state);
         }
@@ -435,10 +444,7 @@ impl Swarm {
         if !self.layout.contains(piece) {
             return;
         }
-        let requested_at = self
-            .peers
-            .get_mut(&peer)
-            .and_then(|p| p.in_flight.remove(&piece));
+        let requested_at = self.in_flight.remove(peer, piece);
         if requested_at.is_some() {
             self.requested[idx(piece)] -= 1;
         }
@@ -467,12 +473,17 @@ impl Swarm {
                 self.stats.bytes_down += u64::from(len);
                 self.actions.push_back(Action::Announce { piece });
                 // Endgame losers: withdraw the same request from everyone else.
-                for (&other, state) in &mut self.peers {
-                    if state.in_flight.remove(&piece).is_some() {
-                        self.requested[idx(piece)] -= 1;
-                        self.actions
-                            .push_back(Action::Cancel { peer: other, piece });
-                    }
+                let losers: Vec<PeerKey> = self
+                    .in_flight
+                    .iter()
+                    .filter(|&(_, p, _)| p == piece)
+                    .map(|(other, _, _)| other)
+                    .collect();
+                for other in losers {
+                    self.in_flight.remove(other, piece);
+                    self.requested[idx(piece)] -= 1;
+                    self.actions
+                        .push_back(Action::Cancel { peer: other, piece });
                 }
             }
         }
@@ -484,7 +495,7 @@ impl Swarm {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        if state.in_flight.remove(&piece).is_some() {
+        if self.in_flight.remove(peer, piece).is_some() {
             self.requested[idx(piece)] -= 1;
         }
         state.consecutive_timeouts += 1;
@@ -509,7 +520,7 @@ impl Swarm {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        if state.in_flight.remove(&piece).is_some() {
+        if self.in_flight.remove(peer, piece).is_some() {
             self.requested[idx(piece)] -= 1;
         }
         match reason {
@@ -523,9 +534,8 @@ impl Swarm {
             RejectReason::Busy => state.busy_until = now + self.config.busy_backoff,
             RejectReason::SentElsewhere => {
                 self.stats.sent_elsewhere += 1;
-                state
-                    .declined
-                    .insert(piece.0, now + self.config.decline_wait);
+                self.declined
+                    .insert(peer, piece.0, now + self.config.decline_wait);
             }
             RejectReason::UnknownRelease => {
                 let old =
@@ -544,19 +554,19 @@ impl Swarm {
         let max_queued = self.config.max_queued_per_peer as usize;
         let has = self.layout.contains(piece) && self.have.contains(piece.0);
         let in_transit_elsewhere = has && self.in_transit_elsewhere(piece, peer);
-        let Some(state) = self.peers.get_mut(&peer) else {
+        if !self.peers.contains_key(&peer) {
             return;
-        };
+        }
         let reason = if !has {
             RejectReason::NotHave
         } else if in_transit_elsewhere {
             self.stats.declined_sent_elsewhere += 1;
             RejectReason::SentElsewhere
-        } else if state.queue.len() >= max_queued {
+        } else if self.queue.count(peer) >= max_queued {
             RejectReason::Busy
         } else {
-            if !state.queue.iter().any(|&(p, _)| p == piece) {
-                state.queue.push_back((piece, 0));
+            if !self.queue.of(peer).any(|q| q.piece == piece) {
+                self.queue.push(peer, piece);
             }
             return;
         };
@@ -570,9 +580,7 @@ impl Swarm {
     /// `peer` withdrew its request for `piece`. A piece already being sent is finished by the
     /// driver (or aborted, followed by [`Swarm::handle_sent`] with `sent: false`).
     pub fn handle_cancel(&mut self, peer: PeerKey, piece: PieceIndex) {
-        if let Some(state) = self.peers.get_mut(&peer) {
-            state.queue.retain(|&(p, _)| p != piece);
-        }
+        self.queue.remove_where(peer, |p| p == piece);
     }
 
     /// A [`Action::Send`] finished: the whole piece was handed to the transport (`sent`), or the
@@ -614,16 +622,16 @@ impl Swarm {
     pub fn handle_timeout(&mut self, now: Duration) {
         let timeout = self.config.request_timeout;
         let mut dropped = Vec::new();
+        self.declined.retain(|_, _, &until| until > now);
         for (&key, state) in &mut self.peers {
-            state.declined.retain(|_, &mut until| until > now);
-            let expired: Vec<PieceIndex> = state
+            let expired: Vec<PieceIndex> = self
                 .in_flight
-                .iter()
+                .of(key)
                 .filter(|&(_, &at)| now.saturating_sub(at) >= timeout)
-                .map(|(&piece, _)| piece)
+                .map(|(piece, _)| piece)
                 .collect();
             for piece in expired {
-                state.in_flight.remove(&piece);
+                self.in_flight.remove(key, piece);
                 self.requested[idx(piece)] -= 1;
                 self.stats.timeouts += 1;
                 state.consecutive_timeouts += 1;
@@ -656,24 +664,34 @@ impl Swarm {
         // holder to count as stalled, so the origin is asked then (see `responsive_holders`).
         let wait = self.config.origin_endgame_wait;
         let has_origin = self.peers.values().any(|p| p.is_origin);
-        self.peers
+        let request = self.in_flight.values().map(|&at| at + timeout);
+        let stall = self
+            .in_flight
             .values()
-            .flat_map(|p| {
-                let request = p.in_flight.values().map(move |&at| at + timeout);
-                let stall = p
-                    .in_flight
-                    .values()
-                    .map(move |&at| at + wait)
-                    .filter(move |&t| has_origin && t > now);
-                let busy = (p.busy_until > now).then_some(p.busy_until);
-                // A declined piece may be asked again when its wait ends.
-                let declined = p.declined.values().copied().filter(move |&t| t > now);
-                request.chain(stall).chain(busy).chain(declined)
-            })
-            .min()
+            .map(|&at| at + wait)
+            .filter(|&t| has_origin && t > now);
+        let busy = self
+            .peers
+            .values()
+            .filter_map(|p| (p.busy_until > now).then_some(p.busy_until));
+        // A declined piece may be asked again when its wait ends.
+        let declined = self.declined.values().copied().filter(|&t| t > now);
+        request.chain(stall).chain(busy).chain(declined).min()
     }
 
     // ---- internals -----------------------------------------------------------------------
+
+    /// Makes room for one more peer, growing the table by a quarter rather than doubling it: a
+    /// node keeps a few dozen peers for the swarm's life, and a doubled table would leave up to
+    /// half its entries empty.
+    fn reserve_peer(&mut self) {
+        let len = self.peers.len();
+        let mut entries = std::mem::take(&mut self.peers).into_tuple_vec();
+        if entries.capacity() == len {
+            entries.reserve_exact((len / 4).max(4));
+        }
+        self.peers = LiteMap::from_sorted_store_unchecked(entries);
+    }
 
     fn drop_unresponsive(&mut self, peer: PeerKey) {
         self.forget(peer);
@@ -695,21 +713,26 @@ impl Swarm {
         for i in state.have.iter() {
             self.count_have(i, state.is_origin, false);
         }
-        for piece in state.in_flight.keys() {
-            self.requested[idx(*piece)] -= 1;
+        for piece in self.in_flight.remove_peer(peer) {
+            self.requested[idx(piece)] -= 1;
         }
+        self.declined.remove_peer(peer);
+        self.queue.remove_peer(peer);
         self.uploads_in_progress -= state.sending.min(self.uploads_in_progress);
     }
 
     /// Origin protection: a request to the origin for a piece another peer now has is withdrawn,
     /// so the piece is asked of that peer instead.
     fn spare_origin(&mut self, pieces: &[u32]) {
-        for (&key, state) in &mut self.peers {
-            if !state.is_origin {
-                continue;
-            }
+        let origins: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.is_origin)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in origins {
             for &i in pieces {
-                if state.in_flight.remove(&PieceIndex(i)).is_some() {
+                if self.in_flight.remove(key, PieceIndex(i)).is_some() {
                     self.requested[i as usize] -= 1;
                     self.stats.origin_spared += 1;
                     self.actions.push_back(Action::Cancel {
@@ -781,33 +804,28 @@ impl Swarm {
         if is_origin {
             self.decline_queued_in_transit(key);
         }
-        let state = self.peers.get_mut(&key)?;
-        if state.sending >= per_peer || state.queue.is_empty() {
+        let state = self.peers.get(&key)?;
+        let waiting = self.queue.count(key);
+        if state.sending >= per_peer || waiting == 0 {
             return None;
         }
         let at = if is_origin {
             // The origin sends first what it has sent least, then what fewest peers have; a
             // request passed over as often as the queue is long goes next, so none starves.
-            let limit = len_u32(state.queue.len());
-            let order = |&(p, passed): &(PieceIndex, u32)| {
-                (passed < limit, self.sent[idx(p)], self.availability[idx(p)])
-            };
-            let (at, _) = state
-                .queue
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| order(e))?;
+            let limit = len_u32(waiting);
+            let (at, _) = self.queue.of(key).enumerate().min_by_key(|(_, q)| {
+                (
+                    q.passed < limit,
+                    self.sent[idx(q.piece)],
+                    self.availability[idx(q.piece)],
+                )
+            })?;
             at
         } else {
             0
         };
-        for (n, entry) in state.queue.iter_mut().enumerate() {
-            if n < at {
-                entry.1 += 1;
-            }
-        }
-        let (piece, _) = state.queue.remove(at)?;
-        state.sending += 1;
+        let piece = self.queue.take(key, at)?;
+        self.peers.get_mut(&key)?.sending += 1;
         if let Some(first) = self.first_recipient.get_mut(idx(piece))
             && first.is_none()
         {
@@ -831,21 +849,19 @@ impl Swarm {
     /// Declines the requests queued by `key` whose piece has gone to another peer since they
     /// were queued (two requests that crossed wait in two queues).
     fn decline_queued_in_transit(&mut self, key: PeerKey) {
-        let Some(state) = self.peers.get(&key) else {
+        if !self.peers.contains_key(&key) {
             return;
-        };
-        let declined: Vec<PieceIndex> = state
+        }
+        let declined: Vec<PieceIndex> = self
             .queue
-            .iter()
-            .map(|&(p, _)| p)
+            .of(key)
+            .map(|q| q.piece)
             .filter(|&p| self.in_transit_elsewhere(p, key))
             .collect();
         if declined.is_empty() {
             return;
         }
-        if let Some(state) = self.peers.get_mut(&key) {
-            state.queue.retain(|(p, _)| !declined.contains(p));
-        }
+        self.queue.remove_where(key, |p| declined.contains(&p));
         for piece in declined {
             self.stats.declined_sent_elsewhere += 1;
             self.actions.push_back(Action::Reject {
@@ -861,11 +877,7 @@ impl Swarm {
             return;
         }
         let budget = self.pieces_within(self.config.max_in_flight_bytes);
-        let mut in_flight: u32 = self
-            .peers
-            .values()
-            .map(|p| len_u32(p.in_flight.len()))
-            .sum();
+        let mut in_flight = len_u32(self.in_flight.len());
         if in_flight >= budget {
             return;
         }
@@ -887,15 +899,14 @@ impl Swarm {
                     return;
                 }
                 let state = &self.peers[&key];
-                if state.busy_until > now || len_u32(state.in_flight.len()) >= self.limit(state) {
+                if state.busy_until > now || len_u32(self.in_flight.count(key)) >= self.limit(state)
+                {
                     break;
                 }
                 let Some((piece, duplicate)) = self.pick(key, endgame, spare.as_ref(), now) else {
                     break;
                 };
-                if let Some(state) = self.peers.get_mut(&key) {
-                    state.in_flight.insert(piece, now);
-                }
+                self.in_flight.insert(key, piece, now);
                 in_flight += 1;
                 self.requested[idx(piece)] += 1;
                 self.stats.requests += 1;
@@ -935,8 +946,8 @@ impl Swarm {
         let mut ties = 0u32;
         for i in self.have.missing_in(&state.have) {
             let at = i as usize;
-            if state.in_flight.contains_key(&PieceIndex(i))
-                || state.declined.get(&i).is_some_and(|&until| until > now)
+            if self.in_flight.contains(key, PieceIndex(i))
+                || self.declined.get(key, i).is_some_and(|&until| until > now)
             {
                 continue;
             }
@@ -990,7 +1001,7 @@ impl Swarm {
     fn responsive_holders(&self, now: Duration) -> Bitfield {
         let piece_bytes = f64::from(self.layout.piece_size_bytes());
         let mut holders = Bitfield::new(self.layout.piece_count());
-        for p in self.peers.values().filter(|p| !p.is_origin) {
+        for (&key, p) in self.peers.iter().filter(|(_, p)| !p.is_origin) {
             // A slow peer gets longer: three of its pieces' time at its measured rate.
             let wait = p
                 .rate_bytes_per_sec
@@ -1000,10 +1011,15 @@ impl Swarm {
                     ))
                 });
             let stalled = p.consecutive_timeouts > 0
-                || p.in_flight.values().min().is_some_and(|&oldest| {
-                    now.saturating_sub(oldest) >= wait
-                        && p.last_delivery.is_none_or(|delivered| delivered < oldest)
-                });
+                || self
+                    .in_flight
+                    .of(key)
+                    .map(|(_, &at)| at)
+                    .min()
+                    .is_some_and(|oldest| {
+                        now.saturating_sub(oldest) >= wait
+                            && p.last_delivery.is_none_or(|delivered| delivered < oldest)
+                    });
             if !stalled {
                 holders.union_with(&p.have);
             }
@@ -1013,11 +1029,9 @@ impl Swarm {
 
     /// Whether some request for piece `i` is at least `wait` old.
     fn requested_before(&self, i: u32, now: Duration, wait: Duration) -> bool {
-        self.peers.values().any(|p| {
-            p.in_flight
-                .get(&PieceIndex(i))
-                .is_some_and(|&at| now.saturating_sub(at) >= wait)
-        })
+        self.in_flight
+            .iter()
+            .any(|(_, piece, &at)| piece.0 == i && now.saturating_sub(at) >= wait)
     }
 }
 

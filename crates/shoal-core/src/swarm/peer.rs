@@ -1,8 +1,10 @@
-//! What a swarm knows about one peer: its pieces, our requests to it, its requests to us.
+//! What a swarm knows about one peer: its pieces, its rate, and what it has cost us.
+//!
+//! Requests in flight, declined pieces and queued requests live in the swarm's own tables
+//! (`requests.rs`), not here: at any time only a few peers have any, and a node with a few dozen
+//! neighbours in a simulated fleet of millions cannot afford a collection per peer.
 
 use crate::bitfield::Bitfield;
-use crate::content::PieceIndex;
-use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// A peer of one swarm, as the scheduler sees it.
@@ -12,8 +14,6 @@ pub(super) struct Peer {
     pub(super) have: Bitfield,
     /// Whether the peer is the release's origin.
     pub(super) is_origin: bool,
-    /// Our requests to the peer, with the time each was sent.
-    pub(super) in_flight: BTreeMap<PieceIndex, Duration>,
     /// Measured delivery rate, once a piece has arrived.
     pub(super) rate_bytes_per_sec: Option<f64>,
     /// When the last piece from the peer arrived.
@@ -22,11 +22,6 @@ pub(super) struct Peer {
     pub(super) consecutive_timeouts: u32,
     /// No new requests before this time (the peer said `Busy`).
     pub(super) busy_until: Duration,
-    /// Pieces it declined as sent elsewhere, and until when they are not asked of it again.
-    pub(super) declined: BTreeMap<u32, Duration>,
-    /// The peer's requests to us that wait for an upload slot, each with how many times a later
-    /// request was served before it.
-    pub(super) queue: VecDeque<(PieceIndex, u32)>,
     /// Pieces we are sending to the peer now.
     pub(super) sending: u32,
     /// Verified bytes received from the peer.
@@ -40,13 +35,10 @@ impl Peer {
         Self {
             have: Bitfield::new(piece_count),
             is_origin,
-            in_flight: BTreeMap::new(),
             rate_bytes_per_sec: None,
             last_delivery: None,
             consecutive_timeouts: 0,
             busy_until: Duration::ZERO,
-            declined: BTreeMap::new(),
-            queue: VecDeque::new(),
             sending: 0,
             bytes_down: 0,
             bytes_up: 0,
