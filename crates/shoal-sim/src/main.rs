@@ -90,7 +90,7 @@ fn run_scenario(
         && need > available
     {
         return Err(format!(
-            "{} nodes of {} pieces need about {} ({} a node, the swarm's tables per piece and its state for each of fleet.neighbours = {} peers) and this machine has {} available: lower --nodes (at most about {} fit), fleet.neighbours or the piece count",
+            "{} nodes of {} pieces need about {} ({} a node: a part per piece and a part per swarm neighbour, fleet.neighbours = {}) and this machine has {} available: lower --nodes (at most about {} fit), fleet.neighbours or the piece count",
             nodes,
             s.layout.piece_count(),
             shoal_core::units::human_bytes(need),
