@@ -183,6 +183,8 @@ pub struct NetStats {
     /// delivered, counting each id once over its runs and including ids that crashed since:
     /// the most nodes a health round (see [`Node::shown_round`]) can count.
     pub delivered_by_seq: BTreeMap<u64, u32>,
+    /// Of the messages, those the source (node 0) sent.
+    pub source_sent: u64,
     /// Messages sent, by kind ([`Message::kind`]).
     pub sent_by_kind: BTreeMap<&'static str, u64>,
     /// Timer wake-ups the nodes handled.
@@ -650,6 +652,9 @@ impl Network {
             match output {
                 Output::Control(ControlOutput::Send { to, message }) => {
                     self.stats.messages += 1;
+                    if id == 0 {
+                        self.stats.source_sent += 1;
+                    }
                     *self.stats.sent_by_kind.entry(message.kind()).or_default() += 1;
                     if self.reachable(id, to) && !self.slots[to as usize].crashed {
                         let latency = self.latency(id, to);
