@@ -724,13 +724,7 @@ impl Swarm {
     /// Origin protection: a request to the origin for a piece another peer now has is withdrawn,
     /// so the piece is asked of that peer instead.
     fn spare_origin(&mut self, pieces: &[u32]) {
-        let origins: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.is_origin)
-            .map(|(&k, _)| k)
-            .collect();
-        for key in origins {
+        for (&key, _) in self.peers.iter().filter(|(_, p)| p.is_origin) {
             for &i in pieces {
                 if self.in_flight.remove(key, PieceIndex(i)).is_some() {
                     self.requested[i as usize] -= 1;
