@@ -1,7 +1,7 @@
 //! What a swarm knows about one peer: its pieces, its rate, and what it has cost us.
 //!
 //! Requests in flight, declined pieces and queued requests live in the swarm's own tables
-//! (`requests.rs`), not here: at any time only a few peers have any, and a node with a few dozen
+//! (`tables.rs`), not here: at any time only a few peers have any, and a node with a few dozen
 //! neighbours in a simulated fleet of millions cannot afford a collection per peer.
 
 use crate::bitfield::Bitfield;
