@@ -6,6 +6,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use support::bad_peer::{BadPeer, Misbehaviour};
 use support::swarm_procs::{
@@ -389,6 +390,13 @@ fn a_peer_trickling_pieces_has_its_streams_dropped() {
         let slow = status(addr).map_or(0, |s| s["slow_piece_streams"].as_u64().unwrap());
         if slow >= 1 {
             break;
+        }
+        match rx.try_recv() {
+            Ok(line) => panic!("the fetch ended before a trickling stream was dropped: {line}"),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                panic!("the fetch exited without a result before a trickling stream was dropped")
+            }
+            Err(mpsc::TryRecvError::Empty) => {}
         }
         assert!(
             Instant::now() < deadline,
