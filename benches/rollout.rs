@@ -20,13 +20,19 @@
 //!   just before;
 //! - at the largest size, a **bad release** (2.0, whose health check fails): the time from the
 //!   canary's own failure (its switch to 2.0 plus the grace period) to its second passing check
-//!   on 1.0 again.
+//!   on 1.0 again;
+//! - **agreement with the simulator**: the same plan, fleet shape and health policy run by
+//!   `shoal_sim` (`rollout_agreement.rs`), with the switch time this run measured; each wave's
+//!   time from opened to passed on both sides and the ratio of their means (the smoke run fails
+//!   outside 0.67-1.5).
 //!
 //! Configuration: `SHOAL_ROLLOUT_NODES` (comma-separated fleet sizes, default `10,30,50`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mesh.rs"]
 mod harness;
+#[path = "rollout_agreement.rs"]
+mod rollout_agreement;
 
 use harness::{Mesh, Work};
 use serde_json::Value;
@@ -35,10 +41,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The health check's grace period.
 const GRACE_SECS: u64 = 4;
+/// Passing checks in a row that make a node healthy.
+const PASSES: u32 = 2;
+/// Between health checks.
+const INTERVAL_SECS: f64 = 0.25;
 /// How long the mesh has to form and count every node.
 const SETTLED_WITHIN: Duration = Duration::from_secs(120);
 /// How long a rollout may take before the run fails.
 const ROLLOUT_WITHIN: Duration = Duration::from_secs(600);
+/// How far the smoke run's simulated wave times may be from the real ones: a loaded 2-core
+/// machine stretches a few short waves more than 10%.
+const SMOKE_AGREEMENT: std::ops::RangeInclusive<f64> = 0.67..=1.5;
 /// The idle window before each rollout.
 const IDLE: Duration = Duration::from_secs(5);
 
@@ -68,7 +81,7 @@ fn services() -> String {
         r#"[[service]]
 name = "web"
 mode = "supervise"
-health = {{ command = ["sh", "-c", "test \"$(cat version)\" = \"$SHOAL_VERSION\" && echo \"$SHOAL_VERSION $(date +%s%N)\" >> passes"], grace_secs = {GRACE_SECS}, passes = 2, interval_secs = 0.25 }}
+health = {{ command = ["sh", "-c", "test \"$(cat version)\" = \"$SHOAL_VERSION\" && echo \"$SHOAL_VERSION $(date +%s%N)\" >> passes"], grace_secs = {GRACE_SECS}, passes = {PASSES}, interval_secs = {INTERVAL_SECS} }}
 "#
     )
 }
@@ -118,6 +131,10 @@ struct Figures {
     waves: usize,
     total_secs: f64,
     delays_secs: Vec<f64>,
+    /// Each wave's time from opened to passed.
+    wave_secs: Vec<f64>,
+    /// The same waves in the simulator, or why they are missing.
+    simulated_wave_secs: Result<Vec<f64>, String>,
     idle_frames_per_sec: f64,
     rollout_frames_per_sec: f64,
     bad_back_secs: Option<f64>,
@@ -151,6 +168,31 @@ fn roll_out(mesh: &mut Mesh, version: &str, state: &str) -> (Value, u128) {
     (status, started)
 }
 
+/// From a wave's opening to its slowest node's second passing check, averaged over the waves;
+/// each node counted in the last wave opened before its service started.
+fn slowest_healthy_secs(mesh: &Mesh, nodes: usize, waves: &[Value]) -> Option<f64> {
+    let opened: Vec<u128> = waves.iter().map(|w| ns(&w["opened_at"])).collect();
+    let mut slowest: Vec<Option<u128>> = vec![None; waves.len()];
+    for i in 0..nodes {
+        let Some(start) = times(mesh, i, "started", "1.0").first().copied() else {
+            continue;
+        };
+        let Some(w) = opened.iter().rposition(|&o| o <= start) else {
+            continue;
+        };
+        let passes: Vec<u128> = times(mesh, i, "passes", "1.0")
+            .into_iter()
+            .filter(|&t| t >= start)
+            .collect();
+        if let Some(&healthy) = passes.get(PASSES as usize - 1) {
+            let took = healthy - opened[w];
+            slowest[w] = Some(slowest[w].map_or(took, |s| s.max(took)));
+        }
+    }
+    let took: Vec<f64> = slowest.iter().flatten().map(|&t| t as f64 / 1e9).collect();
+    (!took.is_empty()).then(|| took.iter().sum::<f64>() / took.len() as f64)
+}
+
 fn measure(nodes: usize, bad: bool) -> Figures {
     let work = Work::new(&format!("bench-rollout-{nodes}"));
     std::fs::write(work.file("services.toml"), services()).unwrap();
@@ -179,8 +221,10 @@ fn measure(nodes: usize, bad: bool) -> Figures {
     // Per wave: last node healthy (its second pass after the wave opened) to the next directive.
     let waves = status["waves"].as_array().unwrap().clone();
     let mut delays_secs = Vec::new();
+    let mut wave_secs = Vec::new();
     for (w, wave) in waves.iter().enumerate() {
         let opened = ns(&wave["opened_at"]);
+        wave_secs.push(ns(&wave["passed_at"]).saturating_sub(opened) as f64 / 1e9);
         let next = waves
             .get(w + 1)
             .map_or(ns(&wave["passed_at"]), |n| ns(&n["opened_at"]));
@@ -213,6 +257,31 @@ fn measure(nodes: usize, bad: bool) -> Figures {
         }
     }
     let _ = completed;
+    let simulated_wave_secs = match slowest_healthy_secs(&mesh, nodes, &waves) {
+        None => Err("no node's passing checks were recorded".to_owned()),
+        Some(healthy) => {
+            // The wave gate waits for its slowest node: the modelled executor takes as long
+            // from directive to healthy (a switch, then `PASSES` checks `INTERVAL_SECS` apart)
+            // as the slowest node of a real wave took, on average over the waves.
+            let check_secs = 0.005;
+            let switch_secs =
+                (healthy - f64::from(PASSES - 1) * INTERVAL_SECS - f64::from(PASSES) * check_secs)
+                    .max(0.0);
+            let executor = rollout_agreement::Executor {
+                switch_secs,
+                check_secs,
+                grace_secs: GRACE_SECS as f64,
+                passes: PASSES,
+                interval_secs: INTERVAL_SECS,
+            };
+            println!(
+                "[bench-rollout-{nodes}] simulating the rollout: a wave's slowest node was healthy {healthy:.3} s after it opened (mean over the waves), so the modelled switch takes {switch_secs:.3} s"
+            );
+            let plan = work.file("plan.toml");
+            let dir = plan.parent().unwrap().to_path_buf();
+            rollout_agreement::wave_secs(nodes, &plan, &executor, &dir)
+        }
+    };
 
     let bad_back_secs = bad.then(|| {
         publish(&work, &mut mesh, "2.0", 2, "broken");
@@ -242,6 +311,8 @@ fn measure(nodes: usize, bad: bool) -> Figures {
         waves: waves.len(),
         total_secs,
         delays_secs,
+        wave_secs,
+        simulated_wave_secs,
         idle_frames_per_sec,
         rollout_frames_per_sec,
         bad_back_secs,
@@ -292,6 +363,38 @@ fn main() -> ExitCode {
         }
     }
     println!();
+    for f in &all {
+        match &f.simulated_wave_secs {
+            Ok(sim) if !sim.is_empty() && !f.wave_secs.is_empty() => {
+                println!(
+                    "{}",
+                    rollout_agreement::describe(f.nodes, &f.wave_secs, sim)
+                );
+                let ratio = rollout_agreement::ratio(&f.wave_secs, sim);
+                if smoke && !SMOKE_AGREEMENT.contains(&ratio) {
+                    eprintln!(
+                        "rollout bench: simulated wave times are {ratio:.3} of the real ones at {} nodes, outside {SMOKE_AGREEMENT:?}",
+                        f.nodes
+                    );
+                    ok = false;
+                }
+            }
+            Ok(sim) => {
+                println!(
+                    "agreement at {} nodes  not compared: {} real waves passed, {} simulated",
+                    f.nodes,
+                    f.wave_secs.len(),
+                    sim.len()
+                );
+                ok = false;
+            }
+            Err(e) => {
+                println!("agreement at {} nodes  simulated run FAILED: {e}", f.nodes);
+                ok = false;
+            }
+        }
+    }
+    println!();
     println!(
         "Command: cargo bench -p shoal --bench rollout   (SHOAL_ROLLOUT_NODES={})",
         sizes
@@ -304,7 +407,7 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         eprintln!(
-            "rollout bench: some figure is missing (a wave without its delay, or no bad-release figure)"
+            "rollout bench: some figure is missing or out of bounds (a wave without its delay, no bad-release figure, or no agreement)"
         );
         ExitCode::FAILURE
     }
