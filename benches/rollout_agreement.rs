@@ -1,6 +1,6 @@
 //! The rollout benchmark's plan run again in the simulator, for the agreement check: the same
-//! plan, the same fleet shape (two regions, the coordinator as the source) and the same health
-//! policy, with the real conductor and the real rollout agents over simulated links
+//! plan, the same fleet shape (two regions, the coordinator as the source), loopback latency
+//! and the same health policy, with the real conductor and the real rollout agents over simulated links
 //! (`shoal_sim::run`). The executor is the one modelled part: its switch time is the one the
 //! real run measured, so what is compared is everything the core decides and carries (directives
 //! down the broadcast, health counts up the tree, the conductor's wave gates).
@@ -9,6 +9,9 @@ use std::path::Path;
 
 /// Simulated seconds before the rollout starts: the payload is everywhere long before.
 const START_SECS: f64 = 30.0;
+/// One-way latency between any two nodes, in milliseconds: the real fleet is on loopback,
+/// whatever its labels say (the simulator's defaults put 40 ms between regions).
+const LOOPBACK_MS: f64 = 0.05;
 
 /// The executor as the real run measured it and the health policy it ran.
 pub struct Executor {
@@ -42,6 +45,7 @@ fault_domains = 2
 racks = 1
 upload = "1gbit"
 download = "1gbit"
+latency = {{ rack_ms = {LOOPBACK_MS}, fault_domain_ms = {LOOPBACK_MS}, region_ms = {LOOPBACK_MS}, remote_ms = {LOOPBACK_MS} }}
 [release]
 size = "64KiB"
 piece_size = "64KiB"

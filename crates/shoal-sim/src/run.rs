@@ -2,7 +2,7 @@
 //! scenario has one), and what it reports (`summary.json`,
 //! the completion curve as CSV and SVG).
 
-use crate::dataplane::{self, DataConfig, DataPlane, Latencies, Outcome};
+use crate::dataplane::{self, DataConfig, DataPlane, Outcome};
 use crate::fleet::{self, Rollout, RolloutOutcome};
 use crate::plot;
 use crate::scenario::{FaultKind, Scenario};
@@ -85,7 +85,7 @@ pub fn data_config(s: &Scenario, seed: u64, nodes: u32) -> DataConfig {
         download: s.download as f64,
         layout: s.layout,
         neighbours: s.neighbours,
-        latency: Latencies::default(),
+        latency: s.latency,
         seed,
         limit: Duration::from_secs(s.limit_secs),
         crashes: crashes(s, seed, nodes),

@@ -1,11 +1,13 @@
 //! Scenario files (`simulations/*.toml`): the fleet's shape and caps, the release, and what the
 //! run does to them. Every error names the file and the key, and says what is allowed.
 
+use crate::dataplane::Latencies;
 use serde::Deserialize;
 use shoal_core::content::PieceLayout;
 use shoal_core::units::{parse_rate, parse_size};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A checked scenario.
 #[derive(Clone, Debug)]
@@ -28,6 +30,9 @@ pub struct Scenario {
     pub download: u64,
     /// `fleet.neighbours`: swarm neighbours per node (default 40, the daemon's).
     pub neighbours: usize,
+    /// `[fleet.latency]`: one-way latency by topology distance (`rack_ms`, `fault_domain_ms`,
+    /// `region_ms`, `remote_ms`; defaults 0.2, 0.5, 2 and 40).
+    pub latency: Latencies,
     /// `release.size` and `release.piece_size`.
     pub layout: PieceLayout,
     /// `limit_secs`: simulated time after which the run gives up (default 86400).
@@ -141,6 +146,17 @@ struct FleetFile {
     upload: String,
     download: String,
     neighbours: Option<i64>,
+    latency: Option<LatencyFile>,
+}
+
+/// `[fleet.latency]`: one-way latency in milliseconds by how close two nodes are.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencyFile {
+    rack_ms: Option<f64>,
+    fault_domain_ms: Option<f64>,
+    region_ms: Option<f64>,
+    remote_ms: Option<f64>,
 }
 
 fn one() -> i64 {
@@ -232,6 +248,27 @@ impl Scenario {
         let neighbours = match fleet.neighbours {
             None => 40,
             Some(n) => count("fleet.neighbours", n, 1, 1000)? as usize,
+        };
+        let latency = match &fleet.latency {
+            None => Latencies::default(),
+            Some(l) => {
+                let ms = |key: &str, value: Option<f64>, default: Duration| match value {
+                    None => Ok(default),
+                    Some(v) if v.is_finite() && (0.0..=10_000.0).contains(&v) => {
+                        Ok(Duration::from_secs_f64(v / 1000.0))
+                    }
+                    Some(v) => Err(err(format!(
+                        "fleet.latency.{key} is {v}: use 0 to 10000 milliseconds"
+                    ))),
+                };
+                let d = Latencies::default();
+                Latencies {
+                    rack: ms("rack_ms", l.rack_ms, d.rack)?,
+                    fault_domain: ms("fault_domain_ms", l.fault_domain_ms, d.fault_domain)?,
+                    region: ms("region_ms", l.region_ms, d.region)?,
+                    remote: ms("remote_ms", l.remote_ms, d.remote)?,
+                }
+            }
         };
         let size = parse_size(&file.release.size).map_err(|e| err(format!("release.size: {e}")))?;
         let piece = match &file.release.piece_size {
@@ -331,6 +368,7 @@ impl Scenario {
             upload,
             download,
             neighbours,
+            latency,
             layout,
             limit_secs,
             plan,
@@ -370,6 +408,19 @@ piece_size = "1MiB"
     }
 
     #[test]
+    fn latencies_default_and_can_be_set_by_distance() {
+        let s = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.latency.remote, Latencies::default().remote);
+        let s = parse(&format!(
+            "{GOOD}[fleet.latency]\nremote_ms = 0.05\nrack_ms = 0\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.latency.remote, Duration::from_micros(50));
+        assert_eq!(s.latency.rack, Duration::ZERO);
+        assert_eq!(s.latency.region, Latencies::default().region);
+    }
+
+    #[test]
     fn bad_scenarios_name_the_file_and_the_key() {
         let cases = [
             (GOOD.replace("nodes = 16", "nodes = 16\nnodez = 3"), "nodez"),
@@ -396,6 +447,11 @@ piece_size = "1MiB"
                 format!("{GOOD}[[fault]]\nat_secs = 5\nkind = \"bad_release\"\n"),
                 "no [rollout]",
             ),
+            (
+                format!("{GOOD}[fleet.latency]\nremote_ms = -1\n"),
+                "fleet.latency.remote_ms is -1",
+            ),
+            (format!("{GOOD}[fleet.latency]\nwan_ms = 3\n"), "wan_ms"),
             ("[fleet\n".to_string(), "line 1"),
         ];
         for (text, want) in cases {
