@@ -32,9 +32,15 @@ fn down(node: u32) -> u64 {
     u64::from(node) * 2 + 1
 }
 
-/// A resource's fair share in the heap, smallest first, ties by resource id.
-#[derive(PartialEq)]
-struct Share(f64, u64);
+/// A resource's fair share in the heap, smallest first, ties by resource id; with the resource's
+/// place in [`fair_rates`]'s tables, which plays no part in the order.
+struct Share(f64, u64, u32);
+
+impl PartialEq for Share {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
 
 impl Eq for Share {}
 
@@ -53,75 +59,96 @@ impl Ord for Share {
     }
 }
 
-struct Resource {
-    left: f64,
-    unfixed: u32,
-    flows: Vec<u32>,
-}
-
 /// The max-min fair rate of each flow, in the units of the caps, given each node's upload cap
 /// `upload(node)` and download cap `download(node)`.
+///
+/// The resources live in flat tables indexed in the order they first appear, and each
+/// resource's flows in one shared array (compressed rows), so a solve allocates a handful of
+/// vectors however many flows it has.
 pub fn fair_rates(
     flows: &[Flow],
     upload: impl Fn(u32) -> f64,
     download: impl Fn(u32) -> f64,
 ) -> Vec<f64> {
-    let mut resources: HashMap<u64, Resource> = HashMap::new();
-    for (i, flow) in flows.iter().enumerate() {
-        for (id, cap) in [
+    let mut index: HashMap<u64, u32> = HashMap::with_capacity(flows.len());
+    let mut ids: Vec<u64> = Vec::new();
+    let mut left: Vec<f64> = Vec::new();
+    let mut unfixed: Vec<u32> = Vec::new();
+    // Each flow's two resources: its sender's upload, its receiver's download.
+    let mut ends: Vec<[u32; 2]> = Vec::with_capacity(flows.len());
+    for flow in flows {
+        let mut pair = [0; 2];
+        for (slot, (id, cap)) in [
             (up(flow.from), upload(flow.from)),
             (down(flow.to), download(flow.to)),
-        ] {
-            let r = resources.entry(id).or_insert(Resource {
-                left: cap,
-                unfixed: 0,
-                flows: Vec::new(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let r = *index.entry(id).or_insert_with(|| {
+                ids.push(id);
+                left.push(cap);
+                unfixed.push(0);
+                (ids.len() - 1) as u32
             });
-            r.unfixed += 1;
-            r.flows.push(i as u32);
+            unfixed[r as usize] += 1;
+            pair[slot] = r;
+        }
+        ends.push(pair);
+    }
+    // The flows of resource `r` are `members[start[r]..start[r + 1]]`, in flow order.
+    let count = ids.len();
+    let mut start = vec![0u32; count + 1];
+    for pair in &ends {
+        for &r in pair {
+            start[r as usize + 1] += 1;
         }
     }
-    let mut heap: BinaryHeap<Share> = resources
-        .iter()
-        .map(|(&id, r)| Share(r.left / f64::from(r.unfixed), id))
+    for r in 0..count {
+        start[r + 1] += start[r];
+    }
+    let mut next = start.clone();
+    let mut members = vec![0u32; 2 * flows.len()];
+    for (f, pair) in ends.iter().enumerate() {
+        for &r in pair {
+            members[next[r as usize] as usize] = f as u32;
+            next[r as usize] += 1;
+        }
+    }
+    let mut heap: BinaryHeap<Share> = (0..count)
+        .map(|r| Share(left[r] / f64::from(unfixed[r]), ids[r], r as u32))
         .collect();
     let mut rate = vec![f64::NAN; flows.len()];
-    while let Some(Share(share, id)) = heap.pop() {
-        let Some(r) = resources.get(&id) else {
-            continue;
-        };
-        if r.unfixed == 0 {
+    while let Some(Share(share, id, r)) = heap.pop() {
+        let r = r as usize;
+        if unfixed[r] == 0 {
             continue;
         }
-        let current = r.left / f64::from(r.unfixed);
+        let current = left[r] / f64::from(unfixed[r]);
         if current != share {
-            heap.push(Share(current, id));
+            heap.push(Share(current, id, r as u32));
             continue;
         }
-        let members = r.flows.clone();
-        for f in members {
-            if !rate[f as usize].is_nan() {
+        for &f in &members[start[r] as usize..start[r + 1] as usize] {
+            let f = f as usize;
+            if !rate[f].is_nan() {
                 continue;
             }
-            rate[f as usize] = share;
-            let flow = flows[f as usize];
-            let other = if id == up(flow.from) {
-                down(flow.to)
-            } else {
-                up(flow.from)
-            };
-            if let Some(o) = resources.get_mut(&other) {
-                o.left = (o.left - share).max(0.0);
-                o.unfixed -= 1;
-                if o.unfixed > 0 {
-                    heap.push(Share(o.left / f64::from(o.unfixed), other));
-                }
+            rate[f] = share;
+            let [a, b] = ends[f];
+            let other = if a as usize == r { b } else { a } as usize;
+            left[other] = (left[other] - share).max(0.0);
+            unfixed[other] -= 1;
+            if unfixed[other] > 0 {
+                heap.push(Share(
+                    left[other] / f64::from(unfixed[other]),
+                    ids[other],
+                    other as u32,
+                ));
             }
         }
-        if let Some(r) = resources.get_mut(&id) {
-            r.left = 0.0;
-            r.unfixed = 0;
-        }
+        left[r] = 0.0;
+        unfixed[r] = 0;
     }
     rate
 }

@@ -155,17 +155,16 @@ impl FlowTable {
     /// New fair rates after flows of `nodes` started or ended (all flows under
     /// [`FlowModel::Exact`]).
     pub fn reshare(&mut self, nodes: &[u32], now: Duration) {
-        let ids: Vec<u64> = match self.model {
-            FlowModel::Exact => self.entries.keys().copied().collect(),
-            FlowModel::Local => {
-                let mut ids = BTreeSet::new();
-                for &n in nodes {
-                    ids.extend(&self.out[n as usize]);
-                    ids.extend(&self.inn[n as usize]);
-                }
-                ids.into_iter().collect()
-            }
-        };
+        if self.model == FlowModel::Exact {
+            self.reshare_all(now);
+            return;
+        }
+        let mut ids = BTreeSet::new();
+        for &n in nodes {
+            ids.extend(&self.out[n as usize]);
+            ids.extend(&self.inn[n as usize]);
+        }
+        let ids: Vec<u64> = ids.into_iter().collect();
         if ids.is_empty() {
             return;
         }
@@ -199,24 +198,43 @@ impl FlowTable {
             |n| down_left.get(&n).copied().unwrap_or(0.0).max(0.0),
         );
         for (id, rate) in ids.into_iter().zip(rates) {
-            let Some(e) = self.entries.get_mut(&id) else {
-                continue;
-            };
-            e.left = (e.left - e.rate * (now - e.at).as_secs_f64()).max(0.0);
-            e.at = now;
-            if e.rate == rate && e.due.is_some() {
-                continue;
-            }
-            e.rate = rate;
-            if let Some(due) = e.due.take() {
-                self.due.remove(&(due, id));
-            }
-            if rate > 0.0 {
-                // Rounded up to the next microsecond so the flow is done when the time comes.
-                let due = now + Duration::from_micros((e.left / rate * 1e6).ceil() as u64);
-                e.due = Some(due);
-                self.due.insert((due, id));
+            if let Some(e) = self.entries.get_mut(&id) {
+                set_rate(e, id, rate, now, &mut self.due);
             }
         }
+    }
+
+    /// Every flow re-solved at the full caps ([`FlowModel::Exact`]): walks the table in order
+    /// instead of looking each flow up, since every flow takes part.
+    fn reshare_all(&mut self, now: Duration) {
+        let flows: Vec<Flow> = self.entries.values().map(|e| e.flow).collect();
+        if flows.is_empty() {
+            return;
+        }
+        let (upload, download) = (self.upload.max(0.0), self.download.max(0.0));
+        let rates = flows::fair_rates(&flows, |_| upload, |_| download);
+        for ((&id, e), rate) in self.entries.iter_mut().zip(rates) {
+            set_rate(e, id, rate, now, &mut self.due);
+        }
+    }
+}
+
+/// Brings flow `id` to `now` at its old rate, then gives it `rate` and the time it is due at
+/// that rate.
+fn set_rate(e: &mut Entry, id: u64, rate: f64, now: Duration, due: &mut BTreeSet<(Duration, u64)>) {
+    e.left = (e.left - e.rate * (now - e.at).as_secs_f64()).max(0.0);
+    e.at = now;
+    if e.rate == rate && e.due.is_some() {
+        return;
+    }
+    e.rate = rate;
+    if let Some(at) = e.due.take() {
+        due.remove(&(at, id));
+    }
+    if rate > 0.0 {
+        // Rounded up to the next microsecond so the flow is done when the time comes.
+        let at = now + Duration::from_micros((e.left / rate * 1e6).ceil() as u64);
+        e.due = Some(at);
+        due.insert((at, id));
     }
 }
