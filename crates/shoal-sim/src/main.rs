@@ -84,13 +84,21 @@ fn run_scenario(
             shoal_sim::scenario::MAX_NODES
         ));
     }
-    let per_node = bytes_per_node(s.layout.piece_count(), s.neighbours);
+    let per_node = bytes_per_node(
+        s.layout.piece_count(),
+        u64::from(s.layout.piece_size_bytes()),
+        s.neighbours,
+    ) + if s.plan.is_some() {
+        run::CONTROL_BYTES_PER_NODE
+    } else {
+        0
+    };
     let need = u64::from(nodes) * per_node;
     if let Some(available) = available_bytes()
         && need > available
     {
         return Err(format!(
-            "{} nodes of {} pieces need about {} ({} a node: a part per piece and a part per swarm neighbour, fleet.neighbours = {}) and this machine has {} available: lower --nodes (at most about {} fit), fleet.neighbours or the piece count",
+            "{} nodes of {} pieces need about {} ({} a node: a part per piece, a part per swarm neighbour and, with a rollout, the control plane; fleet.neighbours = {}) and this machine has {} available: lower --nodes (at most about {} fit), fleet.neighbours or the piece count",
             nodes,
             s.layout.piece_count(),
             shoal_core::units::human_bytes(need),

@@ -12,18 +12,41 @@ use shoal_core::rollout::Plan;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Bytes of memory one simulated node takes, at most, for a release of `pieces` pieces with
-/// `neighbours` swarm neighbours: the swarm's per-piece tables (availability, requests, the own
-/// bitfield), one peer entry with its bitfield per neighbour, plus the fixed part. Measured
-/// against the `memory_estimate_covers_a_run` test, which on 2026-12-03 found 19.7 KB a node at
-/// 64 pieces and 34.5 KB at 256, about 73 bytes a piece and 200 a neighbour beside the
-/// bitfield; the figures here keep a margin of at least a quarter over that fit.
-pub fn bytes_per_node(pieces: u32, neighbours: usize) -> u64 {
+/// Bytes of memory one simulated node's control plane takes beside its data plane when the
+/// scenario has a rollout (membership, broadcast, health, the agent machine and its rollout
+/// agent): heaptrack found 18.7 KB a node for `rollout-300.toml --nodes 1000` on 2026-12-04,
+/// and this keeps a quarter above that.
+pub const CONTROL_BYTES_PER_NODE: u64 = 24 * 1024;
+
+/// Bytes of memory one simulated node's data plane takes, at most, for a release of `pieces`
+/// pieces of `piece_bytes` with `neighbours` swarm neighbours:
+///
+/// - the fixed part;
+/// - per piece, the swarm's four counters (16 bytes) and a bit of the own bitfield;
+/// - per neighbour, its peer entry, its bitfield and its share of the links and of the first
+///   announcements in the event queue (280 bytes beside the bitfield);
+/// - per request in flight, its entries in the requester's table and action queue and in the
+///   sender's upload queue (160 bytes with their tables' slack): a node has in flight what the
+///   swarm's byte budget allows plus the endgame's duplicates, at most every piece, and the
+///   requests a fleet's nodes receive are the ones its nodes sent.
+///
+/// Checked against the `memory_estimate_covers_a_run` test, which on 2026-12-03 found 19.7 KB a
+/// node at 64 pieces of 64 KiB, 34.5 KB at 256 of 64 KiB, and heaptrack found 15.6 KB a node
+/// for the `fleet-3m` shape at 1,000 nodes (150 pieces of 64 MiB, 40 neighbours).
+pub fn bytes_per_node(pieces: u32, piece_bytes: u64, neighbours: usize) -> u64 {
+    let config = shoal_core::swarm::Config::default();
     let pieces = u64::from(pieces);
-    let bitfield = pieces.div_ceil(8) + 64;
-    let tables = pieces * 96;
-    let peers = neighbours as u64 * (bitfield + 320);
-    4096 + tables + bitfield + peers
+    let bitfield = pieces.div_ceil(8);
+    // An allocation's bookkeeping and rounding.
+    let bitfield_alloc = bitfield.div_ceil(16) * 16 + 16;
+    let budget = (config.max_in_flight_bytes / piece_bytes.max(1)).max(1)
+        + u64::from(config.endgame_duplicates);
+    let per_peer = u64::from(config.max_in_flight_per_peer) * neighbours as u64;
+    let in_flight = budget.min(pieces).min(per_peer);
+    4096 + pieces * 16
+        + bitfield_alloc
+        + neighbours as u64 * (bitfield_alloc + 280)
+        + in_flight * 160
 }
 
 /// The run's figures: `summary.json`, and what `--json` prints.

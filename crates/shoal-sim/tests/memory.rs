@@ -34,9 +34,14 @@ static ALLOCATOR: Counting = Counting;
 
 #[test]
 fn memory_estimate_covers_a_run() {
-    for (nodes, pieces) in [(200u32, 64u32), (40, 256)] {
+    // Small pieces, many in flight; and large ones, one or two in flight as in fleet-3m.
+    for (nodes, pieces, piece) in [
+        (200u32, 64u32, 1u64 << 16),
+        (40, 256, 1 << 16),
+        (100, 150, 16 << 20),
+    ] {
         let layout =
-            PieceLayout::new(u64::from(pieces) << 16, 1 << 16).unwrap_or_else(|e| panic!("{e}"));
+            PieceLayout::new(u64::from(pieces) * piece, piece).unwrap_or_else(|e| panic!("{e}"));
         let base = LIVE.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
         let outcome = DataPlane::new(DataConfig {
@@ -49,9 +54,9 @@ fn memory_estimate_covers_a_run() {
         assert!(outcome.last_complete().is_some());
         let used = PEAK.load(Ordering::Relaxed) - base;
         let per_node = used as u64 / u64::from(nodes);
-        let estimate = bytes_per_node(pieces, 40);
+        let estimate = bytes_per_node(pieces, piece, 40);
         println!(
-            "{nodes} nodes, {pieces} pieces: {per_node} bytes per node at the peak, estimate {estimate}"
+            "{nodes} nodes, {pieces} pieces of {piece} bytes: {per_node} bytes per node at the peak, estimate {estimate}"
         );
         assert!(
             per_node <= estimate,

@@ -18,6 +18,7 @@ use crate::activation::ServiceState;
 use crate::activation::{self, Command, Outcome, Policy, Service};
 use crate::content::RootHash;
 use crate::labels::Labels;
+use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -149,8 +150,11 @@ pub struct Agent {
     name: String,
     labels: Labels,
     drained: bool,
-    rollouts: BTreeMap<u64, Known>,
-    services: BTreeMap<String, Service>,
+    // Sorted vectors, not B-trees: a node knows one or two services and at most
+    // `MAX_KNOWN_ROLLOUTS` rollouts, and a B-tree's first node has room for eleven (several KB
+    // for one entry, in every node of a simulated fleet).
+    rollouts: LiteMap<u64, Known>,
+    services: LiteMap<String, Service>,
     manifests: BTreeSet<RootHash>,
     complete: BTreeSet<RootHash>,
     refused: Refused,
@@ -281,7 +285,10 @@ impl Agent {
             known.cell = assign(known, &self.labels);
         }
         while self.rollouts.len() > MAX_KNOWN_ROLLOUTS {
-            self.rollouts.pop_first();
+            let Some(&first) = self.rollouts.first().map(|(id, _)| id) else {
+                break;
+            };
+            self.rollouts.remove(&first);
         }
         self.outputs.push_back(Output::Persist);
         self.reconcile();
@@ -322,7 +329,7 @@ impl Agent {
 
     /// Call when [`Agent::poll_timeout`] has passed.
     pub fn handle_timeout(&mut self, now: Duration) {
-        for s in self.services.values_mut() {
+        for (_, s) in self.services.iter_mut() {
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
@@ -440,7 +447,7 @@ impl Agent {
 
     /// Starts what the directives ask of this node and the releases on disk allow.
     fn reconcile(&mut self) {
-        for known in self.rollouts.values_mut() {
+        for (_, known) in self.rollouts.iter_mut() {
             let Some(service) = self.services.get_mut(&known.directive.spec.service) else {
                 continue;
             };
@@ -519,7 +526,7 @@ impl Agent {
                         release, reason, ..
                     } => (release, NodeState::Failed, Some(reason)),
                 };
-                for k in self.rollouts.values_mut() {
+                for (_, k) in self.rollouts.iter_mut() {
                     if k.directive.spec.service == *name
                         && k.directive.spec.release == release
                         && k.state == NodeState::Activating
