@@ -387,7 +387,10 @@ fn a_peer_trickling_pieces_has_its_streams_dropped() {
     );
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let slow = status(addr).map_or(0, |s| s["slow_piece_streams"].as_u64().unwrap());
+        let now = status(addr);
+        let slow = now
+            .as_ref()
+            .map_or(0, |s| s["slow_piece_streams"].as_u64().unwrap());
         if slow >= 1 {
             break;
         }
@@ -400,7 +403,10 @@ fn a_peer_trickling_pieces_has_its_streams_dropped() {
         }
         assert!(
             Instant::now() < deadline,
-            "no trickling piece stream was dropped within 90 s"
+            "no trickling piece stream was dropped within 90 s; the trickling peer was asked for \
+             {} pieces; the fetch's status: {}",
+            bad.requests(),
+            now.map_or("none".to_owned(), |s| s.to_string())
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -32,7 +32,8 @@ pub enum Misbehaviour {
     LyingHave,
     /// Sends a control frame that announces 16 MiB, over the limit.
     OversizeFrame,
-    /// Sends the right bytes at 100 bytes a second, holding the stream.
+    /// Sends each piece at 100 bytes a second and never its last byte, holding the stream until
+    /// the receiver drops it.
     Trickle,
 }
 
@@ -147,10 +148,13 @@ async fn serve(
             };
             write_frame(&mut stream, &header, MAX_HEADER_FRAME_BYTES).await?;
             if how == Misbehaviour::Trickle {
-                for chunk in body.chunks(100) {
+                // Every byte but the last, so that even the smallest piece never completes.
+                for chunk in body[..len.saturating_sub(1)].chunks(100) {
                     stream.write_all(chunk).await?;
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
+                let _ = stream.stopped().await;
+                return Ok(());
             }
             stream.write_all(&body).await?;
             stream.finish()?;
