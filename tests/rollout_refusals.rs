@@ -135,7 +135,7 @@ fn forged_expired_replayed_and_lower_counter_directives_are_refused_counted_and_
     // Envelope numbers above anything the coordinator has sent, so the broadcast layer delivers
     // each one and the node's rollout agent is what must refuse it.
     let mut seq = 1_000_000;
-    let mut send = |key: &SecretKey, directive: Directive| {
+    let mut send = |f: &Fleet<'_>, key: &SecretKey, directive: Directive| {
         seq += 1;
         let body = Body::Rollout(Box::new(directive)).encode();
         impostor.gossip(
@@ -144,22 +144,19 @@ fn forged_expired_replayed_and_lower_counter_directives_are_refused_counted_and_
         );
     };
 
-    // Forged: the right contents for a rollback to 0.9, the wrong key.
-    let rogue = SecretKey::from_seed(Role::Coordinator, [9; 32]);
-    let mut forged = wave_everywhere(running, 1_000, current.clone(), unix_now() + 3600);
-    forged.action = Action::Rollback { to: old.clone() };
-    send(&rogue, forged);
     // Expired an hour ago.
     send(
+        &f,
         &coordinator_key,
         wave_everywhere(running + 100, 1, current.clone(), unix_now() - 3600),
     );
     // A replay: rollout `running`'s first sequence number, now asking for a rollback.
     let mut replay = wave_everywhere(running, 1, current.clone(), unix_now() + 3600);
     replay.action = Action::Rollback { to: old.clone() };
-    send(&coordinator_key, replay);
+    send(&f, &coordinator_key, replay);
     // A new rollout of 0.9, whose counter is below the running 1.0's, without a rollback.
     send(
+        &f,
         &coordinator_key,
         wave_everywhere(running + 200, 1, old.clone(), unix_now() + 3600),
     );
@@ -167,6 +164,12 @@ fn forged_expired_replayed_and_lower_counter_directives_are_refused_counted_and_
     for reason in ["expired", "replayed", "lower_counter"] {
         wait_counted(&mut f, reason, 1);
     }
+    // Forged: the right contents for a rollback to 0.9, the wrong key. Sent last: the receiving
+    // node drops the sender's connection for it, and what came after on it would be lost.
+    let rogue = SecretKey::from_seed(Role::Coordinator, [9; 32]);
+    let mut forged = wave_everywhere(running, 1_000, current.clone(), unix_now() + 3600);
+    forged.action = Action::Rollback { to: old.clone() };
+    send(&f, &rogue, forged);
     let target = f.mesh.nodes[2].api.clone();
     f.mesh.wait(
         "the receiving node counts the forged envelope",
