@@ -3,7 +3,7 @@
 
 use crate::systems::{Bench, SystemRun};
 use shoal_core::content::PieceLayout;
-use shoal_sim::dataplane::{DataConfig, DataPlane, Latencies};
+use shoal_sim::dataplane::{DataConfig, DataPlane};
 use std::time::Duration;
 
 /// One line: the simulated p50 and last completion, and real over simulated for each.
@@ -12,19 +12,8 @@ pub fn compare(bench: &Bench<'_>, real: &SystemRun) -> anyhow::Result<String> {
     let layout = PieceLayout::new(config.payload_bytes, config.piece_bytes())?;
     let rate = config.rate.bits_per_sec as f64 / 8.0;
     let plane = DataPlane::new(DataConfig {
-        nodes: config.hosts as u32,
-        regions: 1,
-        fault_domains: 1,
-        racks: 1,
-        upload: rate,
-        download: rate,
-        layout,
-        neighbours: 40,
-        latency: Latencies::default(),
-        seed: 1,
         limit: Duration::from_secs(86_400),
-        crashes: Vec::new(),
-        flow_model: shoal_sim::flowtable::FlowModel::Local,
+        ..DataConfig::uniform(config.hosts as u32, layout, rate)
     });
     let outcome = plane.run(|_, _| {});
     let mut sim: Vec<f64> = outcome.completed_at[1..]

@@ -82,9 +82,7 @@ pub fn run(
     timeline: &mut Timeline,
 ) -> Result<(Outcome, RolloutOutcome), String> {
     let limit = data.limit;
-    let mut crashes = data.crashes.clone();
-    crashes.sort_by_key(|c| c.0);
-    let mut crashes = crashes.into_iter().peekable();
+    let mut faults = control_faults(&data).into_iter().peekable();
     let mut net = Network::new(
         Config {
             seed: data.seed,
@@ -145,12 +143,12 @@ pub fn run(
             break;
         }
         let data_at = plane.next_at().unwrap_or(Duration::MAX);
-        let crash_at = crashes.peek().map_or(Duration::MAX, |c| c.0);
+        let fault_at = faults.peek().map_or(Duration::MAX, |c| c.0);
         let mut at = net
             .next_at()
             .unwrap_or(Duration::MAX)
             .min(data_at)
-            .min(crash_at);
+            .min(fault_at);
         if id.is_none() {
             at = at.min(start);
         }
@@ -164,12 +162,20 @@ pub fn run(
             timeline.samples.push(sample(&net, &plane, id));
             next_sample += SAMPLE_INTERVAL;
         }
-        if crash_at <= at
-            && let Some((_, ids)) = crashes.next()
+        if fault_at <= at
+            && let Some((_, fault)) = faults.next()
         {
-            // The data plane crashes the same nodes at the same time from its own schedule.
-            for node in ids {
-                net.crash(node);
+            // The data plane meets the same faults at the same times from its own schedule.
+            match fault {
+                ControlFault::Crash(ids) => {
+                    for node in ids {
+                        net.crash(node);
+                    }
+                }
+                ControlFault::Partition(ids) => {
+                    net.partition(|id| u8::from(ids.binary_search(&id).is_ok()));
+                }
+                ControlFault::Heal => net.heal(),
             }
         }
         if data_at <= at
@@ -215,6 +221,32 @@ pub fn run(
             coordinator_messages: net.stats().source_received,
         },
     ))
+}
+
+/// A fault as the control plane meets it.
+enum ControlFault {
+    Crash(Vec<NodeId>),
+    /// These nodes (sorted) are cut off from the rest.
+    Partition(Vec<NodeId>),
+    Heal,
+}
+
+/// The crashes and partitions of `data`, in time order.
+fn control_faults(data: &DataConfig) -> Vec<(Duration, ControlFault)> {
+    let mut faults: Vec<(Duration, ControlFault)> = data
+        .crashes
+        .iter()
+        .map(|(at, ids)| (*at, ControlFault::Crash(ids.clone())))
+        .collect();
+    for p in &data.partitions {
+        faults.push((p.at, ControlFault::Partition(p.nodes.clone())));
+        if let Some(heal) = p.heal {
+            faults.push((heal, ControlFault::Heal));
+        }
+    }
+    // Stable: a heal and the next partition at the same instant keep their order.
+    faults.sort_by_key(|f| f.0);
+    faults
 }
 
 /// The fleet now: the data plane's counts, and the coordinator's counts of the rollout `id`.

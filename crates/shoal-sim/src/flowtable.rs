@@ -118,6 +118,12 @@ impl FlowTable {
 
     /// Ends the flows between `a` and `b`, either way.
     pub fn remove_between(&mut self, a: u32, b: u32) {
+        self.take_between(a, b, Duration::ZERO);
+    }
+
+    /// Ends the flows between `a` and `b`, either way, and returns each with the bytes it still
+    /// had to send at `now`.
+    pub fn take_between(&mut self, a: u32, b: u32, now: Duration) -> Vec<(Entry, f64)> {
         let ids: Vec<u64> = self.out[a as usize]
             .iter()
             .chain(&self.inn[a as usize])
@@ -127,9 +133,13 @@ impl FlowTable {
                 (f.from == a && f.to == b) || (f.from == b && f.to == a)
             })
             .collect();
-        for id in ids {
-            self.remove(id);
-        }
+        ids.into_iter()
+            .filter_map(|id| self.remove(id))
+            .map(|e| {
+                let left = (e.left - e.rate * now.saturating_sub(e.at).as_secs_f64()).max(0.0);
+                (e, left)
+            })
+            .collect()
     }
 
     /// When the next flow finishes at the current rates.

@@ -62,6 +62,8 @@ pub struct Summary {
     pub complete_nodes: u32,
     /// Nodes that crashed (scenario faults).
     pub crashed_nodes: u32,
+    /// Nodes cut off by a partition that had not healed at the end.
+    pub partitioned_nodes: u32,
     /// Simulated seconds at the end.
     pub simulated_secs: f64,
     /// Wall-clock seconds the run took.
@@ -112,6 +114,7 @@ pub fn data_config(s: &Scenario, seed: u64, nodes: u32) -> DataConfig {
         seed,
         limit: Duration::from_secs(s.limit_secs),
         crashes: crashes(s, seed, nodes),
+        partitions: partitions(s, seed, nodes),
         flow_model: crate::flowtable::FlowModel::Local,
     }
 }
@@ -120,6 +123,25 @@ pub fn data_config(s: &Scenario, seed: u64, nodes: u32) -> DataConfig {
 /// fraction of the nodes, picked by the seed.
 fn crashes(s: &Scenario, seed: u64, nodes: u32) -> Vec<(Duration, Vec<u32>)> {
     fault_nodes(s, seed, nodes, FaultKind::Crash)
+}
+
+/// The scenario's partitions: the nodes each cuts off from the rest, picked as for a crash, and
+/// when it starts and heals.
+fn partitions(s: &Scenario, seed: u64, nodes: u32) -> Vec<dataplane::Partition> {
+    let lengths = s
+        .faults
+        .iter()
+        .filter(|f| f.kind == FaultKind::Partition)
+        .map(|f| f.duration_secs);
+    fault_nodes(s, seed, nodes, FaultKind::Partition)
+        .into_iter()
+        .zip(lengths)
+        .map(|((at, nodes), length)| dataplane::Partition {
+            at,
+            heal: length.map(|d| at + Duration::from_secs_f64(d)),
+            nodes,
+        })
+        .collect()
 }
 
 /// The nodes each fault of `kind` hits, with its time: in the fault's region (or anywhere), the
@@ -214,6 +236,7 @@ pub fn run(
         nodes,
         complete_nodes: outcome.completed_at.iter().flatten().count() as u32,
         crashed_nodes: outcome.crashed,
+        partitioned_nodes: outcome.partitioned,
         simulated_secs: outcome.simulated.as_secs_f64(),
         wall_secs: wall,
         events: outcome.events,

@@ -90,6 +90,8 @@ pub struct Fault {
     pub region: Option<u32>,
     /// The share of the region's nodes it hits, above 0 and at most 1.
     pub fraction: f64,
+    /// A partition's length, seconds; `None`: it never heals. Only partitions have one.
+    pub duration_secs: Option<f64>,
 }
 
 /// Kinds of fault.
@@ -98,10 +100,44 @@ pub struct Fault {
 pub enum FaultKind {
     /// The nodes stop: their state is gone, their links break.
     Crash,
-    /// The nodes are cut off from the rest.
+    /// The nodes are cut off from the rest, for `duration_secs` or for good.
     Partition,
     /// The release fails its health checks on the nodes.
     BadRelease,
+}
+
+impl FaultKind {
+    /// Its name in a scenario file.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Crash => "crash",
+            FaultKind::Partition => "partition",
+            FaultKind::BadRelease => "bad_release",
+        }
+    }
+}
+
+/// Refuses partitions that overlap in time: the simulator keeps one cut at a time.
+fn one_partition_at_a_time(faults: &[Fault]) -> Result<(), String> {
+    let mut cuts: Vec<(usize, &Fault)> = faults
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.kind == FaultKind::Partition)
+        .collect();
+    cuts.sort_by(|a, b| a.1.at_secs.total_cmp(&b.1.at_secs));
+    for pair in cuts.windows(2) {
+        let ((i, first), (j, next)) = (pair[0], pair[1]);
+        let heals = first.duration_secs.map(|d| first.at_secs + d);
+        if heals.is_none_or(|h| next.at_secs < h) {
+            let until =
+                heals.map_or_else(|| "never heals".to_owned(), |h| format!("heals at {h} s"));
+            return Err(format!(
+                "fault[{j}] is a partition at {} s, but the partition of fault[{i}] (at {} s) {until}: partitions run one at a time; start it later or end the first sooner with duration_secs",
+                next.at_secs, first.at_secs
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A scenario that cannot be run, with the file and the key.
@@ -190,6 +226,7 @@ struct FaultFile {
     kind: FaultKind,
     region: Option<i64>,
     fraction: Option<f64>,
+    duration_secs: Option<f64>,
 }
 
 /// The most nodes a scenario may name.
@@ -350,13 +387,30 @@ impl Scenario {
                     "{key}.kind is bad_release but the scenario has no [rollout]: a bad release shows only when it is activated"
                 )));
             }
+            let duration_secs = match (f.duration_secs, f.kind) {
+                (None, _) => None,
+                (Some(d), FaultKind::Partition) if d.is_finite() && d > 0.0 => Some(d),
+                (Some(d), FaultKind::Partition) => {
+                    return Err(err(format!(
+                        "{key}.duration_secs is {d}: use a length above 0 seconds, or leave it out for a partition that never heals"
+                    )));
+                }
+                (Some(_), kind) => {
+                    return Err(err(format!(
+                        "{key}.duration_secs is set on a {} fault: only a partition heals; remove the key",
+                        kind.name()
+                    )));
+                }
+            };
             faults.push(Fault {
                 at_secs: f.at_secs,
                 kind: f.kind,
                 region,
                 fraction,
+                duration_secs,
             });
         }
+        one_partition_at_a_time(&faults).map_err(err)?;
         faults.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
         Ok(Scenario {
             path: path.to_path_buf(),
@@ -452,6 +506,20 @@ piece_size = "1MiB"
                 "fleet.latency.remote_ms is -1",
             ),
             (format!("{GOOD}[fleet.latency]\nwan_ms = 3\n"), "wan_ms"),
+            (
+                format!("{GOOD}[[fault]]\nat_secs = 5\nkind = \"crash\"\nduration_secs = 3\n"),
+                "fault[0].duration_secs is set on a crash fault",
+            ),
+            (
+                format!("{GOOD}[[fault]]\nat_secs = 5\nkind = \"partition\"\nduration_secs = 0\n"),
+                "fault[0].duration_secs is 0",
+            ),
+            (
+                format!(
+                    "{GOOD}[[fault]]\nat_secs = 9\nkind = \"partition\"\n[[fault]]\nat_secs = 5\nkind = \"partition\"\nduration_secs = 10\n"
+                ),
+                "fault[0] is a partition at 9 s, but the partition of fault[1] (at 5 s) heals at 15 s",
+            ),
             ("[fleet\n".to_string(), "line 1"),
         ];
         for (text, want) in cases {
@@ -459,6 +527,20 @@ piece_size = "1MiB"
             assert!(e.starts_with("sims/x.toml: "), "{e}");
             assert!(e.contains(want), "{e:?} does not mention {want:?}");
         }
+    }
+
+    #[test]
+    fn partitions_in_turn_parse_with_their_lengths() {
+        let s = parse(&format!(
+            "{GOOD}[[fault]]\nat_secs = 30\nkind = \"partition\"\n[[fault]]\nat_secs = 5\nkind = \"partition\"\nduration_secs = 25\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let lengths: Vec<_> = s
+            .faults
+            .iter()
+            .map(|f| (f.at_secs, f.duration_secs))
+            .collect();
+        assert_eq!(lengths, [(5.0, Some(25.0)), (30.0, None)]);
     }
 
     #[test]

@@ -219,6 +219,126 @@ region = 2
     assert!(last > 1.5, "the survivors finished after the crash: {v}");
 }
 
+/// 60 nodes in three regions; the origin is in region 1. 32 MiB at 100 Mbit/s takes a few
+/// seconds without a fault.
+const THREE_REGIONS: &str = r#"
+seed = 4
+limit_secs = 300
+[fleet]
+nodes = 60
+regions = 3
+fault_domains = 2
+upload = "100mbit"
+download = "100mbit"
+[release]
+size = "32MiB"
+piece_size = "1MiB"
+"#;
+
+fn partitioned(dir: &Path, fault: &str) -> Output {
+    let file = scenario(
+        dir,
+        "partition.toml",
+        &format!("{THREE_REGIONS}[[fault]]\nkind = \"partition\"\nregion = 3\n{fault}"),
+    );
+    sim(&["run", file.to_str().unwrap(), "--json"])
+}
+
+#[test]
+fn a_partitioned_region_completes_only_once_it_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path(), "plain.toml", THREE_REGIONS);
+    let plain = json_of(&sim(&["run", file.to_str().unwrap(), "--json"]));
+    let plain_last = plain["last_complete_secs"].as_f64().unwrap();
+    // Longer than the links' 20 s timeout: they break, regions 1 and 2 finish without region 3,
+    // and region 3 connects again after the heal. Shorter: the links hold, and what stalled on
+    // them resumes at the heal.
+    for (length, heal) in [(40.0, 40.5), (10.0, 10.5)] {
+        assert!(plain_last < heal, "without the partition: {plain}");
+        let v = json_of(&partitioned(
+            dir.path(),
+            &format!("at_secs = 0.5\nduration_secs = {length}\n"),
+        ));
+        assert_eq!(v["complete_nodes"], 60, "{v}");
+        assert_eq!(v["partitioned_nodes"], 0, "{v}");
+        let last = v["last_complete_secs"].as_f64().unwrap();
+        assert!(
+            last > heal && last < heal + 30.0,
+            "region 3 completes soon after the heal at {heal} s: {v}"
+        );
+        if length > 20.0 {
+            let median = v["p50_complete_secs"].as_f64().unwrap();
+            assert!(median < heal, "regions 1 and 2 complete meanwhile: {v}");
+        }
+    }
+}
+
+#[test]
+fn a_partition_that_never_heals_is_reported_with_its_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = partitioned(dir.path(), "at_secs = 0.5\n");
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["partitioned_nodes"], 20, "{v}");
+    assert_eq!(v["complete_nodes"], 40, "{v}");
+    assert_eq!(v["last_complete_secs"], Value::Null, "{v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("only 40 of 60 nodes completed") && err.contains("20 behind a partition"),
+        "{err}"
+    );
+}
+
+/// The committed 300-node rollout scenario with a partition of region 2 from 35 s, in the
+/// rollout's pilot stage, run at 90 nodes.
+fn rollout_partitioned(dir: &Path, length: &str) -> Value {
+    let text = std::fs::read_to_string(committed("rollout-300.toml"))
+        .unwrap()
+        .replace(
+            "plans/canary-pilot-broad.toml",
+            committed("plans/canary-pilot-broad.toml").to_str().unwrap(),
+        );
+    let file = scenario(
+        dir,
+        "rollout-partition.toml",
+        &format!("{text}\n[[fault]]\nat_secs = 35\nkind = \"partition\"\nregion = 2\n{length}"),
+    );
+    run_at_90(&file)
+}
+
+#[test]
+fn a_partitioned_region_holds_its_waves_until_it_heals_or_fails_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let healed = rollout_partitioned(dir.path(), "duration_secs = 60\n");
+    assert_eq!(healed["rollout_state"], "completed", "{healed}");
+    for w in healed["waves"].as_array().unwrap() {
+        if w["region"] == "r2" {
+            let passed = w["healthy_secs"].as_f64().unwrap();
+            assert!(
+                passed > 95.0,
+                "a wave in r2 passed before the heal: {healed}"
+            );
+        }
+    }
+    let cut = rollout_partitioned(dir.path(), "");
+    assert_eq!(cut["rollout_state"], "rolled_back", "{cut}");
+    assert_eq!(cut["partitioned_nodes"], 32, "{cut}");
+    let reason = cut["reason"].as_str().unwrap();
+    assert!(reason.contains("missed its deadline"), "{cut}");
+    let waves = cut["waves"].as_array().unwrap();
+    let failed = waves
+        .iter()
+        .position(|w| w["healthy_secs"].is_null())
+        .unwrap();
+    assert_eq!(waves[failed]["region"], "r2", "{cut}");
+    assert!(
+        waves[failed + 1..]
+            .iter()
+            .all(|w| w["started_secs"].is_null()),
+        "no wave opened after the one that failed: {cut}"
+    );
+}
+
 fn committed(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../simulations")
@@ -228,7 +348,10 @@ fn committed(name: &str) -> PathBuf {
 /// Runs a committed rollout scenario at 90 nodes (three regions of two fault domains, as
 /// committed).
 fn rollout_run(name: &str) -> Value {
-    let file = committed(name);
+    run_at_90(&committed(name))
+}
+
+fn run_at_90(file: &Path) -> Value {
     json_of(&sim(&[
         "run",
         file.to_str().unwrap(),

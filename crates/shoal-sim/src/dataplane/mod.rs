@@ -8,16 +8,19 @@
 //! other node picks up to [`DataConfig::neighbours`] swarm neighbours with the daemon's rule
 //! ([`neighbours::choose_by`]): mostly the closest, a quarter of them from anywhere.
 
+mod faults;
+mod links;
+
+pub use faults::Partition;
+
 use crate::flows::Flow;
 use crate::flowtable::{FlowModel, FlowTable};
 use crate::timeline::{SAMPLE_INTERVAL, Sample, Timeline};
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
 use shoal_core::bitfield::Bitfield;
 use shoal_core::content::{PieceIndex, PieceLayout};
 use shoal_core::control::Place;
 use shoal_core::labels::Closeness;
-use shoal_core::swarm::{Action, Config, PeerKey, Received, Swarm, neighbours};
+use shoal_core::swarm::{Action, Config, PeerKey, Received, Swarm};
 use shoal_core::wire::piece::RejectReason;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -74,13 +77,15 @@ pub struct DataConfig {
     pub limit: Duration,
     /// Nodes that crash, and when: their state is gone and their links break.
     pub crashes: Vec<(Duration, Vec<u32>)>,
+    /// Partitions, one at a time: their nodes lose every link to the rest until they heal.
+    pub partitions: Vec<Partition>,
     /// How flow rates are recomputed.
     pub flow_model: FlowModel,
 }
 
 impl DataConfig {
     /// `nodes` nodes in one rack with `rate` bytes per second up and down each, 40 swarm
-    /// neighbours, the default latencies, seed 1, an hour's limit, no crashes and local flows:
+    /// neighbours, the default latencies, seed 1, an hour's limit, no faults and local flows:
     /// the base that benchmarks and tests change a few fields of.
     pub fn uniform(nodes: u32, layout: PieceLayout, rate: f64) -> Self {
         DataConfig {
@@ -96,6 +101,7 @@ impl DataConfig {
             seed: 1,
             limit: Duration::from_secs(3_600),
             crashes: Vec::new(),
+            partitions: Vec::new(),
             flow_model: FlowModel::Local,
         }
     }
@@ -116,6 +122,8 @@ pub struct Outcome {
     pub simulated: Duration,
     /// Nodes that crashed.
     pub crashed: u32,
+    /// Nodes cut off by a partition that was still on at the end.
+    pub partitioned: u32,
 }
 
 impl Outcome {
@@ -154,6 +162,12 @@ enum Msg {
     Flows(u64),
     /// The `i`-th entry of [`DataConfig::crashes`] happens.
     Crash(usize),
+    /// The `i`-th entry of [`DataConfig::partitions`] cuts its nodes off.
+    Partition(usize),
+    /// The links across the `i`-th entry of [`DataConfig::partitions`] time out.
+    LinksTimeout(usize),
+    /// The `i`-th entry of [`DataConfig::partitions`] heals.
+    Heal(usize),
 }
 
 struct Event {
@@ -200,6 +214,8 @@ pub struct DataPlane {
     /// Distinct pieces delivered to each node: what its bitfield may hold at most.
     delivered: Vec<u32>,
     crashed: Vec<bool>,
+    /// The partition in force, if one is.
+    cut: faults::Cut,
 }
 
 /// The place of node `id`: racks round robin, then fault domains, then regions.
@@ -230,7 +246,7 @@ impl DataPlane {
                 Swarm::new(cfg, config.layout, have, config.seed ^ u64::from(id))
             })
             .collect();
-        let links = choose_links(&config, &places);
+        let links = links::choose_links(&config, &places);
         let mut completed_at = vec![None; n as usize];
         completed_at[0] = Some(Duration::ZERO);
         let mut plane = DataPlane {
@@ -251,11 +267,20 @@ impl DataPlane {
             complete: 1,
             delivered: vec![0; n as usize],
             crashed: vec![false; n as usize],
+            cut: faults::Cut::default(),
             config,
         };
         for i in 0..plane.config.crashes.len() {
             let at = plane.config.crashes[i].0;
             plane.schedule(at, 0, 0, Msg::Crash(i));
+        }
+        for i in 0..plane.config.partitions.len() {
+            let p = &plane.config.partitions[i];
+            let (at, heal) = (p.at, p.heal);
+            plane.schedule(at, 0, 0, Msg::Partition(i));
+            if let Some(heal) = heal {
+                plane.schedule(heal, 0, 0, Msg::Heal(i));
+            }
         }
         for a in 0..n {
             for i in 0..plane.links[a as usize].len() {
@@ -360,6 +385,7 @@ impl DataPlane {
     /// What the run did, with the simulated time at its last event.
     pub fn finish(mut self) -> Outcome {
         self.outcome.simulated = self.now;
+        self.outcome.partitioned = self.cut.cut_off_nodes();
         self.outcome
     }
 
@@ -390,14 +416,15 @@ impl DataPlane {
     }
 
     fn handle(&mut self, event: Event) {
-        let Event { from, to, msg, .. } = event;
-        let now = self.now;
-        match msg {
+        match event.msg {
             Msg::Crash(i) => {
                 let ids = std::mem::take(&mut self.config.crashes[i].1);
                 self.crash(&ids);
                 return;
             }
+            Msg::Partition(i) => return self.partition(i),
+            Msg::LinksTimeout(i) => return self.break_links(i),
+            Msg::Heal(i) => return self.heal(i),
             Msg::Flows(generation) => {
                 if generation == self.generation {
                     self.finish_flows();
@@ -406,10 +433,15 @@ impl DataPlane {
             }
             _ => {}
         }
-        if self.crashed[to as usize] || self.crashed[from as usize] {
+        if self.crashed[event.to as usize] || self.crashed[event.from as usize] {
             // Lost with the node: nothing reaches or leaves a crashed machine.
             return;
         }
+        if !self.reachable(event.from, event.to) {
+            return self.hold(event);
+        }
+        let Event { from, to, msg, .. } = event;
+        let now = self.now;
         let key = PeerKey(u64::from(from));
         let swarm = &mut self.swarms[to as usize];
         match msg {
@@ -444,7 +476,11 @@ impl DataPlane {
                 }
                 swarm.handle_timeout(now);
             }
-            Msg::Flows(_) | Msg::Crash(_) => return,
+            Msg::Flows(_)
+            | Msg::Crash(_)
+            | Msg::Partition(_)
+            | Msg::LinksTimeout(_)
+            | Msg::Heal(_) => return,
         }
         self.act(to);
     }
@@ -546,50 +582,6 @@ impl DataPlane {
         }
     }
 
-    /// Nodes stop at once: their flows end unfinished, their neighbours see the links break.
-    fn crash(&mut self, ids: &[u32]) {
-        let mut touched = BTreeSet::new();
-        for &id in ids {
-            let i = id as usize;
-            if i >= self.swarms.len() || self.crashed[i] {
-                continue;
-            }
-            self.crashed[i] = true;
-            if self.outcome.completed_at[i].is_none() {
-                self.outcome.crashed += 1;
-            } else {
-                // It had the release, but it is gone: it no longer counts as holding it.
-                self.outcome.completed_at[i] = None;
-                self.complete -= 1;
-                self.outcome.crashed += 1;
-            }
-            self.flows.remove_node(id);
-            for p in std::mem::take(&mut self.links[i]) {
-                self.links[p as usize].retain(|&l| l != id);
-                if !self.crashed[p as usize] {
-                    self.swarms[p as usize].handle_peer_left(PeerKey(u64::from(id)));
-                    touched.insert(p);
-                }
-            }
-            // Its peer tables go with it.
-            let count = self.config.layout.piece_count();
-            self.swarms[i] = Swarm::new(
-                Config::default(),
-                self.config.layout,
-                Bitfield::new(count),
-                0,
-            );
-        }
-        let around: Vec<u32> = touched.iter().copied().collect();
-        self.flows.reshare(&around, self.now);
-        self.book_flows();
-        for p in touched {
-            if !self.crashed[p as usize] {
-                self.act(p);
-            }
-        }
-    }
-
     /// Test builds: a node never holds more pieces than were delivered to it.
     fn check_counts(&self, id: u32) {
         if cfg!(debug_assertions) && id != 0 {
@@ -601,54 +593,4 @@ impl DataPlane {
             );
         }
     }
-}
-
-/// Every node's swarm neighbours, symmetric: each node asks for up to `neighbours`, mostly
-/// close, a quarter from anywhere, among nodes that have room.
-fn choose_links(config: &DataConfig, places: &[Place]) -> Vec<Vec<u32>> {
-    let n = config.nodes as usize;
-    let want = config.neighbours.max(1);
-    let mut links: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut rng = SmallRng::seed_from_u64(config.seed);
-    // Candidates: everyone when the fleet is small, otherwise a sample (the mesh's views).
-    let sample = (want * 8).min(n.saturating_sub(1));
-    for a in 0..n {
-        if links[a].len() >= want {
-            continue;
-        }
-        let pool: Vec<u32> = if n <= sample + 1 {
-            (0..n as u32).filter(|&b| b as usize != a).collect()
-        } else {
-            let mut pool = BTreeSet::new();
-            while pool.len() < sample {
-                let b = rand::Rng::random_range(&mut rng, 0..n as u32);
-                if b as usize != a {
-                    pool.insert(b);
-                }
-            }
-            pool.into_iter().collect()
-        };
-        let free = want - links[a].len();
-        let chosen = neighbours::choose_by(
-            pool.len(),
-            |i| places[a].closeness(&places[pool[i] as usize]),
-            free,
-            (free / 4).max(1),
-            &mut rng,
-        );
-        for i in chosen {
-            let b = pool[i] as usize;
-            if links[a].contains(&(b as u32)) || links[b].len() >= want * 2 {
-                continue;
-            }
-            links[a].push(b as u32);
-            links[b].push(a as u32);
-        }
-    }
-    // The origin must be someone's neighbour for anything to move.
-    if links[0].is_empty() && n > 1 {
-        links[0].push(1);
-        links[1].push(0);
-    }
-    links
 }
