@@ -9,12 +9,13 @@
 //! (their requests and uploads there end) and fetch from whom they still reach; when it heals,
 //! the nodes connect again and exchange their bitfields, as the daemon redials its peers.
 
-use super::{DataPlane, Event, Msg};
+use super::{DataPlane, Msg};
 use crate::flows::Flow;
 use shoal_core::bitfield::Bitfield;
 use shoal_core::content::PieceIndex;
 use shoal_core::swarm::{Config, PeerKey, Swarm};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a link across a partition lasts without a packet before both ends drop it: the
@@ -46,7 +47,7 @@ pub(super) struct Cut {
     /// Pieces in flight across it, with the bytes they still had to send.
     stalled: Vec<(Flow, PieceIndex, f64)>,
     /// Messages sent across it, waiting in their streams.
-    held: Vec<Event>,
+    held: Vec<(u32, u32, Msg)>,
 }
 
 impl Cut {
@@ -64,9 +65,9 @@ impl DataPlane {
     }
 
     /// Keeps a message sent across the partition until its link heals or breaks.
-    pub(super) fn hold(&mut self, event: Event) {
+    pub(super) fn hold(&mut self, from: u32, to: u32, msg: Msg) {
         if !self.cut.broken {
-            self.cut.held.push(event);
+            self.cut.held.push((from, to, msg));
         }
     }
 
@@ -196,9 +197,9 @@ impl DataPlane {
                     touched.extend([flow.from, flow.to]);
                 }
             }
-            for e in cut.held {
-                let at = now + self.latency(e.from, e.to);
-                self.schedule(at, e.from, e.to, e.msg);
+            for (from, to, msg) in cut.held {
+                let at = now + self.latency(from, to);
+                self.schedule(at, from, to, msg);
             }
         }
         self.after_fault(touched);
@@ -222,9 +223,9 @@ impl DataPlane {
         }
         self.links[a as usize].push(b);
         self.links[b as usize].push(a);
-        let have = self.swarms[a as usize].have().clone();
+        let have = Arc::new(self.swarms[a as usize].have().clone());
         self.send(a, b, Msg::Have(have));
-        let have = self.swarms[b as usize].have().clone();
+        let have = Arc::new(self.swarms[b as usize].have().clone());
         self.send(b, a, Msg::Have(have));
     }
 

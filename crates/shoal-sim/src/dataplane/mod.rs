@@ -8,6 +8,7 @@
 //! other node picks up to [`DataConfig::neighbours`] swarm neighbours with the daemon's rule
 //! ([`neighbours::choose_by`]): mostly the closest, a quarter of them from anywhere.
 
+mod fanout;
 mod faults;
 mod links;
 
@@ -24,6 +25,7 @@ use shoal_core::swarm::{Action, Config, PeerKey, Received, Swarm};
 use shoal_core::wire::piece::RejectReason;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One-way latency by how close two nodes are.
@@ -151,7 +153,8 @@ impl Outcome {
 
 #[derive(Debug)]
 enum Msg {
-    Have(Bitfield),
+    /// A full bitfield, shared by every copy a node sends at once.
+    Have(Arc<Bitfield>),
     Delta(PieceIndex),
     Request(PieceIndex),
     Cancel(PieceIndex),
@@ -160,6 +163,10 @@ enum Msg {
     Wake,
     /// The flows' next completion, if the flow set has not changed since (its generation).
     Flows(u64),
+    /// `Have`, to each neighbour of the sender at this distance.
+    HaveTo(Arc<Bitfield>, Closeness),
+    /// `Delta`, to each neighbour of the sender at this distance.
+    DeltaTo(PieceIndex, Closeness),
     /// The `i`-th entry of [`DataConfig::crashes`] happens.
     Crash(usize),
     /// The `i`-th entry of [`DataConfig::partitions`] cuts its nodes off.
@@ -170,13 +177,18 @@ enum Msg {
     Heal(usize),
 }
 
+/// A message or timer on the queue. A fleet's first announcements put one per swarm link on
+/// it at once, so it is kept small (checked below).
 struct Event {
-    at: Duration,
+    /// When, in simulated nanoseconds.
+    at: u64,
     seq: u64,
     from: u32,
     to: u32,
     msg: Msg,
 }
+
+const _: () = assert!(std::mem::size_of::<Event>() <= 40);
 
 impl PartialEq for Event {
     fn eq(&self, other: &Self) -> bool {
@@ -214,6 +226,8 @@ pub struct DataPlane {
     /// Distinct pieces delivered to each node: what its bitfield may hold at most.
     delivered: Vec<u32>,
     crashed: Vec<bool>,
+    /// A fan-out's recipients, kept between deliveries.
+    scratch: Vec<u32>,
     /// The partition in force, if one is.
     cut: faults::Cut,
 }
@@ -247,13 +261,16 @@ impl DataPlane {
             })
             .collect();
         let links = links::choose_links(&config, &places);
+        // Room for the first bitfields (one event per distance class a node has neighbours at)
+        // and the faults: no doubling past the need at the peak.
+        let first_events = n as usize * 4 + config.crashes.len() + 2 * config.partitions.len();
         let mut completed_at = vec![None; n as usize];
         completed_at[0] = Some(Duration::ZERO);
         let mut plane = DataPlane {
             places,
             swarms,
             links,
-            queue: BinaryHeap::new(),
+            queue: BinaryHeap::with_capacity(first_events),
             seq: 0,
             now: Duration::ZERO,
             wake: vec![None; n as usize],
@@ -267,6 +284,7 @@ impl DataPlane {
             complete: 1,
             delivered: vec![0; n as usize],
             crashed: vec![false; n as usize],
+            scratch: Vec::new(),
             cut: faults::Cut::default(),
             config,
         };
@@ -289,9 +307,9 @@ impl DataPlane {
                 plane.swarms[a as usize]
                     .handle_peer_joined(key, b == 0)
                     .unwrap_or_else(|e| panic!("node {a} could not take peer {b}: {e:?}"));
-                let have = plane.swarms[a as usize].have().clone();
-                plane.send(a, b, Msg::Have(have));
             }
+            let have = Arc::new(plane.swarms[a as usize].have().clone());
+            plane.fan_out(a, fanout::Fanned::Have(have));
         }
         plane
     }
@@ -368,13 +386,15 @@ impl DataPlane {
 
     /// When the next event is due, if any is.
     pub fn next_at(&self) -> Option<Duration> {
-        self.queue.peek().map(|Reverse(e)| e.at)
+        self.queue
+            .peek()
+            .map(|Reverse(e)| Duration::from_nanos(e.at))
     }
 
     /// Handles the next event; the node it completed, if it completed one.
     pub fn step(&mut self) -> Option<u32> {
         let Reverse(event) = self.queue.pop()?;
-        self.now = event.at;
+        self.now = Duration::from_nanos(event.at);
         self.outcome.events += 1;
         let before = self.complete;
         let to = event.to;
@@ -397,7 +417,7 @@ impl DataPlane {
     fn schedule(&mut self, at: Duration, from: u32, to: u32, msg: Msg) {
         self.seq += 1;
         self.queue.push(Reverse(Event {
-            at,
+            at: u64::try_from(at.as_nanos()).unwrap_or(u64::MAX),
             seq: self.seq,
             from,
             to,
@@ -406,8 +426,12 @@ impl DataPlane {
     }
 
     fn latency(&self, from: u32, to: u32) -> Duration {
+        self.latency_of(self.places[from as usize].closeness(&self.places[to as usize]))
+    }
+
+    fn latency_of(&self, class: Closeness) -> Duration {
         let l = &self.config.latency;
-        match self.places[from as usize].closeness(&self.places[to as usize]) {
+        match class {
             Closeness::Rack => l.rack,
             Closeness::FaultDomain => l.fault_domain,
             Closeness::Region => l.region,
@@ -437,17 +461,26 @@ impl DataPlane {
             // Lost with the node: nothing reaches or leaves a crashed machine.
             return;
         }
-        if !self.reachable(event.from, event.to) {
-            return self.hold(event);
-        }
         let Event { from, to, msg, .. } = event;
+        let msg = match msg {
+            Msg::HaveTo(have, class) => {
+                return self.deliver_fanned(from, fanout::Fanned::Have(have), class);
+            }
+            Msg::DeltaTo(piece, class) => {
+                return self.deliver_fanned(from, fanout::Fanned::Delta(piece), class);
+            }
+            msg => msg,
+        };
+        if !self.reachable(from, to) {
+            return self.hold(from, to, msg);
+        }
         let now = self.now;
         let key = PeerKey(u64::from(from));
         let swarm = &mut self.swarms[to as usize];
         match msg {
             Msg::Have(have) => {
                 if swarm.contains(key) {
-                    let _ = swarm.handle_have(key, have);
+                    let _ = swarm.handle_have(key, Arc::unwrap_or_clone(have));
                 }
             }
             Msg::Delta(piece) => {
@@ -477,6 +510,8 @@ impl DataPlane {
                 swarm.handle_timeout(now);
             }
             Msg::Flows(_)
+            | Msg::HaveTo(..)
+            | Msg::DeltaTo(..)
             | Msg::Crash(_)
             | Msg::Partition(_)
             | Msg::LinksTimeout(_)
@@ -506,12 +541,7 @@ impl DataPlane {
                     self.flows.add(Flow { from: id, to }, piece, len, now);
                     touched.extend([id, to]);
                 }
-                Action::Announce { piece } => {
-                    for i in 0..self.links[id as usize].len() {
-                        let other = self.links[id as usize][i];
-                        self.send(id, other, Msg::Delta(piece));
-                    }
-                }
+                Action::Announce { piece } => self.fan_out(id, fanout::Fanned::Delta(piece)),
                 Action::Disconnect { peer, .. } => {
                     let p = peer.0 as u32;
                     self.flows.remove_between(id, p);
