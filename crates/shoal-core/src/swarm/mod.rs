@@ -208,6 +208,12 @@ pub struct Swarm {
     layout: PieceLayout,
     have: Bitfield,
     peers: LiteMap<PeerKey, Peer>,
+    /// How many of `peers` are origins: most swarms have none, and then the origin checks that
+    /// would walk every peer are skipped.
+    origin_peers: u32,
+    /// The latest `busy_until` ever set on a peer: once it has passed, no peer is busy and
+    /// nothing walks the peers to find one.
+    busy_until_latest: Duration,
     /// Our requests in flight, with the time each was sent.
     in_flight: PerPeer<PieceIndex, Duration>,
     /// Pieces a peer declined as sent elsewhere, and until when they are not asked of it again.
@@ -254,6 +260,8 @@ impl Swarm {
             layout,
             have,
             peers: LiteMap::new_vec(),
+            origin_peers: 0,
+            busy_until_latest: Duration::ZERO,
             in_flight: PerPeer::new(),
             declined: PerPeer::new(),
             queue: UploadQueue::default(),
@@ -366,6 +374,7 @@ impl Swarm {
             self.reserve_peer();
             let state = Peer::new(self.layout.piece_count(), is_origin);
             self.peers.insert(peer, state);
+            self.origin_peers += u32::from(is_origin);
         }
         Ok(())
     }
@@ -417,17 +426,23 @@ impl Swarm {
         if let Some(&bad) = pieces.iter().find(|p| p.0 >= count) {
             return Err(PeerError::NoSuchPiece(bad));
         }
-        let state = self.peers.get_mut(&peer).ok_or(PeerError::Unknown(peer))?;
-        let is_origin = state.is_origin;
-        let added: Vec<u32> = pieces
-            .iter()
-            .filter_map(|p| state.have.insert(p.0).then_some(p.0))
-            .collect();
-        for &i in &added {
-            self.count_have(i, is_origin, true);
-        }
-        if !is_origin {
-            self.spare_origin(&added);
+        let is_origin = self
+            .peers
+            .get(&peer)
+            .ok_or(PeerError::Unknown(peer))?
+            .is_origin;
+        // Piece by piece, without collecting them: this runs for every announcement.
+        for &p in pieces {
+            let added = self
+                .peers
+                .get_mut(&peer)
+                .is_some_and(|state| state.have.insert(p.0));
+            if added {
+                self.count_have(p.0, is_origin, true);
+                if !is_origin {
+                    self.spare_origin(p.0);
+                }
+            }
         }
         Ok(())
     }
@@ -500,6 +515,7 @@ impl Swarm {
         }
         state.consecutive_timeouts += 1;
         state.busy_until = now + self.config.busy_backoff;
+        self.busy_until_latest = self.busy_until_latest.max(state.busy_until);
         if state.consecutive_timeouts >= self.config.max_consecutive_timeouts {
             self.drop_unresponsive(peer);
         }
@@ -531,7 +547,10 @@ impl Swarm {
                     self.count_have(piece.0, is_origin, false);
                 }
             }
-            RejectReason::Busy => state.busy_until = now + self.config.busy_backoff,
+            RejectReason::Busy => {
+                state.busy_until = now + self.config.busy_backoff;
+                self.busy_until_latest = self.busy_until_latest.max(state.busy_until);
+            }
             RejectReason::SentElsewhere => {
                 self.stats.sent_elsewhere += 1;
                 self.declined
@@ -663,17 +682,21 @@ impl Swarm {
         // With an origin in the swarm, also wake when a request becomes old enough for its
         // holder to count as stalled, so the origin is asked then (see `responsive_holders`).
         let wait = self.config.origin_endgame_wait;
-        let has_origin = self.peers.values().any(|p| p.is_origin);
+        let has_origin = self.origin_peers > 0;
         let request = self.in_flight.values().map(|&at| at + timeout);
         let stall = self
             .in_flight
             .values()
             .map(|&at| at + wait)
             .filter(|&t| has_origin && t > now);
-        let busy = self
-            .peers
-            .values()
-            .filter_map(|p| (p.busy_until > now).then_some(p.busy_until));
+        let busy = (self.busy_until_latest > now)
+            .then(|| {
+                self.peers
+                    .values()
+                    .filter_map(|p| (p.busy_until > now).then_some(p.busy_until))
+            })
+            .into_iter()
+            .flatten();
         // A declined piece may be asked again when its wait ends.
         let declined = self.declined.values().copied().filter(|&t| t > now);
         request.chain(stall).chain(busy).chain(declined).min()
@@ -710,6 +733,7 @@ impl Swarm {
         let Some(state) = self.peers.remove(&peer) else {
             return;
         };
+        self.origin_peers -= u32::from(state.is_origin);
         for i in state.have.iter() {
             self.count_have(i, state.is_origin, false);
         }
@@ -723,17 +747,18 @@ impl Swarm {
 
     /// Origin protection: a request to the origin for a piece another peer now has is withdrawn,
     /// so the piece is asked of that peer instead.
-    fn spare_origin(&mut self, pieces: &[u32]) {
+    fn spare_origin(&mut self, i: u32) {
+        if self.origin_peers == 0 {
+            return;
+        }
         for (&key, _) in self.peers.iter().filter(|(_, p)| p.is_origin) {
-            for &i in pieces {
-                if self.in_flight.remove(key, PieceIndex(i)).is_some() {
-                    self.requested[i as usize] -= 1;
-                    self.stats.origin_spared += 1;
-                    self.actions.push_back(Action::Cancel {
-                        peer: key,
-                        piece: PieceIndex(i),
-                    });
-                }
+            if self.in_flight.remove(key, PieceIndex(i)).is_some() {
+                self.requested[i as usize] -= 1;
+                self.stats.origin_spared += 1;
+                self.actions.push_back(Action::Cancel {
+                    peer: key,
+                    piece: PieceIndex(i),
+                });
             }
         }
     }
@@ -753,6 +778,13 @@ impl Swarm {
         }
     }
 
+    /// The key of the peer at `index` in key order.
+    fn peer_key_at(&self, index: usize) -> PeerKey {
+        self.peers
+            .get_indexed(index)
+            .map_or(PeerKey(u64::MAX), |(&k, _)| k)
+    }
+
     fn limit(&self, peer: &Peer) -> u32 {
         let c = &self.config;
         let Some(rate) = peer.rate_bytes_per_sec else {
@@ -764,22 +796,27 @@ impl Swarm {
     }
 
     fn schedule_uploads(&mut self) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        if keys.is_empty() {
-            return;
-        }
-        // Round-robin over peers, starting after the one served last.
-        let start = self
-            .upload_cursor
-            .map_or(0, |c| keys.partition_point(|&k| k <= c));
-        let mut idle_rounds = 0;
-        let mut at = start;
+        let len = self.peers.len();
         let slots = self
             .config
             .upload_slots
             .min(self.pieces_within(self.config.max_upload_bytes));
-        while self.uploads_in_progress < slots && idle_rounds < keys.len() {
-            let key = keys[at % keys.len()];
+        // With nothing queued there is nothing to send (and an origin nothing to decline).
+        if len == 0 || self.uploads_in_progress >= slots || self.queue.is_empty() {
+            return;
+        }
+        // Round-robin over peers, starting after the one served last. The peers do not change
+        // in the loop, so it walks them by position.
+        let start = self
+            .upload_cursor
+            .map_or(0, |c| match self.peers.find_index(&c) {
+                Ok(i) => i + 1,
+                Err(i) => i,
+            });
+        let mut idle_rounds = 0;
+        let mut at = start;
+        while self.uploads_in_progress < slots && idle_rounds < len {
+            let key = self.peer_key_at(at % len);
             at += 1;
             let Some(piece) = self.next_upload(key) else {
                 idle_rounds += 1;
@@ -798,9 +835,8 @@ impl Swarm {
         if is_origin {
             self.decline_queued_in_transit(key);
         }
-        let state = self.peers.get(&key)?;
         let waiting = self.queue.count(key);
-        if state.sending >= per_peer || waiting == 0 {
+        if waiting == 0 || self.peers.get(&key)?.sending >= per_peer {
             return None;
         }
         let at = if is_origin {
@@ -878,16 +914,13 @@ impl Swarm {
         let endgame = self.is_endgame();
         // Pieces some responsive peer other than the origin has: the origin is spared those.
         // Requests added below do not change which peers are stalled, so once per call is enough.
-        let spare = self
-            .peers
-            .values()
-            .any(|p| p.is_origin)
-            .then(|| self.responsive_holders(now));
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        // Start at a random peer so no peer is always asked first.
-        let offset = self.rng.random_range(0..keys.len());
-        for n in 0..keys.len() {
-            let key = keys[(offset + n) % keys.len()];
+        let spare = (self.origin_peers > 0).then(|| self.responsive_holders(now));
+        let len = self.peers.len();
+        // Start at a random peer so no peer is always asked first. The peers do not change in
+        // the loop, so it walks them by position.
+        let offset = self.rng.random_range(0..len);
+        for n in 0..len {
+            let key = self.peer_key_at((offset + n) % len);
             loop {
                 if in_flight >= budget {
                     return;

@@ -111,6 +111,11 @@ impl UploadQueue {
         self.range(peer).len()
     }
 
+    /// Whether no request waits, from any peer.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Queues `piece` for `peer` behind its other requests.
     pub(super) fn push(&mut self, peer: PeerKey, piece: PieceIndex) {
         let end = self.range(peer).end;

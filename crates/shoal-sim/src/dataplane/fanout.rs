@@ -83,13 +83,13 @@ impl DataPlane {
                 self.hold(from, to, what.single());
                 continue;
             }
+            // From a peer the recipient no longer knows, both are refused as unknown and change
+            // nothing.
             let swarm = &mut self.swarms[to as usize];
-            if swarm.contains(key) {
-                let _ = match &what {
-                    Fanned::Have(have) => swarm.handle_have(key, Bitfield::clone(have)),
-                    Fanned::Delta(piece) => swarm.handle_have_delta(key, &[*piece]),
-                };
-            }
+            let _ = match &what {
+                Fanned::Have(have) => swarm.handle_have(key, Bitfield::clone(have)),
+                Fanned::Delta(piece) => swarm.handle_have_delta(key, &[*piece]),
+            };
             self.act(to);
         }
         self.scratch = to_all;
