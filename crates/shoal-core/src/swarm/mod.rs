@@ -39,6 +39,7 @@ mod bucket;
 mod config;
 pub mod neighbours;
 mod peer;
+mod peer_store;
 mod tables;
 
 pub use bucket::TokenBucket;
@@ -49,6 +50,7 @@ use crate::content::{PieceIndex, PieceLayout};
 use crate::wire::piece::RejectReason;
 use litemap::LiteMap;
 use peer::Peer;
+use peer_store::PeerStore;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -207,7 +209,7 @@ pub struct Swarm {
     config: Config,
     layout: PieceLayout,
     have: Bitfield,
-    peers: LiteMap<PeerKey, Peer>,
+    peers: LiteMap<PeerKey, Peer, PeerStore>,
     /// How many of `peers` are origins: most swarms have none, and then the origin checks that
     /// would walk every peer are skipped.
     origin_peers: u32,
@@ -259,7 +261,7 @@ impl Swarm {
             config,
             layout,
             have,
-            peers: LiteMap::new_vec(),
+            peers: LiteMap::from_sorted_store_unchecked(PeerStore::default()),
             origin_peers: 0,
             busy_until_latest: Duration::ZERO,
             in_flight: PerPeer::new(),
@@ -704,16 +706,10 @@ impl Swarm {
 
     // ---- internals -----------------------------------------------------------------------
 
-    /// Makes room for one more peer, growing the table by a quarter rather than doubling it: a
-    /// node keeps a few dozen peers for the swarm's life, and a doubled table would leave up to
-    /// half its entries empty.
+    /// Makes room for one more peer, growing the table by a quarter rather than doubling it
+    /// ([`PeerStore`]).
     fn reserve_peer(&mut self) {
-        let len = self.peers.len();
-        let mut entries = std::mem::take(&mut self.peers).into_tuple_vec();
-        if entries.capacity() == len {
-            entries.reserve_exact((len / 4).max(4));
-        }
-        self.peers = LiteMap::from_sorted_store_unchecked(entries);
+        self.peers.reserve(1);
     }
 
     fn drop_unresponsive(&mut self, peer: PeerKey) {
