@@ -389,10 +389,10 @@ impl Scenario {
             }
             let duration_secs = match (f.duration_secs, f.kind) {
                 (None, _) => None,
-                (Some(d), FaultKind::Partition) if d.is_finite() && d > 0.0 => Some(d),
+                (Some(d), FaultKind::Partition) if d > 0.0 && d <= limit_secs as f64 => Some(d),
                 (Some(d), FaultKind::Partition) => {
                     return Err(err(format!(
-                        "{key}.duration_secs is {d}: use a length above 0 seconds, or leave it out for a partition that never heals"
+                        "{key}.duration_secs is {d}: use above 0 to limit_secs ({limit_secs}) seconds, or leave it out for a partition that never heals"
                     )));
                 }
                 (Some(_), kind) => {
@@ -513,6 +513,12 @@ piece_size = "1MiB"
             (
                 format!("{GOOD}[[fault]]\nat_secs = 5\nkind = \"partition\"\nduration_secs = 0\n"),
                 "fault[0].duration_secs is 0",
+            ),
+            (
+                format!(
+                    "{GOOD}[[fault]]\nat_secs = 5\nkind = \"partition\"\nduration_secs = 1e30\n"
+                ),
+                "fault[0].duration_secs is 1000000000000000000000000000000",
             ),
             (
                 format!(

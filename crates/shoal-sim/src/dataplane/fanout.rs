@@ -12,7 +12,7 @@ use shoal_core::swarm::PeerKey;
 use std::sync::Arc;
 
 /// What a node sends all its neighbours.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) enum Fanned {
     /// Its whole bitfield.
     Have(Arc<Bitfield>),
@@ -50,7 +50,7 @@ impl DataPlane {
             let msg = if Some(i) == last {
                 what.take()
             } else {
-                what.as_ref().map(Fanned::copy)
+                what.clone()
             };
             let msg = match msg {
                 Some(Fanned::Have(have)) => Msg::HaveTo(have, class),
@@ -97,13 +97,6 @@ impl DataPlane {
 }
 
 impl Fanned {
-    fn copy(&self) -> Fanned {
-        match self {
-            Fanned::Have(have) => Fanned::Have(have.clone()),
-            Fanned::Delta(piece) => Fanned::Delta(*piece),
-        }
-    }
-
     /// The same, as a message to one neighbour.
     fn single(&self) -> Msg {
         match self {
