@@ -44,7 +44,7 @@ impl<P: Peer> Node<P> {
             // the old one could close a loop with a neighbour it now pushes the round to.
             self.parent = None;
             if neighbour {
-                self.start_round(from);
+                self.start_round(from, previous_latest);
             }
         }
         self.outputs.push_back(Output::Deliver {

@@ -34,7 +34,8 @@ pub struct Config {
     pub fill_interval: Duration,
     /// How long a neighbour request may stay unanswered before the candidate is dropped.
     pub neighbour_request_timeout: Duration,
-    /// A neighbour silent for this long is pinged.
+    /// A neighbour silent for this long is pinged at the node's next tick, by the end of the
+    /// link with the smaller key; the other end waits twice as long. Ticks are this far apart.
     pub ping_interval: Duration,
     /// How long to wait for a pong, and then for the indirect probes, before a neighbour is dead.
     /// Multiplied by the node's own slowness factor (1 to 9).
@@ -53,8 +54,8 @@ pub struct Config {
     /// a wave's gate sees its nodes turn healthy within a fraction of a second per tree level.
     pub health_urgent_gap: Duration,
     /// A node sends no report for this long after it starts: longer than its neighbours take
-    /// to find a previous run of it dead (a ping interval and two timeouts), so a quick
-    /// restart is not counted twice.
+    /// to find a previous run of it dead (at most two ping intervals of silence, the tick after,
+    /// and two timeouts: 5 s), so a quick restart is not counted twice.
     pub health_hold: Duration,
     /// On the source: how long after opening a round it goes on showing the previous round's
     /// total while the new round's is lower (the new tree's reports still climbing).
@@ -101,7 +102,7 @@ impl Default for Config {
             health_interval: Duration::from_secs(1),
             health_urgent_gap: Duration::from_millis(50),
             health_settle: Duration::from_secs(3),
-            health_hold: Duration::from_secs(5),
+            health_hold: Duration::from_secs(6),
             rejoin_after: Duration::from_secs(2),
             seed_probe_interval: Duration::from_secs(30),
             seed_probes_per_sec: 10,

@@ -98,12 +98,30 @@ impl<P: Peer> Node<P> {
         }
     }
 
-    /// When `n`'s probe needs attention next.
+    /// When `n`'s probe needs attention next: always on a tick, so one wake-up serves every
+    /// neighbour.
+    ///
+    /// A quiet link is kept checked from one end, the one with the smaller key: it pings at the
+    /// first tick after a `ping_interval` of silence, and its ping is all the other end needs
+    /// to hear. The other end pings only after twice that silence, when the first may be gone.
+    /// Checking from both ends would double the pings and tell neither end more.
     pub(super) fn next_probe_deadline(&self, n: &Neighbour<P>) -> Duration {
         match n.probe {
-            Probe::Idle => n.last_heard + self.config.ping_interval,
+            Probe::Idle => {
+                let quiet = if self.me.peer < n.entry.peer {
+                    self.config.ping_interval
+                } else {
+                    self.config.ping_interval * 2
+                };
+                self.on_tick(n.last_heard + quiet)
+            }
             Probe::Direct { deadline, .. } | Probe::Indirect { deadline, .. } => deadline,
         }
+    }
+
+    /// When a probe sent now has timed out: the first tick a stretched `ping_timeout` away.
+    fn probe_deadline(&self) -> Duration {
+        self.on_tick(self.now + self.stretched(self.config.ping_timeout))
     }
 
     pub(super) fn detector_timers(&mut self) {
@@ -113,11 +131,12 @@ impl<P: Peer> Node<P> {
         for i in 0..self.active.len() {
             let n = &self.active[i];
             let peer = n.entry.peer;
+            let due = now >= self.next_probe_deadline(n);
             match n.probe {
-                Probe::Idle if now >= n.last_heard + self.config.ping_interval => {
+                Probe::Idle if due => {
                     // Anything heard from a neighbour proves it alive, so only the silent are pinged.
                     let nonce = self.next_nonce();
-                    let deadline = now + self.stretched(self.config.ping_timeout);
+                    let deadline = self.probe_deadline();
                     self.active[i].probe = Probe::Direct {
                         nonce,
                         sent: now,
@@ -159,7 +178,7 @@ impl<P: Peer> Node<P> {
                             latest: self.latest,
                         },
                     );
-                    let deadline = now + self.stretched(self.config.ping_timeout);
+                    let deadline = self.probe_deadline();
                     self.active[i].probe = Probe::Indirect { nonce, deadline };
                 }
                 Probe::Indirect { deadline, .. } if now >= deadline => dead.push(peer),
@@ -196,7 +215,7 @@ mod tests {
     fn a_silent_neighbour_is_probed_indirectly_then_declared_dead() {
         let mut node = node_with_three_neighbours();
         let config = Config::default();
-        let mut now = config.ping_interval;
+        let mut now = node.on_tick(config.ping_interval);
         node.handle_timeout(now);
         let pings = sends(&mut node);
         assert_eq!(
@@ -222,7 +241,7 @@ mod tests {
                 );
             }
         }
-        now += config.ping_timeout;
+        now = node.on_tick(now + config.ping_timeout);
         node.handle_timeout(now);
         let probes: Vec<u32> = sends(&mut node)
             .into_iter()
@@ -236,7 +255,7 @@ mod tests {
             node.is_neighbour(&1),
             "not dead before the indirect probes time out"
         );
-        now += config.ping_timeout;
+        now = node.on_tick(now + config.ping_timeout);
         node.handle_timeout(now);
         assert!(!node.is_neighbour(&1));
         assert_eq!(node.stats().declared_dead, 1);
@@ -247,14 +266,15 @@ mod tests {
     fn an_indirect_answer_keeps_the_neighbour() {
         let mut node = node_with_three_neighbours();
         let config = Config::default();
-        let now = config.ping_interval + config.ping_timeout;
-        node.handle_timeout(config.ping_interval);
+        let pinged = node.on_tick(config.ping_interval);
+        let now = node.on_tick(pinged + config.ping_timeout);
+        node.handle_timeout(pinged);
         for (to, message) in sends(&mut node) {
             if let Message::Ping { nonce, .. } = message
                 && to != 1
             {
                 node.handle_message(
-                    config.ping_interval,
+                    pinged,
                     to,
                     Message::Pong {
                         nonce,
@@ -273,9 +293,108 @@ mod tests {
             })
             .unwrap();
         node.handle_message(now, helper, Message::ProbeReply { target: 1, nonce });
-        node.handle_timeout(now + config.ping_timeout);
+        node.handle_timeout(node.on_tick(now + config.ping_timeout));
         assert!(node.is_neighbour(&1));
         assert_eq!(node.stats().declared_dead, 0);
+    }
+
+    /// Answers every ping among the node's outputs at `now`.
+    fn answer_pings(node: &mut Node<u32>, now: Duration) -> Vec<u32> {
+        let mut pinged = Vec::new();
+        for (to, message) in sends(node) {
+            if let Message::Ping { nonce, .. } = message {
+                pinged.push(to);
+                let pong = Message::Pong {
+                    nonce,
+                    latest: 0,
+                    neighbour: true,
+                };
+                node.handle_message(now, to, pong);
+            }
+        }
+        pinged
+    }
+
+    #[test]
+    fn an_idle_node_wakes_once_a_tick_however_scattered_its_neighbours_are() {
+        let peers = [1, 2, 3, 4, 5];
+        let mut node = node_with_neighbours(&peers, 7);
+        for (i, &peer) in peers.iter().enumerate() {
+            let pong = Message::Pong {
+                nonce: 0,
+                latest: 0,
+                neighbour: true,
+            };
+            node.handle_message(Duration::from_millis(10 + 170 * i as u64), peer, pong);
+        }
+        // The fill due since the start finds the view full and is not scheduled again.
+        let fill = node.poll_timeout();
+        node.handle_timeout(fill);
+        let period = Config::default().ping_interval;
+        let mut wakes: Vec<Duration> = Vec::new();
+        let mut pings = 0;
+        while wakes.last().is_none_or(|&at| at < Duration::from_secs(30)) {
+            let at = node.poll_timeout();
+            assert_eq!(node.on_tick(at), at, "{at:?} is on one of the node's ticks");
+            if let Some(&last) = wakes.last() {
+                assert!(at >= last + period, "woke at {last:?} then at {at:?}");
+            }
+            node.handle_timeout(at);
+            pings += answer_pings(&mut node, at).len();
+            wakes.push(at);
+        }
+        // Node 0 keeps each quiet link checked: every neighbour is pinged once every two ticks
+        // (silent for a period, pinged at the tick after).
+        assert!(pings >= 5 * 12, "{pings} pings in 30 s");
+        assert!(wakes.len() <= 31, "{} wake-ups in 30 s", wakes.len());
+    }
+
+    #[test]
+    fn a_quiet_link_is_pinged_from_the_end_with_the_smaller_key() {
+        // Node 5 is the smaller end of its link with 9 and the larger of its link with 2.
+        let mut node = super::super::testing::node_with_neighbours_as(5, &[2, 9], 3);
+        let config = Config::default();
+        let first = node.on_tick(config.ping_interval);
+        node.handle_timeout(first);
+        assert_eq!(
+            answer_pings(&mut node, first),
+            vec![9],
+            "only the larger peer at first"
+        );
+        let later = node.on_tick(config.ping_interval * 2);
+        node.handle_timeout(later);
+        assert!(
+            answer_pings(&mut node, later).contains(&2),
+            "the smaller peer is pinged after twice the silence, in case it is gone"
+        );
+    }
+
+    #[test]
+    fn a_full_view_does_not_wake_the_node_to_fill_it() {
+        let mut node = node_with_neighbours(&[1, 2, 3, 4, 5], 7);
+        let config = Config::default();
+        let at = node.poll_timeout();
+        node.handle_timeout(at);
+        assert!(
+            node.poll_timeout() >= node.on_tick(config.ping_interval),
+            "nothing before the first probe is due"
+        );
+    }
+
+    #[test]
+    fn ticks_fall_a_period_apart_at_the_phase() {
+        let period = 1_000;
+        let phase = Duration::from_nanos(300);
+        let tick = |at: u64| super::super::node::tick_at(phase, period, Duration::from_nanos(at));
+        assert_eq!(tick(0), Duration::from_nanos(300));
+        assert_eq!(tick(300), Duration::from_nanos(300));
+        assert_eq!(tick(301), Duration::from_nanos(1_300));
+        assert_eq!(tick(5_299), Duration::from_nanos(5_300));
+        assert_eq!(
+            super::super::node::tick_at(phase, period, Duration::MAX),
+            Duration::MAX,
+            "never stays never"
+        );
     }
 
     #[test]

@@ -192,23 +192,44 @@ impl<P: Peer> Node<P> {
 
     /// Something this node reports changed: report it, soon if a rollout gate may wait on it,
     /// otherwise within the interval.
+    ///
+    /// Early in a round, while children of the round before have not reported in this one, a
+    /// report waits for them (at most a `health_interval` from the round's start), so a node
+    /// sends one report a round carrying its whole subtree instead of one for each child's
+    /// arrival.
     pub(super) fn report_changed(&mut self, urgent: bool) {
         self.dirty = true;
-        let gap = if urgent {
-            self.config.health_urgent_gap
+        let waiting_until = self.round_started + self.config.health_interval;
+        let at = if urgent && self.now < waiting_until && self.awaits_children() {
+            waiting_until
+        } else if urgent {
+            (self.last_report + self.config.health_urgent_gap).max(self.now)
         } else {
-            self.config.health_interval
+            // What can wait shares the next tick's wake-up.
+            self.on_tick((self.last_report + self.config.health_interval).max(self.now))
         };
-        let at = (self.last_report + gap).max(self.now);
         if at < self.next_health {
             self.next_health = at;
         }
     }
 
-    /// A newer broadcast came first from `parent`: a new round. This node reports to it from
-    /// now on, and only children's reports of this round count (see the module docs).
-    pub(super) fn start_round(&mut self, parent: P) {
+    /// A neighbour reported in round `awaited_round` but not yet in this one.
+    fn awaits_children(&self) -> bool {
+        let awaited = self.awaited_round;
+        self.active.iter().any(|n| {
+            n.child
+                .as_ref()
+                .is_some_and(|c| c.round == awaited && c.round != self.latest)
+        })
+    }
+
+    /// A newer broadcast came first from `parent`: a new round after `previous`. This node
+    /// reports to it from now on, and only children's reports of this round count (see the
+    /// module docs).
+    pub(super) fn start_round(&mut self, parent: P, previous: u64) {
         self.parent = Some(parent);
+        self.awaited_round = previous;
+        self.round_started = self.now;
         self.report_changed(true);
     }
 
@@ -274,7 +295,78 @@ impl<P: Peer> Node<P> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::message::Envelope;
+    use super::super::testing::{node_with_neighbours, sends};
+    use super::super::{Config, Node};
     use super::*;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    /// The health reports a node sends up to `until`, waking when it asks to, with the times sent.
+    fn reports_until(node: &mut Node<u32>, until: Duration) -> Vec<(Duration, u64)> {
+        let mut sent = Vec::new();
+        loop {
+            let at = node.poll_timeout();
+            if at > until {
+                return sent;
+            }
+            node.handle_timeout(at);
+            for (_, message) in sends(node) {
+                if let Message::Health { round, .. } = message {
+                    sent.push((at, round));
+                }
+            }
+        }
+    }
+
+    fn round(node: &mut Node<u32>, at: Duration, seq: u64) {
+        let envelope = Arc::new(Envelope::unsigned(seq, false, Bytes::new()));
+        node.handle_message(at, 1, Message::Gossip { envelope });
+    }
+
+    fn child_reports(node: &mut Node<u32>, at: Duration, epoch: u64, round: u64) {
+        let summary = Summary::node(Status::Healthy, []);
+        node.handle_message(
+            at,
+            2,
+            Message::Health {
+                epoch,
+                round,
+                summary,
+            },
+        );
+    }
+
+    #[test]
+    fn a_round_report_waits_for_the_children_of_the_round_before() {
+        // Neighbour 1 delivers the rounds (the parent); neighbour 2 reports (a child).
+        let mut node = node_with_neighbours(&[1, 2], 3);
+        node.set_own_summary(Summary::node(Status::Healthy, []));
+        let second = Duration::from_secs(1);
+        let mut now = Config::default().health_hold + second;
+        round(&mut node, now, 1);
+        child_reports(&mut node, now, 1, 1);
+        reports_until(&mut node, now + second * 2);
+
+        now += second * 3;
+        round(&mut node, now, 2);
+        let early = reports_until(&mut node, now + Duration::from_millis(500));
+        assert!(early.is_empty(), "waits for the child: {early:?}");
+        now += Duration::from_millis(500);
+        child_reports(&mut node, now, 2, 2);
+        let sent = reports_until(&mut node, now + Duration::from_millis(100));
+        assert_eq!(
+            sent,
+            vec![(now, 2)],
+            "one report as soon as the child's is in"
+        );
+
+        // A child that stays silent is waited for a health interval, no longer.
+        now += second * 3;
+        round(&mut node, now, 3);
+        let sent = reports_until(&mut node, now + second * 2);
+        assert_eq!(sent, vec![(now + Config::default().health_interval, 3)]);
+    }
 
     fn root(n: u8) -> RootHash {
         RootHash([n; 32])

@@ -343,18 +343,31 @@ impl<P: Peer> Node<P> {
             self.passive.retain(|e| e.peer != peer);
         }
         if now >= self.next_fill {
-            self.next_fill = now + self.config.fill_interval;
+            // A full view needs no filling until a neighbour leaves (`remove_active`).
+            self.next_fill = if self.active.len() < self.config.active_view_capacity {
+                now + self.config.fill_interval
+            } else {
+                Duration::MAX
+            };
             self.fill();
         }
         if now >= self.next_shuffle {
-            self.next_shuffle = now + jitter(&mut self.rng, self.config.shuffle_interval);
+            let wait = jitter(&mut self.rng, self.config.shuffle_interval);
+            self.next_shuffle = self.on_tick(now + wait);
             self.shuffle();
         }
-        self.check_stale();
+        if now >= self.stale_deadline() {
+            self.needs_sync = true;
+            if !self.join_through_seed() {
+                // No seed to join through yet: the next attempt is a stale time away.
+                self.last_join = Some(now);
+            }
+        }
         if now >= self.next_seed_probe {
             let interval = self.seed_probe_interval();
             self.seed_probe_every = interval;
-            self.next_seed_probe = now + jitter(&mut self.rng, interval);
+            let wait = jitter(&mut self.rng, interval);
+            self.next_seed_probe = self.on_tick(now + wait);
             self.probe_seed();
         }
     }
@@ -484,21 +497,18 @@ impl<P: Peer> Node<P> {
     /// A node that has delivered no broadcast for `stale_after` (the source sends heartbeats
     /// more often than that) is cut off from the source, as after a partition: it joins again
     /// through a seed and asks its new neighbour for what it missed. The source never is.
-    fn check_stale(&mut self) {
-        // A node that never heard the source counts from its start: it may have joined a
-        // group of nodes that is cut off from the source from the beginning.
+    /// When this node, having delivered no broadcast since, takes itself for cut off from the
+    /// source and joins again through a seed (never on the source). A node that never heard the
+    /// source counts from its start: it may have joined a group of nodes that is cut off from
+    /// the source from the beginning.
+    pub(super) fn stale_deadline(&self) -> Duration {
         if self.config.heartbeat_interval.is_some() {
-            return;
+            return Duration::MAX;
         }
-        let at = self.last_delivery.unwrap_or(self.started);
-        let stale_for = self.now.saturating_sub(at);
-        let since_join = self
-            .last_join
-            .map_or(stale_for, |j| self.now.saturating_sub(j));
-        if stale_for >= self.config.stale_after && since_join >= self.config.stale_after {
-            self.needs_sync = true;
-            self.join_through_seed();
-        }
+        let stale = self.config.stale_after;
+        let heard = self.last_delivery.unwrap_or(self.started) + stale;
+        let joined = self.last_join.map_or(Duration::ZERO, |at| at + stale);
+        self.on_tick(heard.max(joined))
     }
 }
 

@@ -193,6 +193,8 @@ pub struct Node<P: Peer> {
     pub(super) nonce: u64,
     pub(super) relays: Vec<Relay<P>>,
     pub(super) expected_wake: Option<Duration>,
+    /// Where this node's ticks fall within a `ping_interval`: see [`Node::on_tick`].
+    pub(super) tick_phase: Duration,
 
     // Broadcast.
     pub(super) latest: u64,
@@ -214,6 +216,10 @@ pub struct Node<P: Peer> {
     pub(super) next_health: Duration,
     /// When the last health report went to the parent.
     pub(super) last_report: Duration,
+    /// The round before this node's current one: its children of that round are waited for.
+    pub(super) awaited_round: u64,
+    /// When this node's current round started.
+    pub(super) round_started: Duration,
     /// On the source: the previous round's total, shown until the new round catches up.
     pub(super) closed: Option<ClosedRound>,
 }
@@ -224,8 +230,14 @@ impl<P: Peer> Node<P> {
     pub fn new(me: Entry<P>, seeds: Vec<P>, config: Config, seed: u64, now: Duration) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let seeds: Vec<P> = seeds.into_iter().filter(|s| *s != me.peer).collect();
-        let next_shuffle = now + jitter(&mut rng, config.shuffle_interval);
-        let next_seed_probe = now + jitter(&mut rng, config.seed_probe_interval);
+        let tick_phase = {
+            use rand::Rng;
+            let period = tick_period(&config);
+            Duration::from_nanos(rng.random_range(0..period))
+        };
+        let tick = |at| tick_at(tick_phase, tick_period(&config), at);
+        let next_shuffle = tick(now + jitter(&mut rng, config.shuffle_interval));
+        let next_seed_probe = tick(now + jitter(&mut rng, config.seed_probe_interval));
         let next_heartbeat = config.heartbeat_interval.map(|i| now + i);
         Node {
             me,
@@ -251,6 +263,7 @@ impl<P: Peer> Node<P> {
             nonce: 0,
             relays: Vec::new(),
             expected_wake: None,
+            tick_phase,
             latest: 0,
             delivered_mask: 0,
             cache: VecDeque::new(),
@@ -265,6 +278,8 @@ impl<P: Peer> Node<P> {
             dirty: false,
             next_health: Duration::MAX,
             last_report: now,
+            awaited_round: 0,
+            round_started: now,
             closed: None,
             config,
         }
@@ -415,7 +430,8 @@ impl<P: Peer> Node<P> {
         if every > self.seed_probe_every * 2 {
             // Much larger than the fleet this node knew: the next probe waits its turn too.
             self.seed_probe_every = every;
-            self.next_seed_probe = self.now + jitter(&mut self.rng, every);
+            let wait = jitter(&mut self.rng, every);
+            self.next_seed_probe = self.on_tick(self.now + wait);
         }
     }
 
@@ -548,12 +564,16 @@ impl<P: Peer> Node<P> {
     }
 
     /// When [`Node::handle_timeout`] must be called next.
+    ///
+    /// An idle node with a full active view wakes once a tick (a `ping_interval`) at most,
+    /// however many neighbours it has: every periodic deadline falls on a tick.
     pub fn poll_timeout(&mut self) -> Duration {
         let mut next = self
             .next_shuffle
             .min(self.next_fill)
             .min(self.next_seed_probe)
-            .min(self.next_health);
+            .min(self.next_health)
+            .min(self.stale_deadline());
         if let Some(at) = self.next_heartbeat {
             next = next.min(at);
         }
@@ -563,9 +583,7 @@ impl<P: Peer> Node<P> {
         for n in &self.active {
             next = next.min(self.next_probe_deadline(n));
         }
-        for r in &self.relays {
-            next = next.min(r.deadline);
-        }
+        // Relays need no wake-up of their own: the expired ones are dropped at the next.
         for m in &self.missing {
             next = next.min(m.deadline);
         }
@@ -593,6 +611,14 @@ impl<P: Peer> Node<P> {
         base * (1 + self.slowness)
     }
 
+    /// This node's first tick at or after `at`. Ticks are a `ping_interval` apart, at a phase
+    /// drawn when the node starts so the fleet's ticks do not line up. Deadlines that may come a
+    /// little late (probes, shuffles, fills of a full view, reports that are not urgent) are put
+    /// on ticks, so they share wake-ups.
+    pub(super) fn on_tick(&self, at: Duration) -> Duration {
+        tick_at(self.tick_phase, tick_period(&self.config), at)
+    }
+
     fn is_well_formed(&self, message: &Message<P>) -> bool {
         match message {
             Message::Shuffle { entries, .. } | Message::ShuffleReply { entries } => {
@@ -605,6 +631,26 @@ impl<P: Peer> Node<P> {
             _ => true,
         }
     }
+}
+
+/// The nanoseconds between two of a node's ticks: its `ping_interval`, at least one.
+fn tick_period(config: &Config) -> u64 {
+    config
+        .ping_interval
+        .as_nanos()
+        .clamp(1, u128::from(u64::MAX)) as u64
+}
+
+/// The first point at or after `at` that is `phase` past a multiple of `period` nanoseconds.
+/// A time too far out to round (`Duration::MAX` for "never") is returned as it is.
+pub(super) fn tick_at(phase: Duration, period: u64, at: Duration) -> Duration {
+    let period = u128::from(period);
+    let offset = (at.as_nanos() + period - phase.as_nanos() % period) % period;
+    if offset == 0 {
+        return at;
+    }
+    let wait = Duration::from_nanos((period - offset) as u64);
+    at.checked_add(wait).unwrap_or(at)
 }
 
 /// A random point in [interval/2, interval*3/2), so timers of many nodes do not line up.

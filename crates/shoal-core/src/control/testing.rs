@@ -14,7 +14,12 @@ pub(super) fn entry(peer: u32) -> Entry<u32> {
 /// Node 0 with default configuration and `peers` as its neighbours, all heard from at time zero;
 /// its outputs so far are drained.
 pub(super) fn node_with_neighbours(peers: &[u32], seed: u64) -> Node<u32> {
-    let mut node = Node::new(entry(0), vec![], Config::default(), seed, Duration::ZERO);
+    node_with_neighbours_as(0, peers, seed)
+}
+
+/// As [`node_with_neighbours`], for node `me`.
+pub(super) fn node_with_neighbours_as(me: u32, peers: &[u32], seed: u64) -> Node<u32> {
+    let mut node = Node::new(entry(me), vec![], Config::default(), seed, Duration::ZERO);
     for &peer in peers {
         node.handle_message(
             Duration::ZERO,
