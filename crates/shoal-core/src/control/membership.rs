@@ -416,11 +416,16 @@ impl<P: Peer> Node<P> {
         );
     }
 
-    /// Sends a join to a random seed. Returns whether there was one to send to.
+    /// Sends a join to the next of its seeds in turn, starting from a random one, so a live seed
+    /// is reached within one round of them however many of the others are down (a random pick
+    /// each time can miss the one live seed of three for a minute). Returns whether there was a
+    /// seed to send to.
     pub(super) fn join_through_seed(&mut self) -> bool {
-        let Some(&seed) = self.seeds.choose(&mut self.rng) else {
+        if self.seeds.is_empty() {
             return false;
-        };
+        }
+        let seed = self.seeds[self.seed_turn % self.seeds.len()];
+        self.seed_turn = self.seed_turn.wrapping_add(1);
         self.last_join = Some(self.now);
         self.stats.joins_sent += 1;
         self.send(
@@ -517,6 +522,36 @@ mod tests {
     use super::super::testing::{drain, entry};
     use super::super::{Config, Node, Output, Place};
     use super::*;
+
+    #[test]
+    fn a_joiner_tries_every_seed_in_turn() {
+        let mut node = Node::new(
+            entry(9),
+            vec![1, 2, 3],
+            Config::default(),
+            5,
+            Duration::ZERO,
+        );
+        let mut asked = Vec::new();
+        while asked.len() < 6 {
+            let at = node.poll_timeout();
+            node.handle_timeout(at);
+            for output in drain(&mut node) {
+                if let Output::Send {
+                    to,
+                    message: Message::Join { .. },
+                } = output
+                {
+                    asked.push(to);
+                }
+            }
+        }
+        for round in asked.chunks(3) {
+            let mut seeds = round.to_vec();
+            seeds.sort_unstable();
+            assert_eq!(seeds, vec![1, 2, 3], "joins went to {asked:?}");
+        }
+    }
 
     #[test]
     fn seed_probes_of_a_large_fleet_are_spread_so_a_seed_hears_a_bounded_rate() {

@@ -179,6 +179,8 @@ pub struct Node<P: Peer> {
     pub(super) pending: Option<(P, Duration)>,
     pub(super) empty_since: Option<Duration>,
     pub(super) last_join: Option<Duration>,
+    /// Which seed the next join goes to (modulo the number of seeds).
+    pub(super) seed_turn: usize,
     pub(super) next_shuffle: Duration,
     pub(super) next_fill: Duration,
     pub(super) next_seed_probe: Duration,
@@ -235,6 +237,10 @@ impl<P: Peer> Node<P> {
             let period = tick_period(&config);
             Duration::from_nanos(rng.random_range(0..period))
         };
+        let seed_turn = {
+            use rand::Rng;
+            rng.random_range(0..seeds.len().max(1))
+        };
         let tick = |at| tick_at(tick_phase, tick_period(&config), at);
         let next_shuffle = tick(now + jitter(&mut rng, config.shuffle_interval));
         let next_seed_probe = tick(now + jitter(&mut rng, config.seed_probe_interval));
@@ -253,6 +259,7 @@ impl<P: Peer> Node<P> {
             pending: None,
             empty_since: Some(now),
             last_join: None,
+            seed_turn,
             next_shuffle,
             next_fill: now,
             next_seed_probe,
