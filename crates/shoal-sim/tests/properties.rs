@@ -180,8 +180,8 @@ proptest! {
         // Detection (a ping interval, the tick after and two timeouts, 3 to 4 s at the
         // source, to 5 s at neighbours that wait out two intervals), the early heartbeat a second
         // later, and if that round misses nodes still refilling their views, the next
-        // heartbeat 5 s on and its reports climbing the tree. Over 40 seeds it took 5.5 to
-        // 11.8 s (`cargo run --release -p shoal-sim --example blind_recovery`).
+        // heartbeat 5 s on and its reports climbing the tree. Over 40 seeds it took 5.8 to
+        // 11.5 s (`cargo run --release -p shoal-sim --example blind_recovery`).
         prop_assert!(recovered < Duration::from_secs(15), "recovered after {recovered:?}, seed {seed}");
         prop_assert_eq!(net.fleet().unwrap().nodes, truth);
     }
