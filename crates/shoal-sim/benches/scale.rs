@@ -35,7 +35,7 @@ fn main() {
         Duration::from_secs(40)
     };
     println!(
-        "nodes    simulated  events      events/s   messages    RSS added  bytes/node  nodes/GB  reach"
+        "nodes    simulated  events      events/s   messages    queue peak  RSS added  bytes/node  nodes/GB  reach"
     );
     let mut idle = Vec::new();
     for nodes in sizes {
@@ -58,11 +58,12 @@ fn main() {
         );
         let per_node = added as f64 / f64::from(nodes);
         println!(
-            "{nodes:<8} {:>7.0} s  {:<10}  {:>9.0}  {:<10}  {:>6.0} MB  {:>10.0}  {:>8.0}  {reached}/{total}",
+            "{nodes:<8} {:>7.0} s  {:<10}  {:>9.0}  {:<10}  {:<10}  {:>6.0} MB  {:>10.0}  {:>8.0}  {reached}/{total}",
             (span + IDLE + Duration::from_secs(5)).as_secs_f64(),
             stats.events,
             stats.events as f64 / wall,
             stats.messages,
+            stats.queue_peak,
             added as f64 / 1e6,
             per_node,
             1e9 / per_node.max(1.0),

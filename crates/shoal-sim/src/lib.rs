@@ -158,7 +158,15 @@ struct Slot {
     node: Option<Box<Machine<NodeId, NodeId>>>,
     place: Place,
     group: u8,
+    /// When the node asked to be woken next.
     wake: Option<Duration>,
+    /// The timer event the node's wake-up waits on; superseded events stay queued until their
+    /// time and are skipped then.
+    queued: Option<Duration>,
+    /// The event a wake-up moved earlier left behind, still queued: when the node asks for that
+    /// time again (a node woken at once to act, then back to its tick), it waits on that event
+    /// instead of queueing another, so a busy node's superseded timers do not pile up.
+    parked: Option<Duration>,
     crashed: bool,
     /// The highest sequence number this id has delivered, over all its runs.
     max_delivered: u64,
@@ -189,6 +197,8 @@ pub struct NetStats {
     pub sent_by_kind: BTreeMap<&'static str, u64>,
     /// Timer wake-ups the nodes handled.
     pub timers: u64,
+    /// Most events queued at once (messages in flight, timers, starts).
+    pub queue_peak: usize,
 }
 
 /// The simulated network. See the [crate docs](crate).
@@ -242,6 +252,8 @@ impl Network {
             place,
             group: 0,
             wake: None,
+            queued: None,
+            parked: None,
             crashed: false,
             max_delivered: 0,
         });
@@ -543,13 +555,22 @@ impl Network {
             }
             Event::Timer(id) => {
                 let slot = &mut self.slots[id as usize];
-                if slot.wake != Some(now) {
+                if slot.queued != Some(now) {
+                    if slot.parked == Some(now) {
+                        slot.parked = None;
+                    }
                     return;
                 }
-                slot.wake = None;
+                slot.queued = None;
                 let Some(node) = slot.node.as_deref_mut() else {
                     return;
                 };
+                if let Some(later) = slot.wake.filter(|&at| at > now) {
+                    // Woken before its time (it asked for a later one since): book that.
+                    self.book(id, later);
+                    return;
+                }
+                slot.wake = None;
                 self.stats.timers += 1;
                 node.handle_timeout(now);
                 self.flush(id);
@@ -724,10 +745,26 @@ impl Network {
             return;
         };
         let wake = node.poll_timeout().max(now);
-        if self.slots[id as usize].wake != Some(wake) {
-            self.slots[id as usize].wake = Some(wake);
-            self.schedule(wake, Event::Timer(id));
+        self.slots[id as usize].wake = Some(wake);
+        self.book(id, wake);
+    }
+
+    /// Makes sure a timer event at or before `wake` is queued for node `id`. A later wake-up
+    /// than the queued event's keeps that event (the node is booked again when it fires).
+    fn book(&mut self, id: NodeId, wake: Duration) {
+        let slot = &mut self.slots[id as usize];
+        if slot.queued.is_some_and(|at| at <= wake) {
+            return;
         }
+        if slot.queued.is_none() && slot.parked.is_some_and(|at| at <= wake) {
+            slot.queued = slot.parked.take();
+            return;
+        }
+        if let Some(superseded) = slot.queued {
+            slot.parked = Some(superseded);
+        }
+        slot.queued = Some(wake);
+        self.schedule(wake, Event::Timer(id));
     }
 
     fn reachable(&self, from: NodeId, to: NodeId) -> bool {
@@ -758,6 +795,7 @@ impl Network {
             seq: self.next_seq,
             event,
         }));
+        self.stats.queue_peak = self.stats.queue_peak.max(self.queue.len());
     }
 
     /// The source's aggregated summary of the fleet.
