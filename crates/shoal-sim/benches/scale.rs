@@ -3,8 +3,8 @@
 //! `cargo bench -p shoal-sim --bench scale` runs 10,000 and 100,000 nodes (override with
 //! `SHOAL_SIM_NODES=10000,100000`) through 60 simulated seconds of joining and idling, with the
 //! source broadcasting heartbeats, then 10 idle seconds more, and prints the resident memory the
-//! nodes added, the event rate, and what idling costs a node a second (timer wake-ups and
-//! messages by kind). Under `cargo test` it runs 2,000 nodes for 40 seconds as a smoke test.
+//! nodes added, the event rate, the most events queued at once, and what idling costs a node a
+//! second (timer wake-ups and messages by kind). Under `cargo test` it runs 2,000 nodes for 40 seconds as a smoke test.
 
 #[path = "support/sizes.rs"]
 mod sizes;

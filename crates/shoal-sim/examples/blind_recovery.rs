@@ -5,6 +5,9 @@
 //! percentile and maximum simulated seconds from the deaths until the coordinator's count equals
 //! the survivors.
 
+#[path = "support/spread.rs"]
+mod spread;
+
 use shoal_sim::{Config, Network, NodeId};
 use std::time::Duration;
 
@@ -40,13 +43,5 @@ fn main() {
         let secs = recovered.map_or(f64::INFINITY, |d| d.as_secs_f64());
         times.push(secs);
     }
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "{SEEDS} seeds: recovered after min {:.1} s, median {:.1} s, p90 {:.1} s, max {:.1} s",
-        at(0.0),
-        at(0.5),
-        at(0.9),
-        at(1.0)
-    );
+    println!("{SEEDS} seeds: recovered after {}", spread::spread(times));
 }
