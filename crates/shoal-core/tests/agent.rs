@@ -155,3 +155,27 @@ fn drained_and_maintenance_nodes_never_activate() {
     assert!(!starts_anything(&mut drained));
     assert_eq!(drained.reports()[0].excluded, 1);
 }
+
+#[test]
+fn a_completed_rollout_takes_a_node_in_a_cell_no_wave_opened() {
+    let (v5, v6) = (release("5", 5), release("6", 6));
+    // Fault domain 2 is in no open cell: a wave leaves the node alone.
+    let mut waiting = agent("region=r1,fd=2", v5.clone());
+    waiting.handle_complete(v6.root);
+    waiting
+        .handle_directive(NOW, directive(1, v6.clone(), Action::Wave))
+        .unwrap();
+    assert!(!starts_anything(&mut waiting));
+    // Once every stage is done, it goes to the release too.
+    waiting
+        .handle_directive(NOW, directive(2, v6.clone(), Action::Complete))
+        .unwrap();
+    assert!(starts_anything(&mut waiting));
+    // Unless it is in maintenance.
+    let mut maintenance = agent("region=r1,fd=2,maintenance=true", v5);
+    maintenance.handle_complete(v6.root);
+    maintenance
+        .handle_directive(NOW, directive(1, v6, Action::Complete))
+        .unwrap();
+    assert!(!starts_anything(&mut maintenance));
+}

@@ -1,9 +1,10 @@
-//! The conductor on its own: what it does when the fleet does not answer, and one rollout per
-//! service.
+//! The conductor on its own: what it does when the fleet does not answer or keeps growing, and
+//! one rollout per service.
 
 use shoal_core::content::RootHash;
-use shoal_core::rollout::conductor::{Conductor, ConductorError, Config};
-use shoal_core::rollout::{Plan, Release, RolloutReport};
+use shoal_core::rollout::conductor::{Conductor, ConductorError, Config, Output};
+use shoal_core::rollout::report::CellCount;
+use shoal_core::rollout::{Cell, NodeState, Plan, Release, RolloutReport};
 use std::time::Duration;
 
 fn release(n: u8) -> Release {
@@ -64,4 +65,205 @@ fn one_rollout_in_flight_per_service() {
     c.abort(t0, 1, false).expect("aborts");
     c.start(t0, 4, plan(), "web".into(), release(3), None, false)
         .expect("once the first is aborted");
+}
+
+const T0: Duration = Duration::from_secs(1_800_000_000);
+
+fn strict_plan() -> Plan {
+    Plan::from_toml(
+        "[[stage]]\nname = \"all\"\nsize = \"100%\"\nbake_secs = 0\nsuccess = \"100%\"\nfailure_threshold = \"1\"",
+    )
+    .expect("a one-stage plan")
+}
+
+fn cell(fault_domain: &str) -> Cell {
+    Cell {
+        stage: 0,
+        region: "r1".into(),
+        fault_domain: fault_domain.into(),
+    }
+}
+
+/// A report of every node having seen the latest directive: `census` matching counts and
+/// `cells` per state (pending, healthy).
+fn report(census: &[(&str, u32)], cells: &[(&str, u32, u32)]) -> RolloutReport {
+    let mut r = RolloutReport::new(1, u32::MAX);
+    r.census = census
+        .iter()
+        .map(|(fd, n)| CellCount {
+            cell: cell(fd),
+            counts: [*n, 0, 0, 0, 0],
+        })
+        .collect();
+    r.cells = cells
+        .iter()
+        .map(|(fd, pending, healthy)| {
+            let mut counts = [0; 5];
+            counts[NodeState::Pending as usize] = *pending;
+            counts[NodeState::Healthy as usize] = *healthy;
+            CellCount {
+                cell: cell(fd),
+                counts,
+            }
+        })
+        .collect();
+    let census_nodes: u32 = census.iter().map(|c| c.1).sum();
+    let cell_nodes: u32 = cells.iter().map(|c| c.1 + c.2).sum();
+    r.nodes = census_nodes.max(cell_nodes);
+    r
+}
+
+fn records(c: &mut Conductor) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(o) = c.poll_output() {
+        if let Output::Record(r) = o {
+            out.push(r.event);
+        }
+    }
+    out
+}
+
+fn started() -> Conductor {
+    let mut c = Conductor::new(Config::default(), Vec::new());
+    c.start(T0, 1, strict_plan(), "web".into(), release(2), None, false)
+        .expect("starts");
+    records(&mut c);
+    c
+}
+
+#[test]
+fn a_census_waits_while_the_fleet_count_grows_and_then_counts_everyone() {
+    let mut c = started();
+    let mut log = Vec::new();
+    // A join storm: the count climbs for 30 s, with a plateau of 3 s in the middle.
+    let mut count = 0;
+    for s in 0..30u32 {
+        if !(12..15).contains(&s) {
+            count += 300;
+        }
+        let at = T0 + Duration::from_secs(u64::from(s));
+        c.handle_reports(at, count, &[report(&[("a", count)], &[])]);
+        log.extend(records(&mut c));
+        assert!(
+            log.iter().all(|e| !e.contains("census done")),
+            "census taken at {s} s on {count} nodes: {log:?}"
+        );
+    }
+    // Then it holds: the census is taken once it has held for `census_settle`.
+    let mut done_at = None;
+    for s in 30..45u64 {
+        let at = T0 + Duration::from_secs(s);
+        c.handle_reports(at, count, &[report(&[("a", count)], &[])]);
+        c.handle_timeout(at);
+        let new = records(&mut c);
+        if new
+            .iter()
+            .any(|e| e.contains(&format!("census done: {count} nodes")))
+        {
+            done_at.get_or_insert(s);
+        }
+    }
+    let settle = Config::default().census_settle.as_secs();
+    assert_eq!(
+        done_at,
+        Some(29 + settle),
+        "the census waits exactly the settle time"
+    );
+}
+
+#[test]
+fn a_census_still_moving_at_its_timeout_says_so() {
+    let mut c = started();
+    let mut reason = String::new();
+    for s in 0..=61u32 {
+        let at = T0 + Duration::from_secs(u64::from(s));
+        let count = 100 + 10 * s;
+        c.handle_reports(at, count, &[report(&[("a", count)], &[])]);
+        reason = c.status(1).and_then(|st| st.reason).unwrap_or_default();
+    }
+    assert_eq!(c.status(1).expect("known").state, "aborted");
+    assert!(
+        reason.contains("fleet count had stayed within 1%"),
+        "{reason}"
+    );
+}
+
+/// Census and assignment with `assigned` pending nodes in cell "a"; returns at the first wave.
+fn in_first_wave(assigned: u32) -> Conductor {
+    let mut c = started();
+    // The count has held since 0 s: the census is taken at `census_settle`, 10 s.
+    for s in 0..=10u64 {
+        c.handle_reports(
+            T0 + Duration::from_secs(s),
+            assigned,
+            &[report(&[("a", assigned)], &[])],
+        );
+    }
+    for s in 11..24u64 {
+        let r = report(&[], &[("a", assigned, 0)]);
+        c.handle_reports(T0 + Duration::from_secs(s), assigned, &[r]);
+        c.handle_timeout(T0 + Duration::from_secs(s));
+    }
+    assert_eq!(c.waves(1).len(), 1, "one wave for the one cell");
+    assert_eq!(c.waves(1)[0].expected, assigned);
+    c
+}
+
+#[test]
+fn a_wave_expects_the_nodes_that_joined_its_cells_after_the_assignment() {
+    let mut c = in_first_wave(100);
+    records(&mut c);
+    // 100 healthy, as assigned, but 40 more joined and are still activating.
+    for s in 24..30u64 {
+        let r = report(&[], &[("a", 40, 100)]);
+        c.handle_reports(T0 + Duration::from_secs(s), 140, &[r]);
+    }
+    let log = records(&mut c);
+    assert_eq!(c.status(1).expect("known").state, "running", "{log:?}");
+    assert_eq!(c.waves(1)[0].expected, 140);
+    assert_eq!(c.waves(1)[0].assigned, 100);
+    assert!(
+        log.iter()
+            .any(|e| e.contains("140 nodes report in its cells, 100 at assignment")),
+        "{log:?}"
+    );
+    for s in 30..34u64 {
+        let r = report(&[], &[("a", 0, 140)]);
+        c.handle_reports(T0 + Duration::from_secs(s), 140, &[r]);
+    }
+    let log = records(&mut c);
+    assert!(
+        log.iter()
+            .any(|e| e.contains("wave 1 passed: 140 of 140 healthy")),
+        "{log:?}"
+    );
+    assert_eq!(c.status(1).expect("known").state, "completed");
+}
+
+#[test]
+fn nodes_in_a_cell_the_assignment_did_not_find_get_a_wave_before_completion() {
+    let mut c = in_first_wave(100);
+    records(&mut c);
+    // Cell "a" is healthy; 5 nodes turned up in cell "b", which no wave has.
+    for s in 24..28u64 {
+        let r = report(&[], &[("a", 0, 100), ("b", 5, 0)]);
+        c.handle_reports(T0 + Duration::from_secs(s), 105, &[r]);
+    }
+    let log = records(&mut c);
+    assert!(
+        log.iter().any(
+            |e| e.contains("5 nodes in cells the assignment did not find (r1/b): 1 more waves")
+        ),
+        "{log:?}"
+    );
+    assert_eq!(c.status(1).expect("known").state, "running", "{log:?}");
+    let waves = c.waves(1);
+    assert_eq!(waves.len(), 2);
+    assert_eq!(waves[1].cells, vec![cell("b")]);
+    assert!(waves[1].opened_at.is_some(), "the new wave is open");
+    for s in 28..32u64 {
+        let r = report(&[], &[("a", 0, 100), ("b", 0, 5)]);
+        c.handle_reports(T0 + Duration::from_secs(s), 105, &[r]);
+    }
+    assert_eq!(c.status(1).expect("known").state, "completed");
 }

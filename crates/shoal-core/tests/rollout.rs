@@ -42,6 +42,9 @@ struct Scenario {
     failing_bp: u32,
     /// Basis points of nodes that crash once (and come back).
     crashing_bp: u32,
+    /// Basis points of nodes that join only after the assignment, half of them in a fault
+    /// domain of their own.
+    late_bp: u32,
     seed: u64,
 }
 
@@ -97,6 +100,9 @@ struct Fleet {
     audit: Vec<String>,
 }
 
+/// The fault domain of half the late joiners: no node is in it at the assignment.
+const LATE_FAULT_DOMAIN: usize = 9;
+
 const PLAN: &str = r#"
 one_region_at_a_time = true
 fault_domain_by_fault_domain = true
@@ -135,10 +141,17 @@ impl Fleet {
         let mut rng = SmallRng::seed_from_u64(scenario.seed);
         let v1 = release("1.0", 1);
         let v2 = release("2.0", 2);
+        let late: Vec<bool> = (0..scenario.nodes)
+            .map(|_| rng.random_range(0..10_000) < scenario.late_bp)
+            .collect();
         let nodes = (0..scenario.nodes)
             .map(|i| {
                 let region = i % scenario.regions;
-                let fd = (i / scenario.regions) % scenario.fault_domains;
+                let fd = if late[i] && i % 2 == 0 {
+                    LATE_FAULT_DOMAIN
+                } else {
+                    (i / scenario.regions) % scenario.fault_domains
+                };
                 let maintenance = i % 97 == 13;
                 let labels = format!(
                     "region=r{region},fd={fd},maintenance={}",
@@ -162,6 +175,7 @@ impl Fleet {
             refresh: Duration::from_secs(60),
             census_timeout: Duration::from_secs(60),
             drop_bp: 1000,
+            ..Config::default()
         };
         let mut fleet = Fleet {
             now: Duration::from_secs(1_800_000_000),
@@ -179,7 +193,12 @@ impl Fleet {
             starts: Vec::new(),
             audit: Vec::new(),
         };
-        for i in 0..fleet.nodes.len() {
+        for (i, late) in late.into_iter().enumerate() {
+            if late {
+                let at = Duration::from_millis(fleet.rng.random_range(60_000..240_000));
+                fleet.schedule(at, Event::Restart { node: i });
+                continue;
+            }
             fleet.boot(i);
             if fleet.rng.random_range(0..10_000) < scenario.crashing_bp {
                 let at = Duration::from_millis(fleet.rng.random_range(5_000..120_000));
@@ -518,6 +537,7 @@ fn scenario(nodes: usize, seed: u64) -> Scenario {
         bad_release: false,
         failing_bp: 0,
         crashing_bp: 0,
+        late_bp: 0,
         seed,
     }
 }
@@ -662,4 +682,55 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn nodes_that_join_after_the_assignment_are_rolled_out_too() {
+    let mut s = scenario(1500, 7);
+    s.late_bp = 400;
+    let mut fleet = Fleet::new(s);
+    fleet.run();
+    assert_eq!(fleet.state(), "completed", "{:#?}", fleet.audit);
+    let late_fd = LATE_FAULT_DOMAIN.to_string();
+    let mut late_nodes = 0;
+    for i in 0..fleet.nodes.len() {
+        if fleet.nodes[i].labels.contains(&format!("fd={late_fd},")) {
+            late_nodes += 1;
+        }
+        if !fleet.nodes[i].excluded_by_label {
+            assert_eq!(
+                fleet.running(i),
+                fleet.v2,
+                "node{i} ({})",
+                fleet.nodes[i].labels
+            );
+        }
+    }
+    assert!(
+        late_nodes > 0,
+        "some late nodes are in a fault domain of their own"
+    );
+    let waves = fleet.conductor.waves(ROLLOUT);
+    let new_cells = waves
+        .iter()
+        .filter(|w| w.cells.iter().any(|c| c.fault_domain == late_fd))
+        .count();
+    assert!(
+        new_cells > 0,
+        "the new fault domain got waves: {:#?}",
+        fleet.audit
+    );
+    assert!(
+        waves.iter().any(|w| w.expected > w.assigned),
+        "some wave counted nodes that joined after the assignment: {:#?}",
+        fleet.audit
+    );
+    assert!(
+        fleet
+            .audit
+            .iter()
+            .any(|e| e.contains("cells the assignment did not find")),
+        "{:#?}",
+        fleet.audit
+    );
 }

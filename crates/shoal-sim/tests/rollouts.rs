@@ -48,6 +48,11 @@ on_failure = "rollback"
 "#;
 
 fn network(seed: u64, bad: bool) -> Network {
+    network_after(seed, bad, Duration::from_secs(40))
+}
+
+/// The network of [`network`], run for `warmup` before the rollout.
+fn network_after(seed: u64, bad: bool, warmup: Duration) -> Network {
     let config = Config {
         seed,
         ..Config::default()
@@ -75,7 +80,7 @@ fn network(seed: u64, bad: bool) -> Network {
             interval: Duration::from_millis(500),
         },
     });
-    net.run_for(Duration::from_secs(40));
+    net.run_for(warmup);
     net
 }
 
@@ -165,5 +170,35 @@ fn a_bad_release_is_stopped_at_the_canary_and_rolled_back() {
         let (running, steady) = net.service(node).expect("every node runs");
         assert_eq!(running.version, "1.0", "node {node}");
         assert!(steady, "node {node} still activating");
+    }
+}
+
+#[test]
+fn a_rollout_started_during_the_join_storm_counts_every_node() {
+    for seed in [6, 7] {
+        let mut net = network_after(seed, false, Duration::from_secs(1));
+        let id = net
+            .start_rollout(Plan::from_toml(PLAN).expect("plan"), release("2.0", 2))
+            .expect("starts");
+        let state = run_rollout(&mut net, id, |_| {});
+        assert_eq!(
+            state,
+            "completed",
+            "seed {seed}: {:#?}",
+            net.rollout_records()
+        );
+        let status = net.rollout_status(id).expect("status");
+        let assigned: u32 = status.waves.iter().map(|w| w.assigned).sum();
+        assert_eq!(
+            assigned,
+            NODES - 1,
+            "seed {seed}: the assignment found every node: {:#?}",
+            net.rollout_records()
+        );
+        assert_eq!(
+            status.waves[0].expected, 1,
+            "seed {seed}: the canary is one node"
+        );
+        assert_eq!(net.rollout_stats().activated_nodes, NODES - 1);
     }
 }

@@ -455,10 +455,13 @@ impl Agent {
             match known.directive.action.clone() {
                 Action::Census => {}
                 Action::Wave | Action::Complete => {
+                    // Once every stage is done, a node in any stage goes to the release, even
+                    // in a cell no wave opened (it joined after the last wave).
+                    let complete = known.directive.action == Action::Complete;
                     let open = known
                         .cell
                         .as_ref()
-                        .is_some_and(|c| known.directive.open.contains(c));
+                        .is_some_and(|c| complete || known.directive.open.contains(c));
                     if open
                         && known.state == NodeState::Pending
                         && !self.drained

@@ -11,15 +11,20 @@
 //!
 //! 1. **Census**: the stages' selectors are broadcast; nodes report how many match each, and
 //!    for exact-count stages their hashes. Once every node the fleet count knows of has answered
-//!    (and the count has held still for [`Config::settle`]), thresholds are fixed: the k-th
-//!    smallest hash for a count stage, a fraction of the hash space for a percent.
+//!    (and the count has held still for [`Config::settle`], and stayed within
+//!    [`Config::census_band_bp`] of one value for [`Config::census_settle`]), thresholds are
+//!    fixed: the k-th smallest hash for a count stage, a fraction of the hash space for a
+//!    percent.
 //! 2. **Assignment**: the thresholds are broadcast; every node works out its own stage and cell
 //!    (stage, region, fault domain) and reports it as pending. The waves are cut from those
 //!    cells: stage by stage, one region at a time, `max_parallel_fault_domains` fault domains at
 //!    a time, and each wave's expected count is what its cells reported.
 //! 3. **Waves**: each wave's cells are opened in turn. A wave passes once its success criteria
 //!    have held for the bake time; it fails when its failed count reaches the threshold, or at
-//!    its deadline if it has not passed (nodes expected but silent count as failed then).
+//!    its deadline if it has not passed (nodes expected but silent count as failed then). When
+//!    more nodes report in a wave's cells than the assignment found (they joined since), the
+//!    wave expects them all. Nodes in cells no wave has are given waves of their own after the
+//!    last one, before the rollout completes.
 //!
 //! Counts that are not settled (more nodes reporting than the fleet has, a report that had to
 //! drop entries, a sudden drop of the fleet count) give no decision at all: never a pass.
@@ -27,6 +32,7 @@
 //! Time is a [`Duration`] since the Unix epoch (the driver's wall clock, or the simulator's), so
 //! a restored conductor's deadlines still hold.
 
+mod fleet;
 mod status;
 mod waves;
 
@@ -37,6 +43,7 @@ use super::directive::{Action, Cell, DIRECTIVE_TTL_SECS, Directive, Release, Spe
 use super::plan::{MAX_EXACT_COUNT, OnFailure, Plan, Size, Success};
 use super::report::{NodeState, RolloutReport};
 use super::selector::fraction_threshold;
+use fleet::FleetCount;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -57,6 +64,13 @@ pub struct Config {
     /// A fall of the fleet count by more than this share (basis points) within
     /// [`Config::settle`] holds every decision until it settles.
     pub drop_bp: u16,
+    /// How long every fleet count must stay within [`Config::census_band_bp`] of one value
+    /// before a census or an assignment is taken as complete: longer than the plateaus of a
+    /// forming health tree.
+    pub census_settle: Duration,
+    /// The band, in basis points of the count, that the fleet count must stay within for
+    /// [`Config::census_settle`]. Nodes that join later are counted by the wave gates.
+    pub census_band_bp: u16,
 }
 
 impl Default for Config {
@@ -66,6 +80,8 @@ impl Default for Config {
             refresh: Duration::from_secs(DIRECTIVE_TTL_SECS / 6),
             census_timeout: Duration::from_secs(60),
             drop_bp: 1000,
+            census_settle: Duration::from_secs(10),
+            census_band_bp: 100,
         }
     }
 }
@@ -197,11 +213,7 @@ pub struct Conductor {
     config: Config,
     rollouts: BTreeMap<u64, Rollout>,
     outputs: VecDeque<Output>,
-    /// The fleet count as last reported, and since when it held (for settling).
-    fleet: Option<(u32, Duration)>,
-    /// The highest fleet count within the settle window, for spotting sudden drops.
-    recent_peak: u32,
-    unsettled_until: Duration,
+    fleet: FleetCount,
     /// The latest time an input carried.
     now: Duration,
 }
@@ -291,19 +303,7 @@ impl Conductor {
 
     /// The fleet's latest aggregated reports (the coordinator's subtree) and its node count.
     pub fn handle_reports(&mut self, now: Duration, fleet_nodes: u32, reports: &[RolloutReport]) {
-        match self.fleet {
-            Some((n, _)) if n == fleet_nodes => {}
-            _ => self.fleet = Some((fleet_nodes, now)),
-        }
-        if fleet_nodes > self.recent_peak {
-            self.recent_peak = fleet_nodes;
-        }
-        let floor = u64::from(self.recent_peak) * u64::from(10_000 - self.config.drop_bp) / 10_000;
-        if u64::from(fleet_nodes) < floor {
-            // A sudden drop: hold decisions until the counts have settled again.
-            self.unsettled_until = now + self.config.settle;
-            self.recent_peak = fleet_nodes;
-        }
+        self.fleet.observe(&self.config, now, fleet_nodes);
         for report in reports {
             if let Some(r) = self.rollouts.get_mut(&report.rollout) {
                 r.report = Some(report.clone());
@@ -470,8 +470,8 @@ impl Conductor {
                 let stage = usize::from(r.waves[r.wave].stage);
                 at(opened + Duration::from_secs(r.plan.stages[stage].deadline_secs));
             }
-            if let Some((_, since)) = self.fleet {
-                at(since + self.config.settle);
+            for t in self.fleet.deadlines(&self.config) {
+                at(t);
             }
             if let Phase::Census { since } | Phase::Assigning { since } = r.phase {
                 at(since + self.config.census_timeout);
@@ -531,19 +531,12 @@ impl Conductor {
         Ok(r)
     }
 
-    /// Whether the fleet count has held still for the settle time and nothing is unsettled.
-    fn is_settled(&self, now: Duration) -> bool {
-        now >= self.unsettled_until
-            && self
-                .fleet
-                .is_some_and(|(_, since)| now >= since + self.config.settle)
-    }
-
     fn step(&mut self, now: Duration) {
         self.now = self.now.max(now);
         let ids: Vec<u64> = self.rollouts.keys().copied().collect();
-        let settled = self.is_settled(now);
-        let fleet = self.fleet.map_or(0, |(n, _)| n);
+        let settled = self.fleet.is_settled(&self.config, now);
+        let steady = self.fleet.is_steady(&self.config, now);
+        let fleet = self.fleet.nodes();
         for id in ids {
             let Some(r) = self.rollouts.get(&id) else {
                 continue;
@@ -567,7 +560,7 @@ impl Conductor {
             match r.phase.clone() {
                 Phase::Census { since } | Phase::Assigning { since } => {
                     let census = matches!(r.phase, Phase::Census { .. });
-                    if settled && complete {
+                    if settled && steady && complete {
                         match (census, report) {
                             (true, Some(rep)) => self.finish_census(now, id, rep),
                             (false, Some(rep)) => self.finish_assignment(now, id, &rep),
@@ -576,10 +569,18 @@ impl Conductor {
                     } else if now >= since + self.config.census_timeout {
                         let answered = report.as_ref().map_or(0, |rep| rep.nodes);
                         let what = if census { "census" } else { "assignment" };
-                        let reason = format!(
+                        let mut reason = format!(
                             "the {what} did not settle within {:?}: {answered} of {fleet} nodes answered",
                             self.config.census_timeout
                         );
+                        if !steady {
+                            reason.push_str(&format!(
+                                "; the fleet count had stayed within {}% for {:?} of the {:?} needed",
+                                f64::from(self.config.census_band_bp) / 100.0,
+                                self.fleet.steady_for(now),
+                                self.config.census_settle
+                            ));
+                        }
                         self.finish(now, id, RolloutState::Aborted, reason);
                     }
                 }
@@ -690,6 +691,33 @@ impl Conductor {
         };
         r.wave = index;
         r.holding_since = None;
+        if index == r.waves.len()
+            && let Some(report) = &r.report
+        {
+            let mut uncovered = report.clone();
+            uncovered
+                .cells
+                .retain(|c| !r.waves.iter().any(|w| w.cells.contains(&c.cell)));
+            let more = cut_waves(&r.plan, &uncovered);
+            if !more.is_empty() {
+                let text = format!(
+                    "{} nodes in cells the assignment did not find ({}): {} more waves",
+                    more.iter().map(|w| w.expected).sum::<u32>(),
+                    describe(
+                        &more
+                            .iter()
+                            .flat_map(|w| w.cells.clone())
+                            .collect::<Vec<_>>()
+                    ),
+                    more.len()
+                );
+                r.waves.extend(more);
+                self.record(now, id, None, text);
+            }
+        }
+        let Some(r) = self.rollouts.get_mut(&id) else {
+            return;
+        };
         let Some(wave) = r.waves.get_mut(index) else {
             self.finish(now, id, RolloutState::Completed, "every wave passed".into());
             return;
@@ -713,10 +741,9 @@ impl Conductor {
             return;
         };
         let index = r.wave;
-        let Some(wave) = r.waves.get(index) else {
+        let Some(wave) = r.waves.get_mut(index) else {
             return;
         };
-        let stage = &r.plan.stages[usize::from(wave.stage)];
         let mut counts = [0u32; 5];
         for c in &wave.cells {
             for (sum, n) in counts.iter_mut().zip(report.cell(c)) {
@@ -726,7 +753,14 @@ impl Conductor {
         let healthy = counts[NodeState::Healthy as usize];
         let failed = counts[NodeState::Failed as usize] + counts[NodeState::Reverted as usize];
         let reported: u32 = counts.iter().sum();
+        let grew = usable && reported > wave.expected;
+        let first_growth = grew && wave.expected == wave.assigned;
+        if grew {
+            wave.expected = reported;
+        }
         let expected = wave.expected;
+        let assigned = wave.assigned;
+        let stage = &r.plan.stages[usize::from(wave.stage)];
         let threshold = stage.failure_threshold.of(expected).max(1);
         let needed = match stage.success {
             Success::Strict => expected,
@@ -743,6 +777,16 @@ impl Conductor {
             r.holding_since = None;
             return;
         }
+        if first_growth {
+            let text = format!(
+                "wave {}: {expected} nodes report in its cells, {assigned} at assignment; it expects them all",
+                index + 1
+            );
+            self.record(now, id, Some(index), text);
+        }
+        let Some(r) = self.rollouts.get_mut(&id) else {
+            return;
+        };
         if failed >= threshold {
             let reason = format!(
                 "wave {} failed: {failed} of {expected} nodes failed (threshold {threshold})",

@@ -14,8 +14,11 @@ pub struct Wave {
     pub stage: u8,
     /// Its cells.
     pub cells: Vec<Cell>,
-    /// Nodes the assignment found in its cells.
+    /// Nodes expected in its cells: those the assignment found, or more if more reported since.
     pub expected: u32,
+    /// Nodes the assignment found in its cells.
+    #[serde(default)]
+    pub assigned: u32,
     /// When it was opened.
     pub opened_at: Option<Duration>,
     /// When it passed.
@@ -52,10 +55,12 @@ pub(super) fn cut_waves(plan: &Plan, report: &RolloutReport) -> Vec<Wave> {
                 cells.len().max(1)
             };
             for part in cells.chunks(chunk.max(1)) {
+                let found = part.iter().map(|(_, n)| n).sum();
                 waves.push(Wave {
                     stage: stage_index,
                     cells: part.iter().map(|(c, _)| c.clone()).collect(),
-                    expected: part.iter().map(|(_, n)| n).sum(),
+                    expected: found,
+                    assigned: found,
                     opened_at: None,
                     passed_at: None,
                 });
