@@ -267,3 +267,60 @@ fn nodes_in_a_cell_the_assignment_did_not_find_get_a_wave_before_completion() {
     }
     assert_eq!(c.status(1).expect("known").state, "completed");
 }
+
+/// A census of 60 nodes in cell "a" and 40 in "b", taken at 10 s; then "b" goes silent during
+/// the assignment, from 11 s until `heal_at` (if ever). Returns the conductor at `until`.
+fn assignment_with_b_cut(heal_at: Option<u64>, until: u64) -> (Conductor, Vec<String>) {
+    let mut c = started();
+    for s in 0..=10u64 {
+        let r = report(&[("a", 60), ("b", 40)], &[]);
+        c.handle_reports(T0 + Duration::from_secs(s), 100, &[r]);
+    }
+    let mut log = records(&mut c);
+    assert!(
+        log.iter().any(|e| e.contains("census done: 100 nodes")),
+        "{log:?}"
+    );
+    for s in 11..=until {
+        let healed = heal_at.is_some_and(|h| s >= h);
+        let (r, fleet) = if healed {
+            (report(&[], &[("a", 60, 0), ("b", 40, 0)]), 100)
+        } else {
+            (report(&[], &[("a", 60, 0)]), 60)
+        };
+        let at = T0 + Duration::from_secs(s);
+        c.handle_reports(at, fleet, &[r]);
+        c.handle_timeout(at);
+        log.extend(records(&mut c));
+    }
+    (c, log)
+}
+
+#[test]
+fn an_assignment_waits_for_a_fault_domain_cut_off_since_the_census() {
+    let (c, log) = assignment_with_b_cut(None, 50);
+    assert!(c.waves(1).is_empty(), "no wave without r1/b: {log:?}");
+    assert!(
+        log.iter().any(
+            |e| e.contains("assignment waits: nothing heard from r1/b since it reported nodes")
+        ),
+        "{log:?}"
+    );
+    assert_eq!(c.status(1).expect("known").state, "running");
+
+    let (c, log) = assignment_with_b_cut(None, 71);
+    assert_eq!(c.status(1).expect("known").state, "aborted", "{log:?}");
+    let reason = c.status(1).and_then(|s| s.reason).unwrap_or_default();
+    assert!(
+        reason.contains(
+            "nothing was heard since from fault domains that reported nodes: r1/b (40 nodes)"
+        ),
+        "{reason}"
+    );
+
+    let (c, log) = assignment_with_b_cut(Some(30), 45);
+    let waves = c.waves(1);
+    assert_eq!(waves.len(), 2, "a wave per fault domain: {log:?}");
+    assert_eq!(waves[1].cells, vec![cell("b")]);
+    assert_eq!(waves[1].expected, 40);
+}

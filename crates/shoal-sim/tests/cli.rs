@@ -289,9 +289,9 @@ fn a_partition_that_never_heals_is_reported_with_its_nodes() {
     );
 }
 
-/// The committed 300-node rollout scenario with a partition of region 2 from 35 s, in the
-/// rollout's pilot stage, run at 90 nodes.
-fn rollout_partitioned(dir: &Path, length: &str) -> Value {
+/// The committed 300-node rollout scenario with a partition of region 2 from `at` seconds
+/// (lasting as `length` says), run at 90 nodes.
+fn rollout_partitioned(dir: &Path, at: u32, length: &str) -> Value {
     let text = std::fs::read_to_string(committed("rollout-300.toml"))
         .unwrap()
         .replace(
@@ -301,7 +301,7 @@ fn rollout_partitioned(dir: &Path, length: &str) -> Value {
     let file = scenario(
         dir,
         "rollout-partition.toml",
-        &format!("{text}\n[[fault]]\nat_secs = 35\nkind = \"partition\"\nregion = 2\n{length}"),
+        &format!("{text}\n[[fault]]\nat_secs = {at}\nkind = \"partition\"\nregion = 2\n{length}"),
     );
     run_at_90(&file)
 }
@@ -309,18 +309,31 @@ fn rollout_partitioned(dir: &Path, length: &str) -> Value {
 #[test]
 fn a_partitioned_region_holds_its_waves_until_it_heals_or_fails_them() {
     let dir = tempfile::tempdir().unwrap();
-    let healed = rollout_partitioned(dir.path(), "duration_secs = 60\n");
+    // From 60 s, in the pilot stage, until 120 s.
+    let healed = rollout_partitioned(dir.path(), 60, "duration_secs = 60\n");
     assert_eq!(healed["rollout_state"], "completed", "{healed}");
+    assert_eq!(healed["activated_nodes"], 89, "{healed}");
+    let opened_in_r2 = healed["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["region"] == "r2")
+        .map(|w| w["started_secs"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        opened_in_r2 < 120.0,
+        "r2's wave opens during the cut: {healed}"
+    );
     for w in healed["waves"].as_array().unwrap() {
         if w["region"] == "r2" {
             let passed = w["healthy_secs"].as_f64().unwrap();
             assert!(
-                passed > 95.0,
+                passed > 120.0,
                 "a wave in r2 passed before the heal: {healed}"
             );
         }
     }
-    let cut = rollout_partitioned(dir.path(), "");
+    let cut = rollout_partitioned(dir.path(), 60, "");
     assert_eq!(cut["rollout_state"], "rolled_back", "{cut}");
     assert_eq!(cut["partitioned_nodes"], 32, "{cut}");
     let reason = cut["reason"].as_str().unwrap();
@@ -349,6 +362,32 @@ fn committed(name: &str) -> PathBuf {
 /// committed).
 fn rollout_run(name: &str) -> Value {
     run_at_90(&committed(name))
+}
+
+#[test]
+fn a_region_cut_off_during_the_census_holds_it_until_it_heals_or_the_census_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    // The rollout starts at 30 s; the census is still waiting for a steady count at 35 s.
+    let cut = rollout_partitioned(dir.path(), 35, "");
+    assert_eq!(cut["rollout_state"], "aborted", "{cut}");
+    assert_eq!(cut["activated_nodes"], 0, "{cut}");
+    let reason = cut["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("census did not settle")
+            && reason.contains("nothing was heard since from fault domains that reported nodes")
+            && reason.contains("r2/"),
+        "the census names the region it lost: {cut}"
+    );
+    // Healed after 20 s: the census counts region 2 and its waves come in stage order.
+    let healed = rollout_partitioned(dir.path(), 35, "duration_secs = 20\n");
+    assert_eq!(healed["rollout_state"], "completed", "{healed}");
+    assert_eq!(healed["activated_nodes"], 89, "{healed}");
+    let waves = healed["waves"].as_array().unwrap();
+    let first_broad = waves.iter().position(|w| w["stage"] == "broad").unwrap();
+    assert!(
+        waves[..first_broad].iter().any(|w| w["region"] == "r2"),
+        "region 2 has pilot waves before the broad stage: {healed}"
+    );
 }
 
 fn run_at_90(file: &Path) -> Value {

@@ -18,7 +18,10 @@
 //! 2. **Assignment**: the thresholds are broadcast; every node works out its own stage and cell
 //!    (stage, region, fault domain) and reports it as pending. The waves are cut from those
 //!    cells: stage by stage, one region at a time, `max_parallel_fault_domains` fault domains at
-//!    a time, and each wave's expected count is what its cells reported.
+//!    a time, and each wave's expected count is what its cells reported. Census and assignment
+//!    wait while a fault domain that reported nodes during them is silent (cut off or gone
+//!    since), and abort at [`Config::census_timeout`] naming it, rather than leave it out of
+//!    every wave.
 //! 3. **Waves**: each wave's cells are opened in turn. A wave passes once its success criteria
 //!    have held for the bake time; it fails when its failed count reaches the threshold, or at
 //!    its deadline if it has not passed (nodes expected but silent count as failed then). When
@@ -32,6 +35,7 @@
 //! Time is a [`Duration`] since the Unix epoch (the driver's wall clock, or the simulator's), so
 //! a restored conductor's deadlines still hold.
 
+mod census;
 mod fleet;
 mod status;
 mod waves;
@@ -40,9 +44,9 @@ pub use status::{StageStatus, Status};
 pub use waves::Wave;
 
 use super::directive::{Action, Cell, DIRECTIVE_TTL_SECS, Directive, Release, Spec, StageRule};
-use super::plan::{MAX_EXACT_COUNT, OnFailure, Plan, Size, Success};
+use super::plan::{OnFailure, Plan, Success};
 use super::report::{NodeState, RolloutReport};
-use super::selector::fraction_threshold;
+use census::{Counts, Domain};
 use fleet::FleetCount;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -205,6 +209,12 @@ pub struct Rollout {
     report: Option<RolloutReport>,
     /// The census as taken (kept for status).
     census: Option<RolloutReport>,
+    /// The fault domains the census and assignment heard from, with the most nodes each reported.
+    #[serde(default)]
+    heard: Vec<Domain>,
+    /// Whether the wait on fault domains gone silent is recorded.
+    #[serde(skip)]
+    silent_recorded: bool,
 }
 
 /// The conductor. See the module docs for the model and the call order.
@@ -292,6 +302,8 @@ impl Conductor {
             reason: None,
             report: None,
             census: None,
+            heard: Vec::new(),
+            silent_recorded: false,
         };
         self.rollouts.insert(id, rollout);
         self.now = self.now.max(now);
@@ -560,29 +572,13 @@ impl Conductor {
             match r.phase.clone() {
                 Phase::Census { since } | Phase::Assigning { since } => {
                     let census = matches!(r.phase, Phase::Census { .. });
-                    if settled && steady && complete {
-                        match (census, report) {
-                            (true, Some(rep)) => self.finish_census(now, id, rep),
-                            (false, Some(rep)) => self.finish_assignment(now, id, &rep),
-                            _ => {}
-                        }
-                    } else if now >= since + self.config.census_timeout {
-                        let answered = report.as_ref().map_or(0, |rep| rep.nodes);
-                        let what = if census { "census" } else { "assignment" };
-                        let mut reason = format!(
-                            "the {what} did not settle within {:?}: {answered} of {fleet} nodes answered",
-                            self.config.census_timeout
-                        );
-                        if !steady {
-                            reason.push_str(&format!(
-                                "; the fleet count had stayed within {}% for {:?} of the {:?} needed",
-                                f64::from(self.config.census_band_bp) / 100.0,
-                                self.fleet.steady_for(now),
-                                self.config.census_settle
-                            ));
-                        }
-                        self.finish(now, id, RolloutState::Aborted, reason);
-                    }
+                    let counts = Counts {
+                        complete,
+                        settled,
+                        steady,
+                        fleet,
+                    };
+                    self.step_census(now, id, census, since, report, counts);
                 }
                 Phase::Waves => {
                     if r.state == RolloutState::Running
@@ -594,95 +590,6 @@ impl Conductor {
                 }
             }
         }
-    }
-
-    fn finish_census(&mut self, now: Duration, id: u64, census: RolloutReport) {
-        let Some(r) = self.rollouts.get_mut(&id) else {
-            return;
-        };
-        let mut empty = Vec::new();
-        for (i, stage) in r.spec.stages.iter_mut().enumerate() {
-            let stage_index = u8::try_from(i).unwrap_or(u8::MAX);
-            let matching: u32 = census
-                .census
-                .iter()
-                .filter(|c| c.cell.stage == stage_index)
-                .map(|c| c.counts[0])
-                .sum();
-            if matching == 0 {
-                empty.push(r.plan.stages[i].name.clone());
-                continue;
-            }
-            stage.threshold = match stage.size {
-                Size::Percent(bp) => fraction_threshold(bp),
-                Size::Count(k) if k >= matching => u64::MAX,
-                Size::Count(k) if k <= MAX_EXACT_COUNT => {
-                    let hashes: Vec<u64> = census
-                        .candidates
-                        .iter()
-                        .filter(|c| c.stage == stage_index)
-                        .map(|c| c.hash)
-                        .collect();
-                    let k = usize::try_from(k).unwrap_or(usize::MAX);
-                    hashes
-                        .get(k.saturating_sub(1))
-                        .or(hashes.last())
-                        .copied()
-                        .unwrap_or(u64::MAX)
-                }
-                Size::Count(k) => {
-                    let bp = (u64::from(k) * 10_000).div_ceil(u64::from(matching));
-                    fraction_threshold(u16::try_from(bp.min(10_000)).unwrap_or(10_000))
-                }
-            };
-        }
-        r.census = Some(census.clone());
-        if !empty.is_empty() {
-            let reason = format!(
-                "stage {} selects no node (census: {} nodes, {} excluded)",
-                empty.join(", "),
-                census.nodes,
-                census.excluded
-            );
-            let state = if r.dry_run {
-                RolloutState::Planned
-            } else {
-                RolloutState::Aborted
-            };
-            self.finish(now, id, state, reason);
-            return;
-        }
-        if r.dry_run {
-            self.finish(now, id, RolloutState::Planned, "census done".into());
-            return;
-        }
-        r.phase = Phase::Assigning { since: now };
-        r.action = Action::Wave;
-        self.record(
-            now,
-            id,
-            None,
-            format!(
-                "census done: {} nodes, {} excluded; nodes assign themselves",
-                census.nodes, census.excluded
-            ),
-        );
-        self.send(now, id);
-    }
-
-    fn finish_assignment(&mut self, now: Duration, id: u64, report: &RolloutReport) {
-        let Some(r) = self.rollouts.get_mut(&id) else {
-            return;
-        };
-        r.waves = cut_waves(&r.plan, report);
-        r.phase = Phase::Waves;
-        let summary = format!(
-            "assignment done: {} waves over {} nodes",
-            r.waves.len(),
-            r.waves.iter().map(|w| w.expected).sum::<u32>()
-        );
-        self.record(now, id, None, summary);
-        self.open_wave(now, id, 0);
     }
 
     fn open_wave(&mut self, now: Duration, id: u64, index: usize) {
