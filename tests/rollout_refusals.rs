@@ -137,7 +137,7 @@ fn forged_expired_replayed_and_lower_counter_directives_are_refused_counted_and_
     let mut seq = 1_000_000;
     let mut send = |f: &Fleet<'_>, key: &SecretKey, directive: Directive| {
         seq += 1;
-        let body = Body::Rollout(Box::new(directive)).encode();
+        let body = Body::Rollout(std::sync::Arc::new(directive)).encode();
         impostor.gossip(
             &f.mesh.nodes[2],
             Envelope::sign(key, seq, false, body.into()),

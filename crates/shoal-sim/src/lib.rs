@@ -654,7 +654,7 @@ impl Network {
         for directive in directives {
             let control = source.control_mut();
             let seq = control.next_seq();
-            let body = Directive::<NodeId>::Rollout(Box::new(directive)).encode();
+            let body = Directive::<NodeId>::Rollout(std::sync::Arc::new(directive)).encode();
             control.broadcast(now, Envelope::unsigned(seq, true, body.into()));
         }
         self.flush(0);

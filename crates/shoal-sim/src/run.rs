@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 /// Bytes of memory one simulated node's control plane takes beside its data plane when the
 /// scenario has a rollout (membership, broadcast, health, the agent machine and its rollout
 /// agent): heaptrack found 18.7 KB a node for `rollout-300.toml --nodes 1000` on 2026-12-04,
-/// and this keeps a quarter above that.
-pub const CONTROL_BYTES_PER_NODE: u64 = 24 * 1024;
+/// and 12.5 KB on 2026-12-06 once a directive was decoded once for the whole fleet; this keeps
+/// a quarter above that.
+pub const CONTROL_BYTES_PER_NODE: u64 = 16 * 1024;
 
 /// Bytes of memory one simulated node's data plane takes, at most, for a release of `pieces`
 /// pieces of `piece_bytes` with `neighbours` swarm neighbours:

@@ -85,7 +85,7 @@ pub struct Machine<P: Peer, O> {
     out: VecDeque<Output<P, O>>,
 }
 
-impl<P: Peer, O: Serialize + DeserializeOwned + Clone> Machine<P, O> {
+impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Machine<P, O> {
     /// A machine around `control`, with a rollout `agent` on a node (none on the source);
     /// announced manifests are checked against `trust` (none: announcements are refused).
     /// `unix_at_epoch` is the wall clock, in Unix seconds, at the driver's time zero.
@@ -244,20 +244,22 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone> Machine<P, O> {
             }
             let output = self.control.poll_output()?;
             if let control::Output::Deliver { envelope } = &output {
-                let body = envelope.body.clone();
-                self.deliver(&body);
+                let directive = envelope.decoded(Directive::<O>::decode);
+                self.deliver(&directive);
             }
             self.out.push_back(Output::Control(output));
         }
     }
 
-    fn deliver(&mut self, body: &[u8]) {
-        match Directive::<O>::decode(body) {
-            Some(Directive::Heartbeat { fleet }) => self.control.set_fleet_size(fleet),
+    /// Acts on a delivered envelope's directive, decoded once for every node that holds the
+    /// envelope ([`control::Envelope::decoded`]).
+    fn deliver(&mut self, directive: &Option<Directive<O>>) {
+        match directive {
+            Some(Directive::Heartbeat { fleet }) => self.control.set_fleet_size(*fleet),
             Some(Directive::Rollout(directive)) => {
                 let unix = self.unix_at_epoch + self.now.as_secs();
                 if let Some(agent) = &mut self.agent {
-                    if let Err(refusal) = agent.handle_directive(unix, *directive) {
+                    if let Err(refusal) = agent.handle_directive(unix, Arc::clone(directive)) {
                         self.out.push_back(Output::Refused(refusal));
                     }
                     self.after_agent();
@@ -265,7 +267,7 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone> Machine<P, O> {
             }
             Some(Directive::Announce { manifest, origin }) => {
                 let verified = match &self.trust {
-                    Some(trust) => SignedManifest::decode(&manifest)
+                    Some(trust) => SignedManifest::decode(manifest)
                         .and_then(|m| m.verify(trust))
                         .map_err(|e| e.to_string()),
                     None => Err("no trust document to check it against".to_owned()),
@@ -273,7 +275,7 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone> Machine<P, O> {
                 match verified {
                     Ok(manifest) => {
                         let root = manifest.root();
-                        self.announced = Some((Box::new(manifest), origin));
+                        self.announced = Some((Box::new(manifest), origin.clone()));
                         self.fetch.announced(root);
                         self.carry_fetch();
                         self.announced = None;

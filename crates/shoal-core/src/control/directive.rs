@@ -3,6 +3,7 @@
 use crate::rollout;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The body of a broadcast envelope, postcard-encoded. `O` names an origin that serves a
 /// release: the daemon's peer id and address, or a simulator's node id.
@@ -22,8 +23,9 @@ pub enum Directive<O> {
         /// The origin that serves it.
         origin: O,
     },
-    /// A rollout directive (a whole snapshot of the rollout; see [`rollout::directive`]).
-    Rollout(Box<rollout::Directive>),
+    /// A rollout directive (a whole snapshot of the rollout; see [`rollout::directive`]),
+    /// shared by every rollout agent that holds it.
+    Rollout(Arc<rollout::Directive>),
 }
 
 impl<O: Serialize + DeserializeOwned> Directive<O> {

@@ -6,7 +6,8 @@ use crate::keys::{PublicKey, SecretKey, Signature};
 use crate::trust::Trust;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 
 /// Most entries a shuffle or shuffle reply may carry; longer ones are refused.
 pub const MAX_SHUFFLE_ENTRIES: usize = 32;
@@ -197,6 +198,34 @@ pub struct Envelope {
     pub issuer: PublicKey,
     /// Signature over `seq`, `keep` and `body`.
     pub signature: Signature,
+    /// The body as first decoded: see [`Envelope::decoded`].
+    #[serde(skip)]
+    decoded: Decoded,
+}
+
+/// An envelope's body as one reader decoded it, kept with the body it came from.
+///
+/// Not part of the envelope's value: it is never sent, and two envelopes are equal whatever
+/// either has decoded.
+#[derive(Clone, Default)]
+struct Decoded(OnceLock<(Bytes, Arc<dyn Any + Send + Sync>)>);
+
+impl PartialEq for Decoded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Decoded {}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "decoded"
+        } else {
+            "not decoded"
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -216,6 +245,7 @@ impl Envelope {
             body,
             issuer: key.public(),
             signature,
+            decoded: Decoded::default(),
         }
     }
 
@@ -227,7 +257,33 @@ impl Envelope {
             body,
             issuer: PublicKey([0; 32]),
             signature: Signature([0; 64]),
+            decoded: Decoded::default(),
         }
+    }
+
+    /// The body decoded by `decode`, which runs once per envelope: every holder of this
+    /// envelope, and of its clones, gets the same value. A node of a simulated fleet receives
+    /// the very envelope the others do, so a directive is decoded, and held, once for the whole
+    /// fleet instead of once a node. If the body was changed since the first decoding, or that
+    /// decoding was to another type, `decode` runs again and its value is not kept. Every
+    /// caller that decodes to one type `T` must decode the body the same way.
+    pub fn decoded<T: Any + Send + Sync>(&self, decode: impl FnOnce(&[u8]) -> T) -> Arc<T> {
+        if let Some((body, value)) = self.decoded.0.get() {
+            let same_body = body.as_ptr() == self.body.as_ptr() && body.len() == self.body.len();
+            if let Ok(value) = Arc::clone(value).downcast::<T>()
+                && same_body
+            {
+                return value;
+            }
+            return Arc::new(decode(&self.body));
+        }
+        let value = Arc::new(decode(&self.body));
+        // Another thread may have decoded it meanwhile: both values are the same.
+        let _ = self
+            .decoded
+            .0
+            .set((self.body.clone(), Arc::clone(&value) as _));
+        value
     }
 
     /// Whether a coordinator key named in `trust` signed this envelope as it is.
@@ -282,5 +338,45 @@ mod tests {
         let mut unkept = good;
         unkept.keep = false;
         assert!(!unkept.verify(&trust), "the keep flag is signed");
+    }
+
+    #[test]
+    fn a_body_is_decoded_once_for_every_holder_of_the_envelope() {
+        let envelope = Arc::new(Envelope::unsigned(1, true, Bytes::from_static(b"abc")));
+        let runs = std::cell::Cell::new(0);
+        let decode = |body: &[u8]| {
+            runs.set(runs.get() + 1);
+            body.len()
+        };
+        let first = envelope.decoded(decode);
+        let shared = Arc::clone(&envelope);
+        let cloned = (*envelope).clone();
+        assert!(Arc::ptr_eq(&first, &shared.decoded(decode)));
+        assert!(Arc::ptr_eq(&first, &cloned.decoded(decode)));
+        assert_eq!(
+            (*first, runs.get()),
+            (3, 1),
+            "decoded once, by the first reader"
+        );
+
+        let other_type = envelope.decoded(|body| body.to_vec());
+        assert_eq!(
+            *other_type,
+            b"abc".to_vec(),
+            "another type is decoded afresh"
+        );
+
+        let mut changed = cloned;
+        changed.body = Bytes::from_static(b"abcdef");
+        assert_eq!(
+            *changed.decoded(decode),
+            6,
+            "a changed body is decoded again"
+        );
+        assert_eq!(runs.get(), 2);
+        assert_eq!(
+            changed,
+            Envelope::unsigned(1, true, Bytes::from_static(b"abcdef"))
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::labels::Labels;
 use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Rollouts a node remembers (the newest); older ones are forgotten.
@@ -103,7 +104,8 @@ pub enum Output {
 /// What the node knows of one rollout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Known {
-    directive: Directive,
+    /// Shared with every agent that received the same envelope (one copy for a simulated fleet).
+    directive: Arc<Directive>,
     hash: u64,
     /// Skipped: maintenance, opted out, drained when it learned the rollout, or no such
     /// service here.
@@ -150,13 +152,13 @@ pub struct Agent {
     name: String,
     labels: Labels,
     drained: bool,
-    // Sorted vectors, not B-trees: a node knows one or two services and at most
-    // `MAX_KNOWN_ROLLOUTS` rollouts, and a B-tree's first node has room for eleven (several KB
-    // for one entry, in every node of a simulated fleet).
+    // Sorted vectors, not B-trees: a node knows one or two services, at most
+    // `MAX_KNOWN_ROLLOUTS` rollouts and a few releases, and a B-tree's first node has room for
+    // eleven (several KB for one entry, in every node of a simulated fleet).
     rollouts: LiteMap<u64, Known>,
     services: LiteMap<String, Service>,
-    manifests: BTreeSet<RootHash>,
-    complete: BTreeSet<RootHash>,
+    manifests: LiteMap<RootHash, ()>,
+    complete: LiteMap<RootHash, ()>,
     refused: Refused,
     outputs: VecDeque<Output>,
 }
@@ -173,16 +175,18 @@ impl Agent {
     ) -> Self {
         let mut saved_services: BTreeMap<String, activation::Persisted> =
             saved.services.into_iter().collect();
-        let services = services
-            .into_iter()
-            .map(|(name, policy)| {
-                let service = match saved_services.remove(&name) {
-                    Some(p) => Service::restore(policy, p),
-                    None => Service::new(policy),
-                };
-                (name, service)
-            })
-            .collect();
+        // Exactly as many entries as services (one or two), not the four a growing vector
+        // starts with: a service is a few hundred bytes, in every node of a simulated fleet.
+        let mut entries = Vec::with_capacity(services.len());
+        entries.extend(services.into_iter().map(|(name, policy)| {
+            let service = match saved_services.remove(&name) {
+                Some(p) => Service::restore(policy, p),
+                None => Service::new(policy),
+            };
+            (name, service)
+        }));
+        // A B-tree map's entries come sorted by key, each key once.
+        let services = LiteMap::from_sorted_store_unchecked(entries);
         let mut agent = Agent {
             node_id,
             name: super::report::cut(&name, super::report::MAX_NODE_NAME_BYTES),
@@ -190,8 +194,8 @@ impl Agent {
             drained: saved.drained,
             rollouts: saved.rollouts.into_iter().collect(),
             services,
-            manifests: BTreeSet::new(),
-            complete: BTreeSet::new(),
+            manifests: LiteMap::new(),
+            complete: LiteMap::new(),
             refused: Refused::default(),
             outputs: VecDeque::new(),
         };
@@ -250,7 +254,12 @@ impl Agent {
     /// # Errors
     ///
     /// The [`Refusal`], also counted in [`Agent::refused`]; nothing is acted on.
-    pub fn handle_directive(&mut self, unix_now: u64, directive: Directive) -> Result<(), Refusal> {
+    pub fn handle_directive(
+        &mut self,
+        unix_now: u64,
+        directive: impl Into<Arc<Directive>>,
+    ) -> Result<(), Refusal> {
+        let directive = directive.into();
         let checked = self.check(unix_now, &directive);
         if let Err(refusal) = &checked {
             let r = &mut self.refused;
@@ -421,11 +430,11 @@ impl Agent {
             });
         }
         let release = &d.spec.release;
-        if !self.manifests.contains(&release.root) {
+        if !self.manifests.contains_key(&release.root) {
             return Err(Refusal::Unverified(release.root));
         }
         if let Action::Rollback { to } = &d.action {
-            if !self.manifests.contains(&to.root) {
+            if !self.manifests.contains_key(&to.root) {
                 return Err(Refusal::Unverified(to.root));
             }
             return Ok(());
@@ -465,7 +474,7 @@ impl Agent {
                     if open
                         && known.state == NodeState::Pending
                         && !self.drained
-                        && self.complete.contains(&release.root)
+                        && self.complete.contains_key(&release.root)
                         && service.is_steady()
                     {
                         known.state = NodeState::Activating;
@@ -494,7 +503,7 @@ impl Agent {
                 Action::Rollback { to } => {
                     if service.is_steady()
                         && service.current().is_some_and(|c| *c != to)
-                        && self.complete.contains(&to.root)
+                        && self.complete.contains_key(&to.root)
                     {
                         service.go_back_to(to);
                         if known.state != NodeState::Pending || known.cell.is_some() {
@@ -620,9 +629,12 @@ fn assign(k: &Known, labels: &Labels) -> Option<Cell> {
 
 /// Adds `root`, forgetting another one if the set is full (the driver tells the agent again
 /// about the releases it still holds).
-fn remember(set: &mut BTreeSet<RootHash>, root: RootHash) {
-    if !set.contains(&root) && set.len() >= MAX_KNOWN_RELEASES {
-        set.pop_first();
+fn remember(set: &mut LiteMap<RootHash, ()>, root: RootHash) {
+    if !set.contains_key(&root) && set.len() >= MAX_KNOWN_RELEASES {
+        let first = set.first().map(|(r, ())| *r);
+        if let Some(first) = first {
+            set.remove(&first);
+        }
     }
-    set.insert(root);
+    set.insert(root, ());
 }

@@ -202,7 +202,7 @@ impl Task {
                 let _ = reply.send(self.machine.control().subtree());
             }
             Command::Rollout { directive, reply } => {
-                let _ = reply.send(self.broadcast(&Directive::Rollout(directive), true));
+                let _ = reply.send(self.broadcast(&Directive::Rollout(directive.into()), true));
             }
             Command::Announce {
                 manifest,
