@@ -25,7 +25,8 @@ pub const CONTROL_BYTES_PER_NODE: u64 = 16 * 1024;
 /// - the fixed part;
 /// - per piece, the swarm's four counters (16 bytes) and a bit of the own bitfield;
 /// - per neighbour, its peer entry, its bitfield and its share of the links and of the first
-///   announcements in the event queue (280 bytes beside the bitfield);
+///   announcements in the event queue (248 bytes beside the bitfield: 280 until a peer entry
+///   went from 112 bytes to 80 on 2026-12-06);
 /// - per request in flight, its entries in the requester's table and action queue and in the
 ///   sender's upload queue (160 bytes with their tables' slack): a node has in flight what the
 ///   swarm's byte budget allows plus the endgame's duplicates, at most every piece, and the
@@ -33,7 +34,9 @@ pub const CONTROL_BYTES_PER_NODE: u64 = 16 * 1024;
 ///
 /// Checked against the `memory_estimate_covers_a_run` test, which on 2026-12-03 found 19.7 KB a
 /// node at 64 pieces of 64 KiB, 34.5 KB at 256 of 64 KiB, and heaptrack found 15.6 KB a node
-/// for the `fleet-3m` shape at 1,000 nodes (150 pieces of 64 MiB, 40 neighbours).
+/// for the `fleet-3m` shape at 1,000 nodes (150 pieces of 64 MiB, 40 neighbours). On
+/// 2026-12-06, with 80-byte peer entries, the test found 14.5, 22.8 and 9.5 KB (at 150 pieces
+/// of 16 MiB).
 pub fn bytes_per_node(pieces: u32, piece_bytes: u64, neighbours: usize) -> u64 {
     let config = shoal_core::swarm::Config::default();
     let pieces = u64::from(pieces);
@@ -46,7 +49,7 @@ pub fn bytes_per_node(pieces: u32, piece_bytes: u64, neighbours: usize) -> u64 {
     let in_flight = budget.min(pieces).min(per_peer);
     4096 + pieces * 16
         + bitfield_alloc
-        + neighbours as u64 * (bitfield_alloc + 280)
+        + neighbours as u64 * (bitfield_alloc + 248)
         + in_flight * 160
 }
 

@@ -355,7 +355,7 @@ impl Swarm {
             is_origin: p.is_origin,
             have: p.have.count(),
             in_flight: len_u32(self.in_flight.count(key)),
-            rate_bytes_per_sec: p.rate_bytes_per_sec,
+            rate_bytes_per_sec: p.rate_bytes_per_sec(),
             bytes_down: p.bytes_down,
             bytes_up: p.bytes_up,
         })
@@ -516,8 +516,8 @@ impl Swarm {
             self.requested[idx(piece)] -= 1;
         }
         state.consecutive_timeouts += 1;
-        state.busy_until = now + self.config.busy_backoff;
-        self.busy_until_latest = self.busy_until_latest.max(state.busy_until);
+        state.set_busy_until(now + self.config.busy_backoff);
+        self.busy_until_latest = self.busy_until_latest.max(state.busy_until());
         if state.consecutive_timeouts >= self.config.max_consecutive_timeouts {
             self.drop_unresponsive(peer);
         }
@@ -550,8 +550,8 @@ impl Swarm {
                 }
             }
             RejectReason::Busy => {
-                state.busy_until = now + self.config.busy_backoff;
-                self.busy_until_latest = self.busy_until_latest.max(state.busy_until);
+                state.set_busy_until(now + self.config.busy_backoff);
+                self.busy_until_latest = self.busy_until_latest.max(state.busy_until());
             }
             RejectReason::SentElsewhere => {
                 self.stats.sent_elsewhere += 1;
@@ -695,7 +695,7 @@ impl Swarm {
             .then(|| {
                 self.peers
                     .values()
-                    .filter_map(|p| (p.busy_until > now).then_some(p.busy_until))
+                    .filter_map(|p| (p.busy_until() > now).then_some(p.busy_until()))
             })
             .into_iter()
             .flatten();
@@ -783,7 +783,7 @@ impl Swarm {
 
     fn limit(&self, peer: &Peer) -> u32 {
         let c = &self.config;
-        let Some(rate) = peer.rate_bytes_per_sec else {
+        let Some(rate) = peer.rate_bytes_per_sec() else {
             return c.initial_in_flight_per_peer;
         };
         let pieces = rate * c.queue_target_secs / f64::from(self.layout.piece_size_bytes());
@@ -922,7 +922,8 @@ impl Swarm {
                     return;
                 }
                 let state = &self.peers[&key];
-                if state.busy_until > now || len_u32(self.in_flight.count(key)) >= self.limit(state)
+                if state.busy_until() > now
+                    || len_u32(self.in_flight.count(key)) >= self.limit(state)
                 {
                     break;
                 }
@@ -1027,7 +1028,7 @@ impl Swarm {
         for (&key, p) in self.peers.iter().filter(|(_, p)| !p.is_origin) {
             // A slow peer gets longer: three of its pieces' time at its measured rate.
             let wait = p
-                .rate_bytes_per_sec
+                .rate_bytes_per_sec()
                 .map_or(self.config.origin_endgame_wait, |rate| {
                     self.config.origin_endgame_wait.max(Duration::from_secs_f64(
                         (3.0 * piece_bytes / rate.max(1.0)).min(600.0),
@@ -1041,7 +1042,7 @@ impl Swarm {
                     .min()
                     .is_some_and(|oldest| {
                         now.saturating_sub(oldest) >= wait
-                            && p.last_delivery.is_none_or(|delivered| delivered < oldest)
+                            && p.last_delivery().is_none_or(|delivered| delivered < oldest)
                     });
             if !stalled {
                 holders.union_with(&p.have);
