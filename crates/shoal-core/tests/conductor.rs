@@ -2,7 +2,7 @@
 //! one rollout per service.
 
 use shoal_core::content::RootHash;
-use shoal_core::rollout::conductor::{Conductor, ConductorError, Config, Output};
+use shoal_core::rollout::conductor::{Conductor, ConductorError, Config, Output, RolloutState};
 use shoal_core::rollout::report::CellCount;
 use shoal_core::rollout::{Cell, NodeState, Plan, Release, RolloutReport};
 use std::time::Duration;
@@ -238,6 +238,12 @@ fn a_wave_expects_the_nodes_that_joined_its_cells_after_the_assignment() {
         "{log:?}"
     );
     assert_eq!(c.status(1).expect("known").state, "completed");
+    assert_eq!(
+        c.state(1),
+        Some(RolloutState::Completed),
+        "the state alone says the same"
+    );
+    assert_eq!(c.state(2), None);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::{Config, Model, Network, NodeId};
 use serde::Serialize;
 use shoal_core::activation::Policy;
 use shoal_core::rollout::Plan;
-use shoal_core::rollout::conductor::Status;
+use shoal_core::rollout::conductor::{RolloutState, Status};
 use shoal_core::rollout::report::NodeState;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -135,10 +135,11 @@ pub fn run(
                     .map_err(|e| format!("the conductor refused the rollout: {e}"))?,
             );
         }
-        // A paused rollout ends the run too: no operator is there to resume it.
+        // A paused rollout ends the run too: no operator is there to resume it. Checked at every
+        // step, so only the state is asked for, not the whole status.
         let finished = id
-            .and_then(|id| net.rollout_status(id))
-            .is_some_and(|s| !matches!(s.state.as_str(), "running" | "planned"));
+            .and_then(|id| net.rollout_state(id))
+            .is_some_and(|s| !matches!(s, RolloutState::Running | RolloutState::Planned));
         if finished && (plane.is_done() || plane.next_at().is_none()) {
             break;
         }

@@ -51,7 +51,9 @@ pub mod timeline;
 
 use rollouts::{Answer, Job, Rollouts};
 pub use rollouts::{Model, RolloutStats};
-use shoal_core::rollout::conductor::{ConductorError, Record, Status as RolloutStatus};
+use shoal_core::rollout::conductor::{
+    ConductorError, Record, RolloutState, Status as RolloutStatus,
+};
 use shoal_core::rollout::{Plan, Release};
 
 /// A node's id in the simulation: its index.
@@ -340,6 +342,11 @@ impl Network {
     /// The conductor's view of rollout `id`.
     pub fn rollout_status(&self, id: u64) -> Option<RolloutStatus> {
         self.rollouts.as_deref()?.conductor.status(id)
+    }
+
+    /// The state of rollout `id`, without the rest of its status.
+    pub fn rollout_state(&self, id: u64) -> Option<RolloutState> {
+        self.rollouts.as_deref()?.conductor.state(id)
     }
 
     /// The conductor's audit records so far.

@@ -513,6 +513,11 @@ impl Conductor {
         self.rollouts.keys().copied().collect()
     }
 
+    /// The state of `id`: what [`Conductor::status`] reports, without building the rest.
+    pub fn state(&self, id: u64) -> Option<RolloutState> {
+        self.rollouts.get(&id).map(|r| r.state)
+    }
+
     /// The latest directive's action of `id`.
     pub fn action(&self, id: u64) -> Option<&Action> {
         self.rollouts.get(&id).map(|r| &r.action)
