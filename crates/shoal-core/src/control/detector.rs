@@ -395,6 +395,17 @@ mod tests {
             Duration::MAX,
             "never stays never"
         );
+        // Far out, and with a phase past the period: the next tick at or after, on the phase.
+        let phase = Duration::from_nanos(2_700);
+        for at in [0, 1, 699, 700, 701, 1 << 40, u64::MAX - 5] {
+            let at = Duration::from_nanos(at);
+            let t = super::super::node::tick_at(phase, period, at);
+            assert!(
+                t >= at && t - at < Duration::from_nanos(period),
+                "{at:?} -> {t:?}"
+            );
+            assert_eq!(t.as_nanos() % 1_000, 700, "{at:?} -> {t:?}");
+        }
     }
 
     #[test]
