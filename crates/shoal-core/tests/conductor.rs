@@ -4,7 +4,7 @@
 use shoal_core::content::RootHash;
 use shoal_core::rollout::conductor::{Conductor, ConductorError, Config, Output, RolloutState};
 use shoal_core::rollout::report::CellCount;
-use shoal_core::rollout::{Cell, NodeState, Plan, Release, RolloutReport};
+use shoal_core::rollout::{Action, Cell, NodeState, Plan, Release, RolloutReport};
 use std::time::Duration;
 
 fn release(n: u8) -> Release {
@@ -329,4 +329,35 @@ fn an_assignment_waits_for_a_fault_domain_cut_off_since_the_census() {
     assert_eq!(waves.len(), 2, "a wave per fault domain: {log:?}");
     assert_eq!(waves[1].cells, vec![cell("b")]);
     assert_eq!(waves[1].expected, 40);
+}
+
+#[test]
+fn a_census_that_has_not_heard_every_node_sends_its_directive_again() {
+    let mut c = started();
+    let resend = Config::default().census_resend.as_secs();
+    let mut census_sent_at = Vec::new();
+    let mut log = Vec::new();
+    // Two of ten nodes missed the census directive until 20 s; then every node answers.
+    for s in 0..=25u64 {
+        let at = T0 + Duration::from_secs(s);
+        let answered = if s <= 20 { 8 } else { 10 };
+        c.handle_reports(at, 10, &[report(&[("a", answered)], &[])]);
+        c.handle_timeout(at);
+        while let Some(o) = c.poll_output() {
+            match o {
+                Output::Broadcast(d) if d.action == Action::Census => census_sent_at.push(s),
+                Output::Record(r) => log.push(r.event),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        census_sent_at,
+        vec![resend],
+        "sent again once {resend} s after the first, and not once every node answered"
+    );
+    assert!(
+        log.iter().any(|e| e.contains("census done: 10 nodes")),
+        "{log:?}"
+    );
 }

@@ -75,6 +75,11 @@ pub struct Config {
     /// The band, in basis points of the count, that the fleet count must stay within for
     /// [`Config::census_settle`]. Nodes that join later are counted by the wave gates.
     pub census_band_bp: u16,
+    /// While a census or an assignment has not heard every node answer the latest directive,
+    /// the directive is sent again this often. A node that was in another part of a still
+    /// merging overlay when it went out is not reached by the broadcast's repair, which pulls
+    /// only from neighbours that may have missed it too.
+    pub census_resend: Duration,
 }
 
 impl Default for Config {
@@ -86,6 +91,7 @@ impl Default for Config {
             drop_bp: 1000,
             census_settle: Duration::from_secs(10),
             census_band_bp: 100,
+            census_resend: Duration::from_secs(15),
         }
     }
 }
@@ -577,6 +583,9 @@ impl Conductor {
             match r.phase.clone() {
                 Phase::Census { since } | Phase::Assigning { since } => {
                     let census = matches!(r.phase, Phase::Census { .. });
+                    if !complete && now >= r.last_broadcast + self.config.census_resend {
+                        self.send(now, id);
+                    }
                     let counts = Counts {
                         complete,
                         settled,
