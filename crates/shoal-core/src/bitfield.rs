@@ -243,7 +243,8 @@ mod serde_bytes_vec {
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<[u8]>, D::Error> {
-        Ok(Vec::from(bytes::Bytes::deserialize(d)?).into_boxed_slice())
+        // One allocation of exactly the decoded length.
+        Ok(Box::from(&*bytes::Bytes::deserialize(d)?))
     }
 }
 
