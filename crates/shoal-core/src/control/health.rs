@@ -169,7 +169,14 @@ impl<P: Peer> Node<P> {
             // Only neighbours can be children; a report from anyone else is stale.
             return;
         };
-        if n.child.as_ref().is_some_and(|c| c.epoch >= epoch) {
+        // Reports are ordered by round, then by epoch. A child that restarted with the same
+        // identity counts its epochs from the start again; its parent, which may not have
+        // noticed the restart, takes its report of a later round, and a late report of the old
+        // run, from an earlier round, changes nothing.
+        if n.child
+            .as_ref()
+            .is_some_and(|c| (c.round, c.epoch) >= (round, epoch))
+        {
             return;
         }
         let before = n.child.take().filter(|c| c.round == round);
@@ -366,6 +373,51 @@ mod tests {
         round(&mut node, now, 3);
         let sent = reports_until(&mut node, now + second * 2);
         assert_eq!(sent, vec![(now + Config::default().health_interval, 3)]);
+    }
+
+    #[test]
+    fn a_child_that_restarted_is_counted_from_its_next_round() {
+        // Neighbour 1 delivers the rounds; neighbour 2 is a child with a subtree of its own.
+        let mut node = node_with_neighbours(&[1, 2], 3);
+        node.set_own_summary(Summary::node(Status::Healthy, []));
+        let subtree_of = |nodes: u32| {
+            let mut s = Summary::default();
+            for _ in 0..nodes {
+                s.add(&Summary::node(Status::Healthy, []));
+            }
+            s
+        };
+        let report = |node: &mut Node<u32>, at, epoch, round, nodes| {
+            let summary = subtree_of(nodes);
+            node.handle_message(
+                at,
+                2,
+                Message::Health {
+                    epoch,
+                    round,
+                    summary,
+                },
+            );
+        };
+        let second = Duration::from_secs(1);
+        let mut now = Config::default().health_hold + second;
+        round(&mut node, now, 5);
+        report(&mut node, now, 40, 5, 2);
+        assert_eq!(node.subtree().nodes, 3);
+
+        // The child restarts with the same identity; its epochs start again.
+        now += second;
+        round(&mut node, now, 6);
+        report(&mut node, now, 1, 6, 4);
+        assert_eq!(
+            node.subtree().nodes,
+            5,
+            "the new run's report of the new round counts"
+        );
+
+        // A late report of the old run, from the round before, changes nothing.
+        report(&mut node, now, 39, 5, 9);
+        assert_eq!(node.subtree().nodes, 5);
     }
 
     fn root(n: u8) -> RootHash {
