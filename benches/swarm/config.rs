@@ -125,8 +125,9 @@ pub struct Config {
 
 impl Config {
     /// Reads the configuration. Defaults: 16 hosts, `100mbit`, 256 MiB, all three systems,
-    /// a 2 GiB loopback payload; in smoke mode 4 hosts, 8 MiB, Shoal and HTTP, 64 MiB
-    /// loopback, a 2-second `iperf3`. A variable that is set always wins.
+    /// a 2 GiB loopback payload; in smoke mode 4 hosts, `50mbit`, 16 MiB, Shoal and HTTP,
+    /// 64 MiB loopback, a 2-second `iperf3` (a payload long enough next to the processes'
+    /// start for the agreement check to mean something). A variable that is set always wins.
     ///
     /// # Errors
     ///
@@ -137,10 +138,14 @@ impl Config {
             (2..=MAX_HOSTS).contains(&hosts),
             "SHOAL_BENCH_NODES is {hosts}: use 2 to {MAX_HOSTS} (the origin and at least one receiver)"
         );
-        let rate_text = text("SHOAL_BENCH_RATE", "100mbit").trim().to_string();
+        let rate_text = text("SHOAL_BENCH_RATE", if smoke { "50mbit" } else { "100mbit" })
+            .trim()
+            .to_string();
         let rate = Rate::parse(&rate_text)?;
-        let payload_bytes: u64 =
-            number("SHOAL_BENCH_BYTES", if smoke { 8 << 20 } else { 256 << 20 })?;
+        let payload_bytes: u64 = number(
+            "SHOAL_BENCH_BYTES",
+            if smoke { 16 << 20 } else { 256 << 20 },
+        )?;
         ensure!(payload_bytes > 0, "SHOAL_BENCH_BYTES must be above 0");
         let default_systems = if smoke {
             "shoal,http"
