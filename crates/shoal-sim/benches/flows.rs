@@ -5,7 +5,8 @@
 //! wall time of each.
 //!
 //! `cargo bench -p shoal-sim --bench flows` runs 1,000 nodes (override with
-//! `SHOAL_SIM_NODES=1000,10000`): 3 regions, 1 Gbit/s caps, 64 MiB in 1 MiB pieces. Under
+//! `SHOAL_SIM_NODES=1000,10000`): 3 regions, 1 Gbit/s caps, 64 MiB in 1 MiB pieces
+//! (`SHOAL_SIM_PIECE_MIB=4` for 4 MiB pieces: fewer transfers, each solve as large). Under
 //! `cargo test` it runs 64 nodes and fails if the two models disagree by more than 10%.
 
 #[path = "support/sizes.rs"]
@@ -16,8 +17,20 @@ use shoal_sim::dataplane::{DataConfig, DataPlane, Outcome};
 use shoal_sim::flowtable::FlowModel;
 use std::time::Instant;
 
+/// The piece size: `SHOAL_SIM_PIECE_MIB` MiB, 1 by default.
+fn piece_bytes() -> u64 {
+    match std::env::var("SHOAL_SIM_PIECE_MIB") {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(mib @ 1..=64) => mib << 20,
+            _ => panic!("SHOAL_SIM_PIECE_MIB is {v:?}: use a whole number of MiB from 1 to 64"),
+        },
+        Err(_) => 1 << 20,
+    }
+}
+
 fn run(nodes: u32, model: FlowModel) -> (Outcome, f64) {
-    let layout = PieceLayout::new(64 << 20, 1 << 20).expect("64 MiB in 1 MiB pieces is a layout");
+    let layout = PieceLayout::new(64 << 20, piece_bytes())
+        .expect("64 MiB in pieces of 1-64 MiB is a layout");
     let started = Instant::now();
     let outcome = DataPlane::new(DataConfig {
         regions: 3,
@@ -42,6 +55,10 @@ fn quantiles(o: &Outcome) -> [f64; 3] {
 
 fn main() {
     let sizes = sizes::sizes(&[1_000], &[64]);
+    println!(
+        "64 MiB in {} MiB pieces, 3 regions, 1 Gbit/s caps",
+        piece_bytes() >> 20
+    );
     println!("nodes   model   p50 s     p99 s     last s    origin copies  events      wall s");
     let mut worst: f64 = 0.0;
     for nodes in sizes {

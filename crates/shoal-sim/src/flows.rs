@@ -5,8 +5,13 @@
 //! control converges to when every flow has the same round trip: no flow can go faster without
 //! slowing one that is already slower. It fills by bottleneck: the resource whose capacity left,
 //! shared equally among its flows not yet fixed, is smallest fixes those flows at that share;
-//! their other resource loses what they take; repeat. Shares only grow as the filling goes on,
-//! so a heap with stale entries skipped finds each next bottleneck in `O(log R)`.
+//! their other resource loses what they take; repeat. Shares only grow as the filling goes on
+//! (a fixed flow takes the smallest share, so what it leaves its other resource is at least that
+//! resource's share), so a resource's entry in the heap can stay as a lower bound of its share:
+//! a popped entry below the share goes back with the share, and one equal to it is the next
+//! bottleneck. A new entry is pushed only when rounding leaves a share below its entry, so each
+//! resource is in the heap about once, and the bottlenecks come in the same order, with the same
+//! rates to the bit, as with an entry pushed at every change.
 //!
 //! [`reference_rates`] is the textbook progressive filling (every unfixed flow grows together
 //! until some resource is full), kept to check [`fair_rates`] against.
@@ -71,9 +76,7 @@ pub fn fair_rates(
     download: impl Fn(u32) -> f64,
 ) -> Vec<f64> {
     let mut index: HashMap<u64, u32> = HashMap::with_capacity(flows.len());
-    let mut ids: Vec<u64> = Vec::new();
-    let mut left: Vec<f64> = Vec::new();
-    let mut unfixed: Vec<u32> = Vec::new();
+    let mut resources = Resources::default();
     // Each flow's two resources: its sender's upload, its receiver's download.
     let mut ends: Vec<[u32; 2]> = Vec::with_capacity(flows.len());
     for flow in flows {
@@ -85,72 +88,117 @@ pub fn fair_rates(
         .into_iter()
         .enumerate()
         {
-            let r = *index.entry(id).or_insert_with(|| {
-                ids.push(id);
-                left.push(cap);
-                unfixed.push(0);
-                (ids.len() - 1) as u32
-            });
-            unfixed[r as usize] += 1;
+            let r = *index.entry(id).or_insert_with(|| resources.push(id, cap));
+            resources.unfixed[r as usize] += 1;
             pair[slot] = r;
         }
         ends.push(pair);
     }
-    // The flows of resource `r` are `members[start[r]..start[r + 1]]`, in flow order.
-    let count = ids.len();
-    let mut start = vec![0u32; count + 1];
-    for pair in &ends {
-        for &r in pair {
-            start[r as usize + 1] += 1;
-        }
+    resources.fill(&ends)
+}
+
+/// [`fair_rates`] for flows among nodes `0..nodes` with the same caps everywhere, with every
+/// node's two resources at fixed places: no map to build. The same rates to the bit.
+pub fn uniform_fair_rates(flows: &[Flow], nodes: u32, upload: f64, download: f64) -> Vec<f64> {
+    let mut resources = Resources::default();
+    for node in 0..nodes {
+        resources.push(up(node), upload);
+        resources.push(down(node), download);
     }
-    for r in 0..count {
-        start[r + 1] += start[r];
-    }
-    let mut next = start.clone();
-    let mut members = vec![0u32; 2 * flows.len()];
-    for (f, pair) in ends.iter().enumerate() {
-        for &r in pair {
-            members[next[r as usize] as usize] = f as u32;
-            next[r as usize] += 1;
-        }
-    }
-    let mut heap: BinaryHeap<Share> = (0..count)
-        .map(|r| Share(left[r] / f64::from(unfixed[r]), ids[r], r as u32))
+    let ends: Vec<[u32; 2]> = flows
+        .iter()
+        .map(|f| {
+            let pair = [up(f.from) as u32, down(f.to) as u32];
+            resources.unfixed[pair[0] as usize] += 1;
+            resources.unfixed[pair[1] as usize] += 1;
+            pair
+        })
         .collect();
-    let mut rate = vec![f64::NAN; flows.len()];
-    while let Some(Share(share, id, r)) = heap.pop() {
-        let r = r as usize;
-        if unfixed[r] == 0 {
-            continue;
+    resources.fill(&ends)
+}
+
+/// The resources of a solve, by place: id, capacity left and flows not yet fixed.
+#[derive(Default)]
+struct Resources {
+    ids: Vec<u64>,
+    left: Vec<f64>,
+    unfixed: Vec<u32>,
+}
+
+impl Resources {
+    /// Adds a resource with no flows yet; its place.
+    fn push(&mut self, id: u64, cap: f64) -> u32 {
+        self.ids.push(id);
+        self.left.push(cap);
+        self.unfixed.push(0);
+        (self.ids.len() - 1) as u32
+    }
+
+    /// Fills by bottleneck; `ends[f]` are flow `f`'s two resources' places.
+    fn fill(mut self, ends: &[[u32; 2]]) -> Vec<f64> {
+        let Resources { ids, left, unfixed } = &mut self;
+        // The flows of resource `r` are `members[start[r]..start[r + 1]]`, in flow order.
+        let count = ids.len();
+        let mut start = vec![0u32; count + 1];
+        for pair in ends {
+            for &r in pair {
+                start[r as usize + 1] += 1;
+            }
         }
-        let current = left[r] / f64::from(unfixed[r]);
-        if current != share {
-            heap.push(Share(current, id, r as u32));
-            continue;
+        for r in 0..count {
+            start[r + 1] += start[r];
         }
-        for &f in &members[start[r] as usize..start[r + 1] as usize] {
-            let f = f as usize;
-            if !rate[f].is_nan() {
+        let mut next = start.clone();
+        let mut members = vec![0u32; 2 * ends.len()];
+        for (f, pair) in ends.iter().enumerate() {
+            for &r in pair {
+                members[next[r as usize] as usize] = f as u32;
+                next[r as usize] += 1;
+            }
+        }
+        // The share each resource's newest heap entry holds.
+        let mut queued: Vec<f64> = (0..count)
+            .map(|r| left[r] / f64::from(unfixed[r]))
+            .collect();
+        let mut heap: BinaryHeap<Share> = (0..count)
+            .filter(|&r| unfixed[r] > 0)
+            .map(|r| Share(queued[r], ids[r], r as u32))
+            .collect();
+        let mut rate = vec![f64::NAN; ends.len()];
+        while let Some(Share(share, id, r)) = heap.pop() {
+            let r = r as usize;
+            if unfixed[r] == 0 {
                 continue;
             }
-            rate[f] = share;
-            let [a, b] = ends[f];
-            let other = if a as usize == r { b } else { a } as usize;
-            left[other] = (left[other] - share).max(0.0);
-            unfixed[other] -= 1;
-            if unfixed[other] > 0 {
-                heap.push(Share(
-                    left[other] / f64::from(unfixed[other]),
-                    ids[other],
-                    other as u32,
-                ));
+            let current = left[r] / f64::from(unfixed[r]);
+            if current != share {
+                queued[r] = current;
+                heap.push(Share(current, id, r as u32));
+                continue;
             }
+            for &f in &members[start[r] as usize..start[r + 1] as usize] {
+                let f = f as usize;
+                if !rate[f].is_nan() {
+                    continue;
+                }
+                rate[f] = share;
+                let [a, b] = ends[f];
+                let other = if a as usize == r { b } else { a } as usize;
+                left[other] = (left[other] - share).max(0.0);
+                unfixed[other] -= 1;
+                if unfixed[other] > 0 {
+                    let now = left[other] / f64::from(unfixed[other]);
+                    if now < queued[other] {
+                        queued[other] = now;
+                        heap.push(Share(now, ids[other], other as u32));
+                    }
+                }
+            }
+            left[r] = 0.0;
+            unfixed[r] = 0;
         }
-        left[r] = 0.0;
-        unfixed[r] = 0;
+        rate
     }
-    rate
 }
 
 /// Progressive filling: all unfixed flows grow at the same pace until a resource is full; its
@@ -260,6 +308,9 @@ mod tests {
         fn agrees_with_progressive_filling((flows, ups, downs) in flows_and_caps()) {
             let fast = fair_rates(&flows, |n| ups[n as usize], |n| downs[n as usize]);
             let slow = reference_rates(&flows, |n| ups[n as usize], |n| downs[n as usize]);
+            let uniform = uniform_fair_rates(&flows, ups.len() as u32, ups[0], downs[0]);
+            let same = fair_rates(&flows, |_| ups[0], |_| downs[0]);
+            prop_assert_eq!(uniform, same);
             for (a, b) in fast.iter().zip(&slow) {
                 prop_assert!((a - b).abs() <= 1e-6 * b.max(1.0), "{fast:?} against {slow:?}");
             }

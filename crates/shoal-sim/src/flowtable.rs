@@ -222,7 +222,7 @@ impl FlowTable {
             return;
         }
         let (upload, download) = (self.upload.max(0.0), self.download.max(0.0));
-        let rates = flows::fair_rates(&flows, |_| upload, |_| download);
+        let rates = flows::uniform_fair_rates(&flows, self.out.len() as u32, upload, download);
         for ((&id, e), rate) in self.entries.iter_mut().zip(rates) {
             set_rate(e, id, rate, now, &mut self.due);
         }
