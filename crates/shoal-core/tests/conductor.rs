@@ -172,18 +172,77 @@ fn a_census_waits_while_the_fleet_count_grows_and_then_counts_everyone() {
 }
 
 #[test]
-fn a_census_still_moving_at_its_timeout_says_so() {
+fn a_census_whose_count_moves_past_its_timeout_goes_on_and_counts_everyone() {
     let mut c = started();
-    let mut reason = String::new();
-    for s in 0..=61u32 {
+    // A fleet still joining for 90 s, past the 60 s timeout: 10 more nodes a second.
+    let mut count = 0;
+    for s in 0..=90u32 {
+        count = 100 + 10 * s;
         let at = T0 + Duration::from_secs(u64::from(s));
-        let count = 100 + 10 * s;
         c.handle_reports(at, count, &[report(&[("a", count)], &[])]);
-        reason = c.status(1).and_then(|st| st.reason).unwrap_or_default();
+        c.handle_timeout(at);
+    }
+    assert_eq!(c.status(1).expect("known").state, "running");
+    let mut log = records(&mut c);
+    for s in 91..=101u64 {
+        let at = T0 + Duration::from_secs(s);
+        c.handle_reports(at, count, &[report(&[("a", count)], &[])]);
+        c.handle_timeout(at);
+        log.extend(records(&mut c));
+    }
+    assert!(
+        log.iter()
+            .any(|e| e.contains(&format!("census done: {count} nodes"))),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn a_census_whose_count_never_holds_aborts_at_its_limit_and_says_so() {
+    let mut c = started();
+    let limit = Config::default().census_limit.as_secs();
+    let mut reason = String::new();
+    for s in 0..=limit {
+        // Up and down by 5% every second: always moving, never steady.
+        let count = if s % 2 == 0 { 1000 } else { 1050 };
+        let at = T0 + Duration::from_secs(s);
+        c.handle_reports(at, count, &[report(&[("a", count)], &[])]);
+        c.handle_timeout(at);
+        let status = c.status(1).expect("known");
+        if s < limit {
+            assert_eq!(status.state, "running", "at {s} s: {:?}", status.reason);
+        }
+        reason = status.reason.unwrap_or_default();
     }
     assert_eq!(c.status(1).expect("known").state, "aborted");
     assert!(
-        reason.contains("fleet count had stayed within 1%"),
+        reason.contains("did not settle within its limit of 600s")
+            && reason.contains("fleet count had stayed within 1%"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_census_that_stops_changing_without_every_answer_aborts_a_timeout_after_its_last_change() {
+    let mut c = started();
+    // The fleet grows for 40 s, then holds at 500 nodes, of which 490 ever answer.
+    let mut aborted_at = None;
+    for s in 0..=200u32 {
+        let fleet = (100 + 10 * s).min(500);
+        let mut r = report(&[("a", fleet.min(490))], &[]);
+        r.nodes = fleet.min(490);
+        let at = T0 + Duration::from_secs(u64::from(s));
+        c.handle_reports(at, fleet, &[r]);
+        c.handle_timeout(at);
+        if aborted_at.is_none() && c.status(1).expect("known").state == "aborted" {
+            aborted_at = Some(s);
+        }
+    }
+    // The answers last grew at 39 s (490), the count last left its band at 40 s (500).
+    assert_eq!(aborted_at, Some(100));
+    let reason = c.status(1).expect("known").reason.unwrap_or_default();
+    assert!(
+        reason.contains("nothing changed for 60s, 490 of 500 nodes answered"),
         "{reason}"
     );
 }

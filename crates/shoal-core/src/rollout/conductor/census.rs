@@ -4,10 +4,16 @@
 //! Every fault domain heard from during these phases is remembered with the most nodes it
 //! reported. One that falls silent (cut off by a partition, or gone) holds the phase: waves cut
 //! without it would leave it out of the rollout unnoticed. The phase goes on once it is heard
-//! again, or aborts at [`Config::census_timeout`] naming it.
+//! again, or aborts naming it.
+//!
+//! A phase aborts once it has made no progress for [`Config::census_timeout`] (no more nodes
+//! answered, and the fleet count stayed in its band), or at [`Config::census_limit`] from its
+//! start. A fleet of 100,000 nodes started together still moves its count by more than 1% a
+//! minute and a half later; a census that aborted a minute after it began gave up on a fleet
+//! that was still joining.
 
 use super::waves::cut_waves;
-use super::{Conductor, Phase, RolloutState};
+use super::{Conductor, Phase, Rollout, RolloutState};
 use crate::rollout::directive::Action;
 use crate::rollout::plan::{MAX_EXACT_COUNT, Size};
 use crate::rollout::report::RolloutReport;
@@ -73,6 +79,21 @@ fn silent(heard: &mut Vec<Domain>, present: &BTreeMap<(String, String), u32>) ->
 }
 
 impl Conductor {
+    /// When the census or assignment of `r`, begun at `since`, aborts unless it completes:
+    /// [`Config::census_timeout`] after its last progress (more nodes answering, or the fleet
+    /// count leaving its band), and [`Config::census_limit`] after `since` at the latest.
+    pub(super) fn census_deadline(&self, r: &Rollout, since: Duration) -> Duration {
+        self.census_deadline_after(r.answered.1, since)
+    }
+
+    /// [`Conductor::census_deadline`] for a phase whose answers last grew at `answered_at`.
+    fn census_deadline_after(&self, answered_at: Duration, since: Duration) -> Duration {
+        let progress = since
+            .max(answered_at)
+            .max(self.fleet.band_since().unwrap_or(since));
+        (progress + self.config.census_timeout).min(since + self.config.census_limit)
+    }
+
     /// A step of the census (`census`) or the assignment, begun at `since`.
     pub(super) fn step_census(
         &mut self,
@@ -87,6 +108,11 @@ impl Conductor {
         let Some(r) = self.rollouts.get_mut(&id) else {
             return;
         };
+        let answered = report.as_ref().map_or(0, |rep| rep.nodes);
+        if answered > r.answered.0 {
+            r.answered = (answered, now);
+        }
+        let answered_at = r.answered.1;
         let gone = match &report {
             Some(rep) => silent(&mut r.heard, &domains(rep, census)),
             None => Vec::new(),
@@ -108,12 +134,18 @@ impl Conductor {
                 (false, Some(rep)) => self.finish_assignment(now, id, &rep),
                 _ => {}
             }
-        } else if now >= since + self.config.census_timeout {
-            let answered = report.as_ref().map_or(0, |rep| rep.nodes);
-            let mut reason = format!(
-                "the {what} did not settle within {:?}: {answered} of {} nodes answered",
-                self.config.census_timeout, counts.fleet
-            );
+        } else if now >= self.census_deadline_after(answered_at, since) {
+            let mut reason = if now >= since + self.config.census_limit {
+                format!(
+                    "the {what} did not settle within its limit of {:?}: {answered} of {} nodes answered",
+                    self.config.census_limit, counts.fleet
+                )
+            } else {
+                format!(
+                    "the {what} did not settle: nothing changed for {:?}, {answered} of {} nodes answered",
+                    self.config.census_timeout, counts.fleet
+                )
+            };
             if !counts.steady {
                 reason.push_str(&format!(
                     "; the fleet count had stayed within {}% for {:?} of the {:?} needed",
@@ -197,6 +229,7 @@ impl Conductor {
             return;
         }
         r.phase = Phase::Assigning { since: now };
+        r.answered = (0, now);
         r.action = Action::Wave;
         self.record(
             now,

@@ -62,6 +62,11 @@ impl FleetCount {
                 .is_some_and(|(_, since)| now >= since + config.settle)
     }
 
+    /// Since when every count has stayed within the band.
+    pub(super) fn band_since(&self) -> Option<Duration> {
+        self.band.map(|(_, since)| since)
+    }
+
     /// How long every count has stayed within the band.
     pub(super) fn steady_for(&self, now: Duration) -> Duration {
         self.band

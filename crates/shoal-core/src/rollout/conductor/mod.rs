@@ -20,8 +20,9 @@
 //!    cells: stage by stage, one region at a time, `max_parallel_fault_domains` fault domains at
 //!    a time, and each wave's expected count is what its cells reported. Census and assignment
 //!    wait while a fault domain that reported nodes during them is silent (cut off or gone
-//!    since), and abort at [`Config::census_timeout`] naming it, rather than leave it out of
-//!    every wave.
+//!    since), and abort naming it, rather than leave it out of every wave, once nothing has
+//!    changed for [`Config::census_timeout`]: neither more nodes answering nor the fleet count
+//!    leaving its band. A phase still changing goes on, up to [`Config::census_limit`].
 //! 3. **Waves**: each wave's cells are opened in turn. A wave passes once its success criteria
 //!    have held for the bake time; it fails when its failed count reaches the threshold, or at
 //!    its deadline if it has not passed (nodes expected but silent count as failed then). When
@@ -62,9 +63,13 @@ pub struct Config {
     /// one is kept by the broadcast for nodes that join later, where only the newest few are,
     /// so this stays well apart; it must stay under the directives' TTL.
     pub refresh: Duration,
-    /// How long the census, and then the assignment, may take to hear from every node before
-    /// the rollout is aborted with the count of nodes that answered.
+    /// How long the census, and then the assignment, may go without progress (more nodes
+    /// answering, or the fleet count leaving its [`Config::census_band_bp`] band) before the
+    /// rollout is aborted with the count of nodes that answered.
     pub census_timeout: Duration,
+    /// How long the census, and then the assignment, may take at most, progress or not: a
+    /// fleet still joining in its thousands moves its count for minutes.
+    pub census_limit: Duration,
     /// A fall of the fleet count by more than this share (basis points) within
     /// [`Config::settle`] holds every decision until it settles.
     pub drop_bp: u16,
@@ -88,6 +93,7 @@ impl Default for Config {
             settle: Duration::from_secs(2),
             refresh: Duration::from_secs(DIRECTIVE_TTL_SECS / 6),
             census_timeout: Duration::from_secs(60),
+            census_limit: Duration::from_secs(600),
             drop_bp: 1000,
             census_settle: Duration::from_secs(10),
             census_band_bp: 100,
@@ -221,6 +227,9 @@ pub struct Rollout {
     /// Whether the wait on fault domains gone silent is recorded.
     #[serde(skip)]
     silent_recorded: bool,
+    /// The most nodes that answered in the current census or assignment, and when that grew.
+    #[serde(default)]
+    answered: (u32, Duration),
 }
 
 /// The conductor. See the module docs for the model and the call order.
@@ -310,6 +319,7 @@ impl Conductor {
             census: None,
             heard: Vec::new(),
             silent_recorded: false,
+            answered: (0, now),
         };
         self.rollouts.insert(id, rollout);
         self.now = self.now.max(now);
@@ -492,7 +502,7 @@ impl Conductor {
                 at(t);
             }
             if let Phase::Census { since } | Phase::Assigning { since } = r.phase {
-                at(since + self.config.census_timeout);
+                at(self.census_deadline(r, since));
             }
         }
         next
