@@ -742,23 +742,30 @@ impl<'w> Mesh<'w> {
         trust: &str,
     ) -> Mesh<'w> {
         let addr = listen.to_string();
-        let coordinator = Proc::spawn(
-            work,
+        let args = [
+            "coordinator",
+            "--data-dir",
             name,
-            netns,
-            listen,
-            &[
-                "coordinator",
-                "--data-dir",
-                name,
-                "--listen",
-                &addr,
-                "--key",
-                key,
-                "--trust",
-                trust,
-            ],
-        );
+            "--listen",
+            &addr,
+            "--key",
+            key,
+            "--trust",
+            trust,
+        ];
+        Mesh::start_with(work, name, listen, netns, &args)
+    }
+
+    /// Starts `shoal ARGS` (a coordinator that will answer on `listen`) as `name`, waits until
+    /// it answers, and creates one token with `shoal token create`.
+    pub fn start_with(
+        work: &'w Work,
+        name: &str,
+        listen: SocketAddr,
+        netns: Option<&str>,
+        args: &[&str],
+    ) -> Mesh<'w> {
+        let coordinator = Proc::spawn(work, name, netns, listen, args);
         let mut mesh = Mesh {
             work,
             coordinator,
@@ -871,6 +878,14 @@ impl<'w> Mesh<'w> {
         let proc = self.spawn_node(&name, listen, netns, joins, labels, &token);
         self.nodes.push(proc);
         index
+    }
+
+    /// Starts `shoal ARGS` (a node that will answer on `listen`) as `name`. Does not wait; see
+    /// [`wait_ready`](Self::wait_ready). Returns its index.
+    pub fn add_node_with(&mut self, name: &str, listen: SocketAddr, args: &[&str]) -> usize {
+        let proc = Proc::spawn(self.work, name, None, listen, args);
+        self.nodes.push(proc);
+        self.nodes.len() - 1
     }
 
     /// Starts `shoal node` as `name` with `token`, as an outsider: it may exit or be refused

@@ -4,13 +4,14 @@
 //! turns its [`Failure`](failure::Failure) into a message on stderr and an exit code.
 
 mod commands;
+mod config_file;
 mod failure;
 mod files;
 mod http;
 mod keyfile;
 mod progress;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -21,7 +22,9 @@ fn main() -> ExitCode {
             commands::NodeControl::parse_from(std::iter::once(&name).chain(args.iter().skip(2)));
         commands::node_control(control)
     } else {
-        commands::run(commands::Cli::parse())
+        let root = commands::Cli::command();
+        config_file::expand(&root, &commands::config::WITH_CONFIG, args)
+            .and_then(|args| commands::run(commands::Cli::parse_from(args)))
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

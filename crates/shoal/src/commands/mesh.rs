@@ -49,6 +49,10 @@ pub struct CoordinatorArgs {
     /// The trust document.
     #[arg(long, value_name = "TRUST_FILE")]
     trust: PathBuf,
+    /// A config file (TOML) whose keys are these flags, as in `configs/coordinator.toml`; a
+    /// flag given here wins over the file. `shoal config check FILE` checks one.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 /// `shoal token ...`.

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod config;
 mod demo;
 mod demo_rollout;
 mod keys;
@@ -63,6 +64,9 @@ enum Command {
     /// Plan, start, watch and steer rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Check config files for `shoal node --config` and `shoal coordinator --config`.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Show the coordinator's audit log of rollout decisions.
     Audit(rollout::AuditArgs),
 }
@@ -88,6 +92,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Publish(args) => release::publish(args),
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Audit(args) => rollout::audit(args),
+        Command::Config(cmd) => config::run(cmd),
     }
 }
 

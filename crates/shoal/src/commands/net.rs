@@ -80,6 +80,10 @@ pub struct NodeArgs {
     /// The services this node runs and rolls out (TOML; see `shoal help node`). With --join.
     #[arg(long, value_name = "SERVICES.toml", requires = "join")]
     pub(super) services: Option<PathBuf>,
+    /// A config file (TOML) whose keys are these flags, as in `configs/node.toml`; a flag given
+    /// here wins over the file. `shoal config check FILE` checks one.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 /// `shoal fetch`.
