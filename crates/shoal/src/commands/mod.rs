@@ -3,6 +3,7 @@
 pub mod config;
 mod demo;
 mod demo_rollout;
+mod docs;
 mod keys;
 mod mesh;
 mod net;
@@ -64,6 +65,10 @@ enum Command {
     /// Plan, start, watch and steer rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Print the shell completion script: `source <(shoal completions bash)`.
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page shoal(1), or write every page with --out DIR.
+    Man(docs::ManArgs),
     /// Check config files for `shoal node --config` and `shoal coordinator --config`.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -93,6 +98,8 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Audit(args) => rollout::audit(args),
         Command::Config(cmd) => config::run(cmd),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man(args) => docs::man(&args),
     }
 }
 
