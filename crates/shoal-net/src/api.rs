@@ -4,6 +4,10 @@
 //! a mesh member's views; on the coordinator, `GET /v1/fleet` the aggregated fleet summary and
 //! `POST /v1/tokens` and `POST /v1/announce` its operator actions (from its own host only). The
 //! CLI's `shoal status`, `members`, `token create` and `announce` read and call them; so can `curl`.
+//!
+//! For probes and scrapers every process also answers `GET /health` (200 while its loops run),
+//! `GET /ready` (a mesh member: it has a neighbour; the coordinator and processes outside the
+//! mesh: they serve), `GET /role` and `GET /metrics` ([`crate::metrics`]).
 
 use crate::coordinator::{AnnounceRequest, Coordinator, TokenRequest};
 use crate::mesh::Mesh;
@@ -40,6 +44,113 @@ pub const FLEET_PATH: &str = "/v1/fleet";
 pub const TOKENS_PATH: &str = "/v1/tokens";
 /// Announce a release (`POST`, coordinator, from its own host only).
 pub const ANNOUNCE_PATH: &str = "/v1/announce";
+
+/// Liveness (`GET`): 200 while the process's loops answer.
+pub const HEALTH_PATH: &str = "/health";
+/// Readiness (`GET`): 200 once a mesh member has a neighbour; at once for the coordinator and
+/// processes outside the mesh.
+pub const READY_PATH: &str = "/ready";
+/// The process's role (`GET`): `{"role": "node"}` or `{"role": "coordinator"}`.
+pub const ROLE_PATH: &str = "/role";
+/// Prometheus metrics (`GET`).
+pub const METRICS_PATH: &str = "/metrics";
+
+/// How long `/health` and `/ready` wait for the control loop's answer: a loop that cannot
+/// answer in this long is not running as it should.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The control loop's view of the mesh, if the process is a member, within [`PROBE_WAIT`].
+async fn members_now(mesh: &Mesh) -> Result<crate::mesh::MembersStatus, String> {
+    match tokio::time::timeout(PROBE_WAIT, mesh.members()).await {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => Err(format!("the control loop does not answer: {e:#}")),
+        Err(_) => Err(format!(
+            "the control loop did not answer within {PROBE_WAIT:?}"
+        )),
+    }
+}
+
+/// The probe and metrics routes.
+fn probes(node: Node, mesh: Option<Mesh>, coordinator: Option<Arc<Coordinator>>) -> Router {
+    let role = if coordinator.is_some() {
+        "coordinator"
+    } else {
+        "node"
+    };
+    let (mesh1, mesh2, mesh3) = (mesh.clone(), mesh.clone(), mesh);
+    Router::new()
+        .route(
+            HEALTH_PATH,
+            get(move || {
+                let mesh = mesh1.clone();
+                async move {
+                    match mesh {
+                        Some(mesh) => match members_now(&mesh).await {
+                            Ok(_) => ok(&serde_json::json!({ "status": "ok" })),
+                            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+                        },
+                        None => ok(&serde_json::json!({ "status": "ok" })),
+                    }
+                }
+            }),
+        )
+        .route(
+            READY_PATH,
+            get(move || {
+                let mesh = mesh2.clone();
+                async move {
+                    let Some(mesh) = mesh else {
+                        return ok(&serde_json::json!({ "ready": true }));
+                    };
+                    match members_now(&mesh).await {
+                        Ok(_) if role == "coordinator" => ok(&serde_json::json!({ "ready": true })),
+                        Ok(m) if !m.active.is_empty() => ok(&serde_json::json!({
+                            "ready": true, "neighbours": m.active.len()
+                        })),
+                        Ok(_) => error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: no neighbour in the mesh yet".into(),
+                        ),
+                        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+                    }
+                }
+            }),
+        )
+        .route(
+            ROLE_PATH,
+            get(move || async move { ok(&serde_json::json!({ "role": role })) }),
+        )
+        .route(
+            METRICS_PATH,
+            get(move |headers: axum::http::HeaderMap| {
+                let (node, mesh, coordinator) = (node.clone(), mesh3.clone(), coordinator.clone());
+                async move {
+                    let members = match &mesh {
+                        Some(m) => members_now(m).await.ok(),
+                        None => None,
+                    };
+                    let fleet = match &coordinator {
+                        Some(c) => tokio::time::timeout(PROBE_WAIT, c.mesh.fleet())
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                        None => None,
+                    };
+                    let text =
+                        crate::metrics::render(&node.status(), members.as_ref(), fleet.as_ref());
+                    let accept = headers
+                        .get(axum::http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok());
+                    let (content_type, text) = crate::metrics::negotiate(accept, text);
+                    (
+                        StatusCode::OK,
+                        [(axum::http::header::CONTENT_TYPE, content_type)],
+                        text,
+                    )
+                }
+            }),
+        )
+}
 
 /// What the API serves besides the data plane's status.
 #[derive(Clone, Default)]
@@ -110,6 +221,11 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let local = listener.local_addr().ok();
+    let probes = probes(
+        node.clone(),
+        extras.mesh.clone(),
+        extras.coordinator.clone(),
+    );
     let mesh = extras.mesh.clone();
     let coordinator = extras.coordinator.clone();
     let coordinator2 = extras.coordinator.clone();
@@ -182,6 +298,7 @@ pub async fn serve(
                 },
             ),
         );
+    let app = app.merge(probes);
     let app = match extras.routes {
         Some(routes) => app.merge(routes),
         None => app,

@@ -17,6 +17,7 @@ pub mod coordinator;
 pub mod identity;
 pub mod limits;
 pub mod mesh;
+pub mod metrics;
 pub mod node;
 pub mod overlay;
 pub mod protocol;
