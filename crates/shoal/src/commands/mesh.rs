@@ -277,6 +277,10 @@ pub fn node(args: NodeArgs) -> Outcome {
             .map_err(|e| Failure::new(Code::Usage, format!("--services: {e:#}")))?,
         None => Default::default(),
     };
+    let mut seeds = Vec::new();
+    for seed in &args.join {
+        seeds.extend(seed.resolve()?);
+    }
     let store = Store::open(&args.net.data_dir, shoal_store::Config::default())
         .code(Code::General, || "cannot open the store".into())?;
     runtime()?.block_on(async {
@@ -300,7 +304,7 @@ pub fn node(args: NodeArgs) -> Outcome {
         let shutdown = node.shutdown_signal();
         let config = mesh::Config {
             listen: args.net.listen,
-            seeds: args.join.clone(),
+            seeds,
             certificate,
             trust,
             control: control::Config::default(),

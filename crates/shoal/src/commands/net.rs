@@ -44,6 +44,73 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     node::parse_addr(text, "address").map_err(|e| e.to_string())
 }
 
+/// A seed to join through: an address, or a host name and port resolved at start (in
+/// Kubernetes, a coordinator's stable name behind a headless Service).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    host: String,
+    port: u16,
+}
+
+impl Seed {
+    fn parse(text: &str) -> Result<Seed, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Seed {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            });
+        }
+        let bad = || format!("{text:?} is not IP:PORT or HOST:PORT (example: 10.0.0.5:7070)");
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let name_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !name_ok || port == 0 {
+            return Err(bad());
+        }
+        Ok(Seed {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// Its addresses: itself, or what the host name resolves to now.
+    ///
+    /// # Errors
+    ///
+    /// A host name that does not resolve, named.
+    pub(super) fn resolve(&self) -> Result<Vec<SocketAddr>, Failure> {
+        use std::net::ToSocketAddrs as _;
+        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        if addrs.is_empty() {
+            return Err(Failure::new(
+                Code::General,
+                format!(
+                    "--join {self}: the host name does not resolve; check the name, or give IP:PORT"
+                ),
+            ));
+        }
+        Ok(addrs)
+    }
+}
+
+impl std::fmt::Display for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => write!(f, "{}", SocketAddr::new(ip, self.port)),
+            Err(_) => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
 /// `shoal seed`.
 #[derive(Args, Debug)]
 pub struct SeedArgs {
@@ -67,9 +134,10 @@ pub struct NodeArgs {
     /// A peer to connect to (and reconnect to), IP:PORT; repeat for more. Without --join only.
     #[arg(long = "peer", value_name = "IP:PORT", value_parser = parse_listen, conflicts_with = "join")]
     peers: Vec<SocketAddr>,
-    /// Join the mesh through this seed (a member's --listen IP:PORT); repeat for more.
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
-    pub(super) join: Vec<SocketAddr>,
+    /// Join the mesh through this seed (a member's --listen address, IP:PORT or HOST:PORT,
+    /// a host name resolved when the node starts); repeat for more.
+    #[arg(long, value_name = "HOST:PORT", value_parser = Seed::parse)]
+    pub(super) join: Vec<Seed>,
     /// An onboarding token from `shoal token create`, redeemed at the coordinator for this
     /// node's admission certificate (kept in the data directory; not needed once admitted).
     #[arg(long, value_name = "TOKEN")]
@@ -562,4 +630,45 @@ pub fn status(args: StatusArgs) -> Outcome {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::Seed;
+
+    #[test]
+    fn a_seed_is_an_address_or_a_host_name_and_a_port() {
+        assert_eq!(
+            Seed::parse("10.0.0.5:7000").unwrap().to_string(),
+            "10.0.0.5:7000"
+        );
+        assert_eq!(Seed::parse("[::1]:7000").unwrap().to_string(), "[::1]:7000");
+        let named = Seed::parse("shoal-coordinator-0.shoal-coordinator:7000").unwrap();
+        assert_eq!(
+            named.to_string(),
+            "shoal-coordinator-0.shoal-coordinator:7000"
+        );
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":7000",
+            "host:0",
+            "host:70000",
+            "ho st:1",
+            "a..b:1",
+        ] {
+            assert!(Seed::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            Seed::parse("localhost:7000").unwrap().resolve().unwrap()[0].port(),
+            7000
+        );
+        assert!(
+            Seed::parse("no-such-host.invalid:7000")
+                .unwrap()
+                .resolve()
+                .is_err()
+        );
+    }
 }
