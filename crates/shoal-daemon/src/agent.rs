@@ -5,6 +5,7 @@
 //! The agent itself runs inside the machine; [`AgentHandle`] is what the rest of the process
 //! sees of it.
 
+use crate::events::{self, Hub};
 use crate::executor::{Event, Executor};
 use crate::host::NodeHost;
 use crate::services::Service;
@@ -138,15 +139,20 @@ pub struct Prepared {
     pub handle: AgentHandle,
     /// The executor, to stop supervised services when the node stops.
     pub executor: Executor,
+    /// The local subscribers to service changes (served on the data directory's socket).
+    pub events: Hub,
 }
 
 /// Loads the agent's saved state, starts the services it was running again, and puts the
 /// store's releases in `node`'s data plane; the machine hears of each release through the
 /// returned inputs.
 ///
+/// It also listens for local subscribers on the data directory's [`events::SOCKET_FILE`].
+///
 /// # Errors
 ///
-/// If the state file exists but cannot be read or decoded (it is left as it is).
+/// If the state file exists but cannot be read or decoded (it is left as it is), or the
+/// subscription socket cannot be bound.
 pub async fn prepare(config: Config, store: Store, node: Node) -> Result<Prepared> {
     let state_path = config.data_dir.join(STATE_FILE);
     let saved = load_state(&state_path)?;
@@ -162,6 +168,9 @@ pub async fn prepare(config: Config, store: Store, node: Node) -> Result<Prepare
     let executor = Executor::new(&config.data_dir, config.services, crash_tx);
     resume_services(&agent, &executor).await;
     let status = Arc::new(Mutex::new(AgentStatus::of(&agent)));
+    let hub = Hub::default();
+    hub.update(&status.lock().unwrap_or_else(|e| e.into_inner()));
+    events::listen(&config.data_dir, hub.clone())?;
     let host = NodeHost::new(
         store,
         node,
@@ -169,6 +178,7 @@ pub async fn prepare(config: Config, store: Store, node: Node) -> Result<Prepare
         state_path,
         status.clone(),
         inputs.clone(),
+        hub.clone(),
     );
     Ok(Prepared {
         local: Local {
@@ -178,6 +188,7 @@ pub async fn prepare(config: Config, store: Store, node: Node) -> Result<Prepare
         },
         handle: AgentHandle { inputs, status },
         executor,
+        events: hub,
     })
 }
 

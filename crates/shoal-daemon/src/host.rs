@@ -9,6 +9,7 @@
 //! Nothing here decides: every choice was the machine's.
 
 use crate::agent::AgentStatus;
+use crate::events::Hub;
 use crate::executor::Executor;
 use shoal_core::activation::Command;
 use shoal_core::content::RootHash;
@@ -29,11 +30,13 @@ pub struct NodeHost {
     state_path: PathBuf,
     status: Arc<Mutex<AgentStatus>>,
     inputs: Inputs,
+    events: Hub,
 }
 
 impl NodeHost {
     /// A host over `store` and the data plane `node`. The store's releases join the data plane
-    /// now, and the machine hears of each through `inputs`.
+    /// now, and the machine hears of each through `inputs`; `events`' subscribers hear of
+    /// every change of their services.
     pub fn new(
         store: Store,
         node: Node,
@@ -41,6 +44,7 @@ impl NodeHost {
         state_path: PathBuf,
         status: Arc<Mutex<AgentStatus>>,
         inputs: Inputs,
+        events: Hub,
     ) -> Self {
         for release in store.releases() {
             let complete = node.add_stored_release(release);
@@ -61,6 +65,7 @@ impl NodeHost {
             state_path,
             status,
             inputs,
+            events,
         }
     }
 }
@@ -160,6 +165,8 @@ impl Host for NodeHost {
     }
 
     fn changed(&mut self, agent: &Agent) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = AgentStatus::of(agent);
+        let status = AgentStatus::of(agent);
+        self.events.update(&status);
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
     }
 }

@@ -5,7 +5,7 @@
 //!   task's agent machine; [`host`] carries out what that machine decides.
 //! - [`executor`] and [`supervisor`]: carry out activation commands: stage, switch, restart,
 //!   health-check; keep supervised services running.
-//! - [`services`]: the node's services file.
+//! - [`services`]: the node's services file; [`events`]: the local subscription socket.
 //! - [`conductor`]: drives the coordinator's conductor ([`shoal_core::rollout::Conductor`]).
 //! - [`db`]: the coordinator's database (redb): releases, rollouts, audit log; [`origin`]
 //!   serves its published releases again after a restart.
@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod conductor;
 pub mod db;
+pub mod events;
 pub mod executor;
 pub mod host;
 pub mod origin;

@@ -11,6 +11,7 @@ mod release;
 mod rollout;
 mod store;
 mod trust;
+mod watch;
 
 use crate::failure::{Code, Failure, Outcome};
 use clap::{Parser, Subcommand};
@@ -65,6 +66,9 @@ enum Command {
     /// Plan, start, watch and steer rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Follow a service on this machine's node: its state, then one JSON line per activation,
+    /// rollback and health change.
+    Watch(watch::WatchArgs),
     /// Print the shell completion script: `source <(shoal completions bash)`.
     Completions(docs::CompletionsArgs),
     /// Print the manual page shoal(1), or write every page with --out DIR.
@@ -99,6 +103,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Audit(args) => rollout::audit(args),
         Command::Config(cmd) => config::run(cmd),
         Command::Completions(args) => docs::completions(&args),
+        Command::Watch(args) => watch::run(&args),
         Command::Man(args) => docs::man(&args),
     }
 }
