@@ -7,6 +7,8 @@
 
 #[path = "support/mesh.rs"]
 mod harness;
+#[path = "support/rollout_fleet.rs"]
+mod rollout_fleet;
 
 use harness::{Mesh, Proc, Work, loopback_listen, report};
 use std::io::{Read, Write};
@@ -233,6 +235,53 @@ fn every_process_answers_probes_and_metrics_that_promtool_and_prometheus_accept(
         "Prometheus read every target after {:.1} s: {last}",
         started.elapsed().as_secs_f64()
     ));
+}
+
+#[test]
+fn a_rollout_shows_in_the_nodes_and_the_coordinators_metrics() {
+    needs("promtool");
+    let work = Work::new("metrics-rollout");
+    let mut f = rollout_fleet::fleet(&work, 3, rollout_fleet::cell_labels);
+    let id = f.first_release();
+    let (_, _, node) = get(f.mesh.nodes[0].listen(), "/metrics");
+    promtool("node00", &node);
+    assert_eq!(
+        sample(
+            &node,
+            "shoal_activations_total{service=\"web\",outcome=\"activated\"}"
+        ),
+        Some(1.0),
+        "{node}"
+    );
+    assert_eq!(
+        sample(
+            &node,
+            "shoal_service_state{service=\"web\",state=\"healthy\"}"
+        ),
+        Some(1.0),
+        "{node}"
+    );
+    let secs = sample(&node, "shoal_activation_seconds_total{service=\"web\"}").unwrap();
+    assert!(secs > 0.0 && secs < 300.0, "{node}");
+    assert_eq!(sample(&node, "shoal_subscribers "), Some(0.0), "{node}");
+    let (_, _, coordinator) = get(f.mesh.coordinator.listen(), "/metrics");
+    promtool("coordinator", &coordinator);
+    let state = format!(
+        "shoal_rollout_state{{rollout=\"{id}\",service=\"web\",version=\"1.0\",state=\"completed\"}}"
+    );
+    assert_eq!(sample(&coordinator, &state), Some(1.0), "{coordinator}");
+    let healthy: f64 = coordinator
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!("shoal_rollout_stage_nodes{{rollout=\"{id}\""))
+                && l.contains("state=\"healthy\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        healthy, 3.0,
+        "every node healthy over the stages: {coordinator}"
+    );
 }
 
 /// Percent-encodes a query for a URL.

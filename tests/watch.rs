@@ -44,7 +44,10 @@ fn shoal_watch_prints_the_state_then_the_activation_of_a_rollout() {
     // Subscribed once its first line (the state) is out; only then does the rollout start.
     let started = Instant::now();
     while std::fs::read_to_string(&out).unwrap_or_default().is_empty() {
-        assert!(started.elapsed() < LINE_WITHIN, "shoal watch printed nothing");
+        assert!(
+            started.elapsed() < LINE_WITHIN,
+            "shoal watch printed nothing"
+        );
         assert!(watch.try_wait().unwrap().is_none(), "shoal watch exited");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -47,6 +47,41 @@ struct Subscriber {
 struct State {
     last: AgentStatus,
     subscribers: Vec<Subscriber>,
+    activations: Activations,
+}
+
+/// Activations as the agent's changes show them, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Activations {
+    /// Per (service, outcome: `activated`, `failed`, `rolled_back`), how many.
+    pub outcomes: std::collections::BTreeMap<(String, &'static str), u64>,
+    /// Per service, the seconds its finished activations took, from `activating` to the
+    /// outcome, summed.
+    pub seconds: std::collections::BTreeMap<String, f64>,
+    started: std::collections::BTreeMap<String, std::time::Instant>,
+}
+
+impl Activations {
+    fn note(&mut self, before: Option<&ServiceStatus>, now: &ServiceStatus, event: Option<&str>) {
+        let was = before.map(|b| b.state.as_str());
+        if now.state == "activating" && was != Some("activating") {
+            self.started
+                .insert(now.name.clone(), std::time::Instant::now());
+        }
+        let outcome = match (event, now.state.as_str()) {
+            (Some("activated"), _) => "activated",
+            (Some("rolled_back"), _) => "rolled_back",
+            (_, "failed") if was != Some("failed") => "failed",
+            _ => return,
+        };
+        *self
+            .outcomes
+            .entry((now.name.clone(), outcome))
+            .or_default() += 1;
+        if let Some(since) = self.started.remove(&now.name) {
+            *self.seconds.entry(now.name.clone()).or_default() += since.elapsed().as_secs_f64();
+        }
+    }
 }
 
 /// The subscriptions. Cheap to clone.
@@ -87,8 +122,16 @@ impl Hub {
         let at = unix_now();
         let mut lines: Vec<(String, Arc<str>)> = Vec::new();
         for now in &status.services {
-            let before = state.last.services.iter().find(|s| s.name == now.name);
-            if let Some(event) = event(before, now) {
+            let before = state
+                .last
+                .services
+                .iter()
+                .find(|s| s.name == now.name)
+                .cloned();
+            let before = before.as_ref();
+            let e = event(before, now);
+            state.activations.note(before, now, e);
+            if let Some(event) = e {
                 let line = Line {
                     event,
                     service: now.clone(),
@@ -150,6 +193,12 @@ impl Hub {
             queue: tx,
         });
         rx
+    }
+
+    /// The agent's latest status and its activations so far.
+    pub fn snapshot(&self) -> (AgentStatus, Activations) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (state.last.clone(), state.activations.clone())
     }
 
     /// Subscribers disconnected because they did not read.

@@ -9,7 +9,8 @@
 //! - [`conductor`]: drives the coordinator's conductor ([`shoal_core::rollout::Conductor`]).
 //! - [`db`]: the coordinator's database (redb): releases, rollouts, audit log; [`origin`]
 //!   serves its published releases again after a restart.
-//! - [`routes`]: their HTTP endpoints, served beside the data plane's API.
+//! - [`routes`]: their HTTP endpoints, served beside the data plane's API; [`metrics`]: their
+//!   part of `/metrics`.
 
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod db;
 pub mod events;
 pub mod executor;
 pub mod host;
+pub mod metrics;
 pub mod origin;
 pub mod routes;
 pub mod services;

@@ -71,7 +71,12 @@ async fn members_now(mesh: &Mesh) -> Result<crate::mesh::MembersStatus, String> 
 }
 
 /// The probe and metrics routes.
-fn probes(node: Node, mesh: Option<Mesh>, coordinator: Option<Arc<Coordinator>>) -> Router {
+fn probes(
+    node: Node,
+    mesh: Option<Mesh>,
+    coordinator: Option<Arc<Coordinator>>,
+    more: Option<crate::metrics::MoreSamples>,
+) -> Router {
     let role = if coordinator.is_some() {
         "coordinator"
     } else {
@@ -124,7 +129,14 @@ fn probes(node: Node, mesh: Option<Mesh>, coordinator: Option<Arc<Coordinator>>)
             METRICS_PATH,
             get(move |headers: axum::http::HeaderMap| {
                 let (node, mesh, coordinator) = (node.clone(), mesh3.clone(), coordinator.clone());
+                let more = more.clone();
                 async move {
+                    let more = match more {
+                        Some(more) => tokio::time::timeout(PROBE_WAIT, more())
+                            .await
+                            .unwrap_or_default(),
+                        None => Vec::new(),
+                    };
                     let members = match &mesh {
                         Some(m) => members_now(m).await.ok(),
                         None => None,
@@ -136,8 +148,12 @@ fn probes(node: Node, mesh: Option<Mesh>, coordinator: Option<Arc<Coordinator>>)
                             .and_then(Result::ok),
                         None => None,
                     };
-                    let text =
-                        crate::metrics::render(&node.status(), members.as_ref(), fleet.as_ref());
+                    let text = crate::metrics::render(
+                        &node.status(),
+                        members.as_ref(),
+                        fleet.as_ref(),
+                        &more,
+                    );
                     let accept = headers
                         .get(axum::http::header::ACCEPT)
                         .and_then(|v| v.to_str().ok());
@@ -161,6 +177,8 @@ pub struct Extras {
     pub coordinator: Option<Arc<Coordinator>>,
     /// More routes, served beside these (the daemon's rollout and service endpoints).
     pub routes: Option<Router>,
+    /// More samples for `/metrics` (the daemon's agent or conductor).
+    pub metrics: Option<crate::metrics::MoreSamples>,
 }
 
 type Answer = (StatusCode, Json<serde_json::Value>);
@@ -225,6 +243,7 @@ pub async fn serve(
         node.clone(),
         extras.mesh.clone(),
         extras.coordinator.clone(),
+        extras.metrics.clone(),
     );
     let mesh = extras.mesh.clone();
     let coordinator = extras.coordinator.clone();

@@ -56,6 +56,66 @@ pub fn to_text_format(openmetrics: &str) -> String {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A sample another part of the process adds to its scrape (the node's agent, the
+/// coordinator's conductor): plain data, so no metrics types cross crates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The family's name without the `shoal_` prefix (and, for a counter, without `_total`).
+    pub name: &'static str,
+    /// The family's help text.
+    pub help: &'static str,
+    /// Whether it only grows (a counter) or goes up and down (a gauge).
+    pub counter: bool,
+    /// Its labels.
+    pub labels: Vec<(&'static str, String)>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// What adds samples to a scrape: called at every scrape.
+pub type MoreSamples =
+    std::sync::Arc<dyn Fn() -> futures::future::BoxFuture<'static, Vec<Sample>> + Send + Sync>;
+
+/// Registers `samples`, one family per name, in the order their names first come.
+fn register_samples(r: &mut Registry, samples: &[Sample]) {
+    use prometheus_client::metrics::counter::Counter as C;
+    use prometheus_client::metrics::gauge::Gauge as G;
+    let mut names: Vec<&'static str> = Vec::new();
+    for s in samples {
+        if !names.contains(&s.name) {
+            names.push(s.name);
+        }
+    }
+    for name in names {
+        let of_name = || samples.iter().filter(move |s| s.name == name);
+        let first = of_name().next().expect("a sample of each name");
+        if first.labels.is_empty() {
+            // One sample without labels: a plain metric, not a family.
+            if first.counter {
+                let c = C::<f64, std::sync::atomic::AtomicU64>::default();
+                c.inc_by(first.value);
+                r.register(name, first.help, c);
+            } else {
+                let g = G::<f64, std::sync::atomic::AtomicU64>::default();
+                g.set(first.value);
+                r.register(name, first.help, g);
+            }
+        } else if first.counter {
+            let family = Family::<Labels, C<f64, std::sync::atomic::AtomicU64>>::default();
+            for s in of_name() {
+                family.get_or_create(&s.labels).inc_by(s.value);
+            }
+            r.register(name, first.help, family);
+        } else {
+            let family = Family::<Labels, G<f64, std::sync::atomic::AtomicU64>>::default();
+            for s in of_name() {
+                family.get_or_create(&s.labels).set(s.value);
+            }
+            r.register(name, first.help, family);
+        }
+    }
+}
+
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     let c: Counter = Counter::default();
     c.inc_by(value);
@@ -110,9 +170,11 @@ pub fn render(
     node: &NodeStatus,
     members: Option<&MembersStatus>,
     fleet: Option<&FleetStatus>,
+    more: &[Sample],
 ) -> String {
     let mut r = Registry::with_prefix("shoal");
     data_plane(&mut r, node);
+    register_samples(&mut r, more);
     if let Some(m) = members {
         mesh(&mut r, m);
     }
@@ -131,7 +193,7 @@ fn data_plane(r: &mut Registry, node: &NodeStatus) {
     counters(
         r,
         "piece_bytes",
-        "Piece bytes moved by the data plane, verified ones received and sent.",
+        "Piece bytes moved by the data plane, verified ones received and sent",
         "direction",
         [
             ("received", sum(|x| x.bytes_down)),
@@ -141,7 +203,7 @@ fn data_plane(r: &mut Registry, node: &NodeStatus) {
     gauges(
         r,
         "pieces",
-        "Pieces of the releases in the store: held verified, and in all.",
+        "Pieces of the releases in the store: held verified, and in all",
         "state",
         [
             ("held", signed(sum(|x| u64::from(x.have)))),
@@ -151,7 +213,7 @@ fn data_plane(r: &mut Registry, node: &NodeStatus) {
     gauges(
         r,
         "releases",
-        "Releases in the store, complete or still being fetched.",
+        "Releases in the store, complete or still being fetched",
         "state",
         [
             (
@@ -167,43 +229,43 @@ fn data_plane(r: &mut Registry, node: &NodeStatus) {
     counter(
         r,
         "verification_failures",
-        "Pieces that failed BLAKE3 verification on arrival.",
+        "Pieces that failed BLAKE3 verification on arrival",
         sum(|x| x.corrupt_pieces),
     );
     counter(
         r,
         "piece_timeouts",
-        "Piece requests that timed out.",
+        "Piece requests that timed out",
         sum(|x| x.timeouts),
     );
     gauge(
         r,
         "banned_peers",
-        "Peers banned by the data plane (bad pieces, false claims), over all releases.",
+        "Peers banned by the data plane (bad pieces, false claims), over all releases",
         signed(node.releases.iter().map(|x| x.banned.len()).sum::<usize>()),
     );
     gauge(
         r,
         "swarm_connections",
-        "Data-plane (QUIC) connections open.",
+        "Data-plane (QUIC) connections open",
         signed(node.connections.len()),
     );
     gauge(
         r,
         "swarm_peers",
-        "Swarm peers over all releases being fetched or served.",
+        "Swarm peers over all releases being fetched or served",
         signed(node.releases.iter().map(|x| x.peers.len()).sum::<usize>()),
     );
     counter(
         r,
         "refused_peers",
-        "Data-plane peers refused for a missing or invalid certificate.",
+        "Data-plane peers refused for a missing or invalid certificate",
         node.refused_peers,
     );
     counter(
         r,
         "refused_connections",
-        "Data-plane connections refused by the connection limits.",
+        "Data-plane connections refused by the connection limits",
         node.refused_connections,
     );
 }
@@ -212,7 +274,7 @@ fn mesh(r: &mut Registry, m: &MembersStatus) {
     gauges(
         r,
         "view_peers",
-        "Members in the membership views: active (neighbours) and passive (candidates).",
+        "Members in the membership views: active (neighbours) and passive (candidates)",
         "view",
         [
             ("active", signed(m.active.len())),
@@ -222,57 +284,57 @@ fn mesh(r: &mut Registry, m: &MembersStatus) {
     gauge(
         r,
         "suspect_neighbours",
-        "Active neighbours that missed a ping and are being probed.",
+        "Active neighbours that missed a ping and are being probed",
         signed(m.active.iter().filter(|a| a.suspect).count()),
     );
     gauge(
         r,
         "broadcast_sequence",
-        "The latest broadcast sequence number delivered (sent, at the coordinator).",
+        "The latest broadcast sequence number delivered (sent, at the coordinator)",
         signed(m.latest_seq),
     );
     counter(
         r,
         "broadcasts_delivered",
-        "Broadcast envelopes delivered.",
+        "Broadcast envelopes delivered",
         m.delivered,
     );
     counter(
         r,
         "broadcast_duplicates",
-        "Broadcast envelopes received again.",
+        "Broadcast envelopes received again",
         m.duplicates,
     );
     counters(
         r,
         "control_frames",
-        "Control-plane frames, sent and received.",
+        "Control-plane frames, sent and received",
         "direction",
         [("sent", m.frames_sent), ("received", m.frames_received)],
     );
     counters(
         r,
         "control_bytes",
-        "Control-plane bytes, sent and received.",
+        "Control-plane bytes, sent and received",
         "direction",
         [("sent", m.bytes_sent), ("received", m.bytes_received)],
     );
     counter(
         r,
         "refused_envelopes",
-        "Broadcast envelopes or manifests refused for a bad or unknown signature.",
+        "Broadcast envelopes or manifests refused for a bad or unknown signature",
         m.refused_envelopes,
     );
     counter(
         r,
         "malformed_frames",
-        "Control-plane frames that did not decode.",
+        "Control-plane frames that did not decode",
         m.malformed_frames,
     );
     counter(
         r,
         "members_declared_dead",
-        "Neighbours this member declared dead.",
+        "Neighbours this member declared dead",
         m.declared_dead,
     );
 }
@@ -281,14 +343,14 @@ fn fleet_counts(r: &mut Registry, f: &FleetStatus) {
     gauge(
         r,
         "fleet_nodes",
-        "Nodes the coordinator counts through the health tree (itself not included).",
+        "Nodes the coordinator counts through the health tree (itself not included)",
         signed(f.nodes),
     );
     let s = &f.states;
     gauges(
         r,
         "fleet_nodes_by_state",
-        "Nodes per health state.",
+        "Nodes per health state",
         "state",
         [
             ("unknown", i64::from(s.unknown)),
@@ -314,7 +376,7 @@ fn fleet_counts(r: &mut Registry, f: &FleetStatus) {
     }
     r.register(
         "fleet_release_nodes",
-        "Nodes per release (by root) holding it complete, and still fetching it.",
+        "Nodes per release (by root) holding it complete, and still fetching it",
         family,
     );
 }
@@ -326,7 +388,27 @@ mod tests {
     #[test]
     fn families_are_named_with_the_prefix_and_their_units() {
         let node = NodeStatus::default();
-        let text = render(&node, None, None);
+        let more = [
+            Sample {
+                name: "activations",
+                help: "Activations, by outcome",
+                counter: true,
+                labels: vec![("outcome", "activated".into())],
+                value: 2.0,
+            },
+            Sample {
+                name: "activations",
+                help: "Activations, by outcome",
+                counter: true,
+                labels: vec![("outcome", "failed".into())],
+                value: 1.0,
+            },
+        ];
+        let text = render(&node, None, None, &more);
+        assert!(
+            text.contains("shoal_activations_total{outcome=\"failed\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE shoal_piece_bytes counter"), "{text}");
         assert!(
             text.contains("shoal_piece_bytes_total{direction=\"received\"} 0"),

@@ -188,6 +188,7 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
                 Err(e) => tracing::error!("{e:#}"),
             }
         });
+        let metrics = shoal_daemon::metrics::coordinator(conductor.clone());
         let routes = shoal_daemon::routes::coordinator(
             conductor,
             coordinator.clone(),
@@ -198,6 +199,7 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             mesh: Some(mesh),
             coordinator: Some(coordinator),
             routes: Some(routes),
+            metrics: Some(metrics),
         };
         tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
         eprintln!(
@@ -331,6 +333,7 @@ pub fn node(args: NodeArgs) -> Outcome {
             mesh: Some(mesh.clone()),
             coordinator: None,
             routes: Some(shoal_daemon::routes::node(agent.handle, args.net.listen)),
+            metrics: Some(shoal_daemon::metrics::node(agent.events)),
         };
         tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
         eprintln!(
