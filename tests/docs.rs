@@ -6,7 +6,7 @@
 #[path = "support/mesh.rs"]
 mod harness;
 
-use harness::{run_with_timeout, shoal_bin, shoal_command};
+use harness::{needs, run_with_timeout, shoal_bin, shoal_command};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -14,17 +14,6 @@ use std::time::Duration;
 /// A shell loading a completion script, or groff rendering a page, takes well under a second;
 /// this leaves room for a loaded machine.
 const WITHIN: Duration = Duration::from_secs(60);
-
-fn needs(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is missing: run scripts/setup, which installs it"
-    );
-}
 
 /// Writes `shoal completions SHELL` into `dir` and returns its path.
 fn script(dir: &Path, shell: &str) -> std::path::PathBuf {

@@ -10,7 +10,7 @@ mod harness;
 #[path = "support/rollout_fleet.rs"]
 mod rollout_fleet;
 
-use harness::{Mesh, Proc, Work, loopback_listen, report};
+use harness::{Mesh, Proc, Work, loopback_listen, needs, report};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -49,17 +49,6 @@ fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, head.to_owned(), body.to_owned())
-}
-
-fn needs(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is missing: run scripts/setup, which installs it"
-    );
 }
 
 /// `promtool check metrics` on `text`; panics with its complaints unless it accepts it.

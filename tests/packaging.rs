@@ -10,7 +10,7 @@
 #[path = "support/mesh.rs"]
 mod harness;
 
-use harness::{run_with_timeout, shoal_bin, shoal_command};
+use harness::{needs, run_with_timeout, shoal_bin, shoal_command};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,17 +30,6 @@ fn run(mut cmd: Command) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
     stdout + &stderr
-}
-
-fn needs(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is missing: run scripts/setup, which installs it"
-    );
 }
 
 #[test]

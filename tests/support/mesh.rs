@@ -568,6 +568,19 @@ pub fn write_random(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, common::bytes(len, seed)).expect("write the payload");
 }
 
+/// Fails the test unless `tool` is on the PATH, saying how to get it: the tools the tests run
+/// (shells, groff, promtool, prometheus, systemd-analyze, kubectl) come from `scripts/setup`.
+pub fn needs(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is missing: run scripts/setup, which installs it"
+    );
+}
+
 /// Labels for node `i`, spread over two regions, four fault domains and ten racks.
 pub fn spread_labels(i: usize) -> String {
     format!("region=r{},fd={},rack={}", 1 + i % 2, i % 4, i % 10)

@@ -253,22 +253,13 @@ pub fn listen(data_dir: &Path, hub: Hub) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A valid service name: what the services file allows.
-fn valid(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
 async fn serve(stream: UnixStream, hub: Hub) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
     let mut request = String::new();
     let read_ok = reader.read_line(&mut request).await.is_ok();
     let service = request.trim();
-    if !read_ok || !request.ends_with('\n') || !valid(service) {
+    if !read_ok || !request.ends_with('\n') || !crate::services::is_service_name(service) {
         hub.refused.fetch_add(1, Ordering::Relaxed);
         let answer = serde_json::json!({
             "error": format!(

@@ -114,16 +114,8 @@ pub fn coordinator(conductor: ConductorHandle) -> MoreSamples {
                 "1 for each rollout's state (running, paused, completed, aborted, rolled_back, ...), with its service and version",
                 false,
             );
-            let wave = sample(
-                "rollout_wave",
-                "The rollout's current wave (from 0)",
-                false,
-            );
-            let waves = sample(
-                "rollout_waves",
-                "The waves the rollout was cut into",
-                false,
-            );
+            let wave = sample("rollout_wave", "The rollout's current wave (from 0)", false);
+            let waves = sample("rollout_waves", "The waves the rollout was cut into", false);
             let nodes = sample(
                 "rollout_stage_nodes",
                 "Nodes per rollout stage: expected, activating, healthy, failed",

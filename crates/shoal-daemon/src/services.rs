@@ -164,14 +164,18 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, Service>> {
     Ok(out)
 }
 
-fn check(s: ServiceFile) -> Result<Service> {
-    let name = s.name;
-    if name.is_empty()
-        || name.len() > 64
-        || !name
+/// Whether `name` can name a service: 1 to 64 characters of `[A-Za-z0-9._-]`.
+pub fn is_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+}
+
+fn check(s: ServiceFile) -> Result<Service> {
+    let name = s.name;
+    if !is_service_name(&name) {
         bail!("service name {name:?}: use 1 to 64 characters of [A-Za-z0-9._-]");
     }
     let mode = match s.mode.as_str() {

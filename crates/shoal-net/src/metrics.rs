@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// The content type of [`render`]'s text, which Prometheus asks for first.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -78,8 +79,8 @@ pub type MoreSamples =
 
 /// Registers `samples`, one family per name, in the order their names first come.
 fn register_samples(r: &mut Registry, samples: &[Sample]) {
-    use prometheus_client::metrics::counter::Counter as C;
-    use prometheus_client::metrics::gauge::Gauge as G;
+    type C = Counter<f64, AtomicU64>;
+    type G = Gauge<f64, AtomicU64>;
     let mut names: Vec<&'static str> = Vec::new();
     for s in samples {
         if !names.contains(&s.name) {
@@ -92,22 +93,22 @@ fn register_samples(r: &mut Registry, samples: &[Sample]) {
         if first.labels.is_empty() {
             // One sample without labels: a plain metric, not a family.
             if first.counter {
-                let c = C::<f64, std::sync::atomic::AtomicU64>::default();
+                let c = C::default();
                 c.inc_by(first.value);
                 r.register(name, first.help, c);
             } else {
-                let g = G::<f64, std::sync::atomic::AtomicU64>::default();
+                let g = G::default();
                 g.set(first.value);
                 r.register(name, first.help, g);
             }
         } else if first.counter {
-            let family = Family::<Labels, C<f64, std::sync::atomic::AtomicU64>>::default();
+            let family = Family::<Labels, C>::default();
             for s in of_name() {
                 family.get_or_create(&s.labels).inc_by(s.value);
             }
             r.register(name, first.help, family);
         } else {
-            let family = Family::<Labels, G<f64, std::sync::atomic::AtomicU64>>::default();
+            let family = Family::<Labels, G>::default();
             for s in of_name() {
                 family.get_or_create(&s.labels).set(s.value);
             }
@@ -116,269 +117,276 @@ fn register_samples(r: &mut Registry, samples: &[Sample]) {
     }
 }
 
-fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
-    let c: Counter = Counter::default();
-    c.inc_by(value);
-    registry.register(name, help, c);
-}
-
-fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
-    let g: Gauge = Gauge::default();
-    g.set(value);
-    registry.register(name, help, g);
-}
-
-fn counters<'a>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    label: &'static str,
-    values: impl IntoIterator<Item = (&'a str, u64)>,
-) {
-    let family = Family::<Labels, Counter>::default();
-    for (value, n) in values {
-        family
-            .get_or_create(&vec![(label, value.to_string())])
-            .inc_by(n);
+/// A sample of family `name`.
+fn one(
+    name: &'static str,
+    help: &'static str,
+    counter: bool,
+    labels: Vec<(&'static str, String)>,
+    value: f64,
+) -> Sample {
+    Sample {
+        name,
+        help,
+        counter,
+        labels,
+        value,
     }
-    registry.register(name, help, family);
 }
 
-fn gauges<'a>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
+/// A family with one label whose samples are `values`, as (label value, sample value).
+fn by<'a>(
+    name: &'static str,
+    help: &'static str,
+    counter: bool,
     label: &'static str,
-    values: impl IntoIterator<Item = (&'a str, i64)>,
-) {
-    let family = Family::<Labels, Gauge>::default();
-    for (value, n) in values {
-        family
-            .get_or_create(&vec![(label, value.to_string())])
-            .set(n);
-    }
-    registry.register(name, help, family);
+    values: impl IntoIterator<Item = (&'a str, f64)>,
+) -> impl Iterator<Item = Sample> {
+    values
+        .into_iter()
+        .map(move |(v, n)| one(name, help, counter, vec![(label, v.to_owned())], n))
 }
 
-fn signed(n: impl TryInto<i64>) -> i64 {
-    n.try_into().unwrap_or(i64::MAX)
+/// Families of one sample without labels: (name, help, counter, value).
+fn unlabelled<const N: usize>(
+    rows: [(&'static str, &'static str, bool, f64); N],
+) -> impl Iterator<Item = Sample> {
+    rows.into_iter()
+        .map(|(name, help, counter, v)| one(name, help, counter, Vec::new(), v))
 }
 
 /// The metrics text of a process: its data plane's `node`, its mesh membership `members`
-/// (mesh members and the coordinator), and the `fleet` (the coordinator).
+/// (mesh members and the coordinator), the `fleet` (the coordinator), and `more` from the
+/// daemon.
 pub fn render(
     node: &NodeStatus,
     members: Option<&MembersStatus>,
     fleet: Option<&FleetStatus>,
     more: &[Sample],
 ) -> String {
-    let mut r = Registry::with_prefix("shoal");
-    data_plane(&mut r, node);
-    register_samples(&mut r, more);
+    let mut samples = data_plane(node);
     if let Some(m) = members {
-        mesh(&mut r, m);
+        samples.extend(mesh(m));
     }
     if let Some(f) = fleet {
-        fleet_counts(&mut r, f);
+        samples.extend(fleet_counts(f));
     }
+    samples.extend_from_slice(more);
+    let mut r = Registry::with_prefix("shoal");
+    register_samples(&mut r, &samples);
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut text, &r);
     text
 }
 
-fn data_plane(r: &mut Registry, node: &NodeStatus) {
-    let sum =
-        |f: fn(&crate::status::ReleaseStatus) -> u64| node.releases.iter().map(f).sum::<u64>();
-    counters(
-        r,
+fn data_plane(node: &NodeStatus) -> Vec<Sample> {
+    let sum = |f: fn(&crate::status::ReleaseStatus) -> u64| {
+        node.releases.iter().map(f).sum::<u64>() as f64
+    };
+    let count = |n: usize| n as f64;
+    let mut out: Vec<Sample> = by(
         "piece_bytes",
         "Piece bytes moved by the data plane, verified ones received and sent",
+        true,
         "direction",
         [
             ("received", sum(|x| x.bytes_down)),
             ("sent", sum(|x| x.bytes_up)),
         ],
-    );
-    gauges(
-        r,
+    )
+    .collect();
+    out.extend(by(
         "pieces",
         "Pieces of the releases in the store: held verified, and in all",
+        false,
         "state",
         [
-            ("held", signed(sum(|x| u64::from(x.have)))),
-            ("total", signed(sum(|x| u64::from(x.total)))),
+            ("held", sum(|x| u64::from(x.have))),
+            ("total", sum(|x| u64::from(x.total))),
         ],
-    );
-    gauges(
-        r,
+    ));
+    out.extend(by(
         "releases",
         "Releases in the store, complete or still being fetched",
+        false,
         "state",
         [
             (
                 "complete",
-                signed(node.releases.iter().filter(|x| x.complete).count()),
+                count(node.releases.iter().filter(|x| x.complete).count()),
             ),
             (
                 "partial",
-                signed(node.releases.iter().filter(|x| !x.complete).count()),
+                count(node.releases.iter().filter(|x| !x.complete).count()),
             ),
         ],
-    );
-    counter(
-        r,
-        "verification_failures",
-        "Pieces that failed BLAKE3 verification on arrival",
-        sum(|x| x.corrupt_pieces),
-    );
-    counter(
-        r,
-        "piece_timeouts",
-        "Piece requests that timed out",
-        sum(|x| x.timeouts),
-    );
-    gauge(
-        r,
-        "banned_peers",
-        "Peers banned by the data plane (bad pieces, false claims), over all releases",
-        signed(node.releases.iter().map(|x| x.banned.len()).sum::<usize>()),
-    );
-    gauge(
-        r,
-        "swarm_connections",
-        "Data-plane (QUIC) connections open",
-        signed(node.connections.len()),
-    );
-    gauge(
-        r,
-        "swarm_peers",
-        "Swarm peers over all releases being fetched or served",
-        signed(node.releases.iter().map(|x| x.peers.len()).sum::<usize>()),
-    );
-    counter(
-        r,
-        "refused_peers",
-        "Data-plane peers refused for a missing or invalid certificate",
-        node.refused_peers,
-    );
-    counter(
-        r,
-        "refused_connections",
-        "Data-plane connections refused by the connection limits",
-        node.refused_connections,
-    );
+    ));
+    let plain = [
+        (
+            "verification_failures",
+            "Pieces that failed BLAKE3 verification on arrival",
+            true,
+            sum(|x| x.corrupt_pieces),
+        ),
+        (
+            "piece_timeouts",
+            "Piece requests that timed out",
+            true,
+            sum(|x| x.timeouts),
+        ),
+        (
+            "banned_peers",
+            "Peers banned by the data plane (bad pieces, false claims), over all releases",
+            false,
+            count(node.releases.iter().map(|x| x.banned.len()).sum()),
+        ),
+        (
+            "swarm_connections",
+            "Data-plane (QUIC) connections open",
+            false,
+            count(node.connections.len()),
+        ),
+        (
+            "swarm_peers",
+            "Swarm peers over all releases being fetched or served",
+            false,
+            count(node.releases.iter().map(|x| x.peers.len()).sum()),
+        ),
+        (
+            "refused_peers",
+            "Data-plane peers refused for a missing or invalid certificate",
+            true,
+            node.refused_peers as f64,
+        ),
+        (
+            "refused_connections",
+            "Data-plane connections refused by the connection limits",
+            true,
+            node.refused_connections as f64,
+        ),
+    ];
+    out.extend(unlabelled(plain));
+    out
 }
 
-fn mesh(r: &mut Registry, m: &MembersStatus) {
-    gauges(
-        r,
+fn mesh(m: &MembersStatus) -> Vec<Sample> {
+    let mut out: Vec<Sample> = by(
         "view_peers",
         "Members in the membership views: active (neighbours) and passive (candidates)",
+        false,
         "view",
         [
-            ("active", signed(m.active.len())),
-            ("passive", signed(m.passive.len())),
+            ("active", m.active.len() as f64),
+            ("passive", m.passive.len() as f64),
         ],
-    );
-    gauge(
-        r,
-        "suspect_neighbours",
-        "Active neighbours that missed a ping and are being probed",
-        signed(m.active.iter().filter(|a| a.suspect).count()),
-    );
-    gauge(
-        r,
-        "broadcast_sequence",
-        "The latest broadcast sequence number delivered (sent, at the coordinator)",
-        signed(m.latest_seq),
-    );
-    counter(
-        r,
-        "broadcasts_delivered",
-        "Broadcast envelopes delivered",
-        m.delivered,
-    );
-    counter(
-        r,
-        "broadcast_duplicates",
-        "Broadcast envelopes received again",
-        m.duplicates,
-    );
-    counters(
-        r,
+    )
+    .collect();
+    out.extend(by(
         "control_frames",
         "Control-plane frames, sent and received",
+        true,
         "direction",
-        [("sent", m.frames_sent), ("received", m.frames_received)],
-    );
-    counters(
-        r,
+        [
+            ("sent", m.frames_sent as f64),
+            ("received", m.frames_received as f64),
+        ],
+    ));
+    out.extend(by(
         "control_bytes",
         "Control-plane bytes, sent and received",
+        true,
         "direction",
-        [("sent", m.bytes_sent), ("received", m.bytes_received)],
-    );
-    counter(
-        r,
-        "refused_envelopes",
-        "Broadcast envelopes or manifests refused for a bad or unknown signature",
-        m.refused_envelopes,
-    );
-    counter(
-        r,
-        "malformed_frames",
-        "Control-plane frames that did not decode",
-        m.malformed_frames,
-    );
-    counter(
-        r,
-        "members_declared_dead",
-        "Neighbours this member declared dead",
-        m.declared_dead,
-    );
+        [
+            ("sent", m.bytes_sent as f64),
+            ("received", m.bytes_received as f64),
+        ],
+    ));
+    let plain = [
+        (
+            "suspect_neighbours",
+            "Active neighbours that missed a ping and are being probed",
+            false,
+            m.active.iter().filter(|a| a.suspect).count() as f64,
+        ),
+        (
+            "broadcast_sequence",
+            "The latest broadcast sequence number delivered (sent, at the coordinator)",
+            false,
+            m.latest_seq as f64,
+        ),
+        (
+            "broadcasts_delivered",
+            "Broadcast envelopes delivered",
+            true,
+            m.delivered as f64,
+        ),
+        (
+            "broadcast_duplicates",
+            "Broadcast envelopes received again",
+            true,
+            m.duplicates as f64,
+        ),
+        (
+            "refused_envelopes",
+            "Broadcast envelopes or manifests refused for a bad or unknown signature",
+            true,
+            m.refused_envelopes as f64,
+        ),
+        (
+            "malformed_frames",
+            "Control-plane frames that did not decode",
+            true,
+            m.malformed_frames as f64,
+        ),
+        (
+            "members_declared_dead",
+            "Neighbours this member declared dead",
+            true,
+            m.declared_dead as f64,
+        ),
+    ];
+    out.extend(unlabelled(plain));
+    out
 }
 
-fn fleet_counts(r: &mut Registry, f: &FleetStatus) {
-    gauge(
-        r,
+fn fleet_counts(f: &FleetStatus) -> Vec<Sample> {
+    let s = &f.states;
+    let mut out = vec![one(
         "fleet_nodes",
         "Nodes the coordinator counts through the health tree (itself not included)",
-        signed(f.nodes),
-    );
-    let s = &f.states;
-    gauges(
-        r,
+        false,
+        Vec::new(),
+        f64::from(f.nodes),
+    )];
+    out.extend(by(
         "fleet_nodes_by_state",
         "Nodes per health state",
+        false,
         "state",
         [
-            ("unknown", i64::from(s.unknown)),
-            ("healthy", i64::from(s.healthy)),
-            ("degraded", i64::from(s.degraded)),
-            ("failed", i64::from(s.failed)),
+            ("unknown", f64::from(s.unknown)),
+            ("healthy", f64::from(s.healthy)),
+            ("degraded", f64::from(s.degraded)),
+            ("failed", f64::from(s.failed)),
         ],
-    );
-    let family = Family::<Labels, Gauge>::default();
+    ));
     for release in &f.releases {
         let root = release.root.to_string();
         for (state, n) in [
             ("complete", release.complete),
             ("fetching", release.fetching),
         ] {
-            family
-                .get_or_create(&vec![
-                    ("release", root.clone()),
-                    ("state", state.to_string()),
-                ])
-                .set(i64::from(n));
+            out.push(one(
+                "fleet_release_nodes",
+                "Nodes per release (by root) holding it complete, and still fetching it",
+                false,
+                vec![("release", root.clone()), ("state", state.to_owned())],
+                f64::from(n),
+            ));
         }
     }
-    r.register(
-        "fleet_release_nodes",
-        "Nodes per release (by root) holding it complete, and still fetching it",
-        family,
-    );
+    out
 }
 
 #[cfg(test)]
@@ -411,10 +419,11 @@ mod tests {
         );
         assert!(text.contains("# TYPE shoal_piece_bytes counter"), "{text}");
         assert!(
-            text.contains("shoal_piece_bytes_total{direction=\"received\"} 0"),
+            text.contains("shoal_piece_bytes_total{direction=\"received\"} 0.0"),
             "{text}"
         );
-        assert!(text.contains("shoal_pieces{state=\"held\"} 0"), "{text}");
+        assert!(text.contains("shoal_pieces{state=\"held\"} 0.0"), "{text}");
+        assert!(text.contains("\nshoal_swarm_connections 0.0\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
         let old = to_text_format(&text);
         assert!(
