@@ -3,7 +3,8 @@
 //! is done. Prints the scrapes' count, their latency as a client sees it (connect, request,
 //! whole answer) at p50, p99 and max, their size, and the fetch's progress across them.
 //!
-//! `cargo bench -p shoal --bench metrics` fetches 1 GiB (`SHOAL_METRICS_BYTES`) uncapped; under
+//! `cargo bench -p shoal --bench metrics` fetches 1 GiB (`SHOAL_METRICS_BYTES`) uncapped (or at
+//! `SHOAL_METRICS_DOWNLOAD_LIMIT`, e.g. `1gbit`); under
 //! `cargo test` it fetches 64 MiB at 200 Mbit/s and fails if no scrape came during the
 //! transfer or one was over the goal's 64 KiB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -63,13 +64,15 @@ fn main() {
     release(&f, bytes as usize);
     let (_seed, seed_addr) = seed(&f, "app.manifest", "payload.bin", &[]);
     // The smoke run's debug build would be done before its API answers: it is capped, so the
-    // scrapes come while the swarm runs.
-    let cap: &[&str] = if smoke {
-        &["--download-limit", "200mbit"]
-    } else {
-        &[]
+    // scrapes come while the swarm runs. `SHOAL_METRICS_DOWNLOAD_LIMIT` caps the bench's.
+    let limit = std::env::var("SHOAL_METRICS_DOWNLOAD_LIMIT")
+        .ok()
+        .or_else(|| smoke.then(|| "200mbit".to_owned()));
+    let cap: Vec<&str> = match &limit {
+        Some(l) => vec!["--download-limit", l],
+        None => Vec::new(),
     };
-    let (_fetch, fetch_addr, done) = fetch(&f, "app.manifest", "copy", &[seed_addr], cap);
+    let (_fetch, fetch_addr, done) = fetch(&f, "app.manifest", "copy", &[seed_addr], &cap);
     wait_for_status(fetch_addr);
     let mut times = Vec::new();
     let mut sizes = Vec::new();
@@ -101,10 +104,13 @@ fn main() {
         |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
     let largest = sizes.iter().copied().max().unwrap_or(0);
     println!(
-        "/metrics of a shoal fetch pulling {} MiB from a shoal seed on loopback ({transfer:.2} s): \
+        "/metrics of a shoal fetch pulling {} MiB from a shoal seed on loopback, {} ({transfer:.2} s): \
          {} scrapes, {during} while bytes were arriving; latency p50 {:.2} ms, p99 {:.2} ms, max \
          {:.2} ms; size {} to {largest} bytes (goals: 5 ms, 64 KiB)",
         bytes >> 20,
+        limit
+            .as_deref()
+            .map_or("uncapped".to_owned(), |l| format!("capped at {l}")),
         times.len(),
         at(0.5),
         at(0.99),
