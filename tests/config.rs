@@ -84,6 +84,16 @@ fn a_bad_config_file_is_refused_naming_the_key_and_its_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("bad0.toml:2: `listen`"), "{stderr}");
+    // A file far too big to be one.
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "# x\n".repeat(600_000)).unwrap();
+    let out = check(&big, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("big.toml is 2400000 bytes: not a config file"),
+        "{stderr}"
+    );
     // A file that is not there.
     let out = check(&dir.path().join("missing.toml"), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);

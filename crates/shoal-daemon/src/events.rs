@@ -24,6 +24,8 @@ pub const SOCKET_FILE: &str = "events.sock";
 pub const QUEUE: usize = 256;
 /// The longest subscription line read.
 const MAX_REQUEST: usize = 256;
+/// Subscribers served at once; more are refused with a message.
+pub const MAX_SUBSCRIBERS: usize = 64;
 
 /// One line to a subscriber.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -161,10 +163,15 @@ impl Hub {
         });
     }
 
-    /// Subscribes to `service`: its state now, then a line per change.
-    pub fn subscribe(&self, service: &str) -> mpsc::Receiver<Arc<str>> {
+    /// Subscribes to `service`: its state now, then a line per change; `None` when
+    /// [`MAX_SUBSCRIBERS`] are served already.
+    pub fn subscribe(&self, service: &str) -> Option<mpsc::Receiver<Arc<str>>> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.subscribers.retain(|s| !s.queue.is_closed());
+        if state.subscribers.len() >= MAX_SUBSCRIBERS {
+            return None;
+        }
         let now = state
             .last
             .services
@@ -192,7 +199,7 @@ impl Hub {
             service: service.to_owned(),
             queue: tx,
         });
-        rx
+        Some(rx)
     }
 
     /// The agent's latest status and its activations so far.
@@ -270,7 +277,14 @@ async fn serve(stream: UnixStream, hub: Hub) {
         let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
         return;
     }
-    let mut lines = hub.subscribe(service);
+    let Some(mut lines) = hub.subscribe(service) else {
+        hub.refused.fetch_add(1, Ordering::Relaxed);
+        let answer = serde_json::json!({
+            "error": format!("this node already serves {MAX_SUBSCRIBERS} subscribers; close one and try again")
+        });
+        let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+        return;
+    };
     while let Some(line) = lines.recv().await {
         if write.write_all(line.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err()
         {
@@ -306,8 +320,8 @@ mod tests {
     fn a_subscriber_hears_the_state_then_each_change_of_its_service() {
         let hub = Hub::default();
         hub.update(&status("healthy", "1.0"));
-        let mut rx = hub.subscribe("web");
-        let mut other = hub.subscribe("db");
+        let mut rx = hub.subscribe("web").expect("room");
+        let mut other = hub.subscribe("db").expect("room");
         assert_eq!(next(&mut rx)["version"], "1.0");
         assert_eq!(next(&mut other)["state"], "unknown");
         hub.update(&status("activating", "1.0"));
@@ -327,7 +341,7 @@ mod tests {
     #[test]
     fn a_subscriber_that_never_reads_is_let_go_without_holding_the_agent() {
         let hub = Hub::default();
-        let stuck = hub.subscribe("web");
+        let stuck = hub.subscribe("web").expect("room");
         for i in 0..(2 * QUEUE) {
             let state = if i % 2 == 0 { "activating" } else { "healthy" };
             hub.update(&status(state, &i.to_string()));
@@ -335,5 +349,16 @@ mod tests {
         assert_eq!(hub.subscribers(), 0);
         assert_eq!(hub.dropped(), 1);
         drop(stuck);
+    }
+
+    #[test]
+    fn subscribers_past_the_limit_are_refused_until_one_leaves() {
+        let hub = Hub::default();
+        let mut held: Vec<_> = (0..MAX_SUBSCRIBERS)
+            .map(|_| hub.subscribe("web").expect("room"))
+            .collect();
+        assert!(hub.subscribe("web").is_none());
+        held.pop();
+        assert!(hub.subscribe("web").is_some(), "a closed one makes room");
     }
 }

@@ -44,8 +44,21 @@ pub struct Problem {
     pub message: String,
 }
 
+/// The largest config file read: a file of flags is a few hundred bytes.
+const MAX_BYTES: u64 = 1 << 20;
+
 /// Reads and parses `path`; the failure names the file and the line.
 pub fn read(path: &Path) -> Result<Vec<Setting>, Failure> {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len > MAX_BYTES {
+        return Err(Failure::new(
+            Code::Usage,
+            format!(
+                "{} is {len} bytes: not a config file (they are a few hundred bytes; at most {MAX_BYTES})",
+                path.display()
+            ),
+        ));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::new(
             Code::Unreadable,
