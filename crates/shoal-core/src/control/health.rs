@@ -331,8 +331,8 @@ mod tests {
         node.handle_message(at, 1, Message::Gossip { envelope });
     }
 
-    fn child_reports(node: &mut Node<u32>, at: Duration, epoch: u64, round: u64) {
-        let summary = Summary::node(Status::Healthy, []);
+    /// Child 2 reports `summary` for `round` of its run `epoch`.
+    fn child_sends(node: &mut Node<u32>, at: Duration, epoch: u64, round: u64, summary: Summary) {
         node.handle_message(
             at,
             2,
@@ -342,6 +342,10 @@ mod tests {
                 summary,
             },
         );
+    }
+
+    fn child_reports(node: &mut Node<u32>, at: Duration, epoch: u64, round: u64) {
+        child_sends(node, at, epoch, round, Summary::node(Status::Healthy, []));
     }
 
     #[test]
@@ -388,16 +392,7 @@ mod tests {
             s
         };
         let report = |node: &mut Node<u32>, at, epoch, round, nodes| {
-            let summary = subtree_of(nodes);
-            node.handle_message(
-                at,
-                2,
-                Message::Health {
-                    epoch,
-                    round,
-                    summary,
-                },
-            );
+            child_sends(node, at, epoch, round, subtree_of(nodes));
         };
         let second = Duration::from_secs(1);
         let mut now = Config::default().health_hold + second;
