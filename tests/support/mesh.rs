@@ -31,6 +31,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -115,6 +116,48 @@ fn is_free(addr: SocketAddr) -> bool {
         && TcpListener::bind(addr).is_ok()
 }
 
+/// The operator key every command the harness runs signs with (`SHOAL_OPERATOR_KEY`), which
+/// every trust document the harness writes names with every scope. Its seed is fixed, so test
+/// processes that run at once write the same file.
+pub fn operator_key() -> &'static Path {
+    static KEY: OnceLock<PathBuf> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let key = shoal_core::keys::SecretKey::from_seed(
+            shoal_core::keys::Role::Operator,
+            *b"the shoal test harness operator!",
+        );
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("harness-operator.key");
+        write_atomically(&path, &key.to_text(), 0o600);
+        write_atomically(
+            &path.with_extension("key.pub"),
+            &key.role_public().to_text(),
+            0o644,
+        );
+        path
+    })
+}
+
+fn write_atomically(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let temp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&temp)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", temp.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", temp.display()));
+    std::fs::rename(&temp, path)
+        .unwrap_or_else(|e| panic!("cannot rename {} into place: {e}", temp.display()));
+}
+
+/// The public half of [`operator_key`].
+pub fn operator_pub() -> PathBuf {
+    operator_key().with_extension("key.pub")
+}
+
 /// `shoal`, run inside `netns` when given (through `ip netns exec`, which execs it, so the
 /// child's pid is shoal's own).
 pub fn shoal_command(netns: Option<&str>) -> Command {
@@ -128,6 +171,7 @@ pub fn shoal_command(netns: Option<&str>) -> Command {
     };
     let level = std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| LOG_LEVEL.to_owned());
     cmd.env("SHOAL_LOG", level)
+        .env("SHOAL_OPERATOR_KEY", operator_key())
         .env("NO_COLOR", "1")
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null());
@@ -504,6 +548,8 @@ impl Work {
             "publisher.key.pub",
             "--coordinator",
             coordinator_pub,
+            "--operator",
+            &format!("{}=admin,release,read", operator_pub().display()),
             "--out",
             out,
         ]);

@@ -1,8 +1,9 @@
 //! Ed25519 keys and their roles, and the text form of key files.
 //!
-//! Shoal has four key roles. The **root** key (kept offline) signs the trust document; **publisher**
+//! Shoal has five key roles. The **root** key (kept offline) signs the trust document; **publisher**
 //! keys sign release manifests; **coordinator** keys sign rollout directives and admission
-//! certificates; every machine has a **node** key, which is also its libp2p identity.
+//! certificates; **operator** keys sign requests to the coordinator; every machine has a **node**
+//! key, which is also its libp2p identity.
 //!
 //! Key files are one line of text so an operator can tell them apart with `cat`:
 //!
@@ -35,6 +36,9 @@ pub enum Role {
     Publisher,
     /// Signs rollout directives and admission certificates.
     Coordinator,
+    /// Signs an operator's requests to the coordinator, within the scopes the trust document
+    /// gives it.
+    Operator,
     /// Identifies one machine.
     Node,
 }
@@ -46,6 +50,7 @@ impl Role {
             Role::Root => "root",
             Role::Publisher => "publisher",
             Role::Coordinator => "coordinator",
+            Role::Operator => "operator",
             Role::Node => "node",
         }
     }
@@ -65,6 +70,7 @@ impl FromStr for Role {
             "root" => Ok(Role::Root),
             "publisher" => Ok(Role::Publisher),
             "coordinator" => Ok(Role::Coordinator),
+            "operator" => Ok(Role::Operator),
             "node" => Ok(Role::Node),
             other => Err(KeyError::UnknownRole(other.to_owned())),
         }
@@ -74,8 +80,8 @@ impl FromStr for Role {
 /// Why key text could not be used.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
-    /// The role name is not one of root, publisher, coordinator, node.
-    #[error("unknown key role {0:?}: expected root, publisher, coordinator or node")]
+    /// The role name is not one of root, publisher, coordinator, operator, node.
+    #[error("unknown key role {0:?}: expected root, publisher, coordinator, operator or node")]
     UnknownRole(String),
     /// The text is not a key line of the expected kind.
     #[error("not a shoal {expected} key: expected a line \"{tag} ROLE HEX\"")]

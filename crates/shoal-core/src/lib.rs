@@ -36,6 +36,7 @@ pub mod control;
 pub mod keys;
 pub mod labels;
 pub mod manifest;
+pub mod operator;
 pub mod rollout;
 pub mod swarm;
 pub mod trust;

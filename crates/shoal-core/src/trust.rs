@@ -1,13 +1,18 @@
-//! The trust document: which keys may publish releases and coordinate rollouts.
+//! The trust document: which keys may publish releases, coordinate rollouts and operate the
+//! coordinator.
 //!
-//! A root key, kept offline, signs a document naming the publisher and coordinator public keys.
+//! A root key, kept offline, signs a document naming the publisher and coordinator public keys,
+//! and the operator keys with their scopes ([`crate::operator`]).
 //! Machines are configured with the root public key (or accept the document's root on first use and
 //! pin it); everything else is checked against the document.
 //!
 //! The file is JSON so an operator can read it; the signature covers the postcard encoding of
-//! [`TrustBody`], which is deterministic, so reformatting the JSON does not break it.
+//! [`TrustBody`], which is deterministic, so reformatting the JSON does not break it. A document
+//! that names no operator has the same encoding as one written before operators existed, so such
+//! documents keep verifying.
 
 use crate::keys::{PublicKey, Role, SecretKey, Signature};
+use crate::operator::{OperatorGrant, Scope};
 use serde::{Deserialize, Serialize};
 
 /// The signature domain of trust documents.
@@ -36,6 +41,10 @@ pub struct TrustBody {
     pub coordinators: Vec<PublicKey>,
     /// When the document was signed, in seconds since the Unix epoch.
     pub issued_at_unix_secs: u64,
+    /// Keys allowed to sign operator requests, with their scopes. Last, and left out when empty,
+    /// so that a document without operators encodes as one from before they existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<OperatorGrant>,
 }
 
 /// A trust document as stored: the body and the root's signature over it.
@@ -71,6 +80,14 @@ pub enum TrustError {
         role: Role,
         /// How many keys it lists.
         count: usize,
+    },
+    /// An operator grant names no scope, repeats one, or names a key twice.
+    #[error("trust document's operator {key}: {problem}")]
+    BadOperator {
+        /// The key's fingerprint.
+        key: String,
+        /// What is wrong.
+        problem: String,
     },
     /// The root's signature does not verify.
     #[error("trust document signature does not verify against its root key {0}")]
@@ -108,6 +125,32 @@ impl Trust {
         coordinators: Vec<PublicKey>,
         issued_at_unix_secs: u64,
     ) -> Result<Self, TrustError> {
+        Self::sign_with_operators(
+            root,
+            publishers,
+            coordinators,
+            Vec::new(),
+            issued_at_unix_secs,
+        )
+    }
+
+    /// Signs a new trust document that also names operator keys with their scopes.
+    ///
+    /// # Errors
+    ///
+    /// [`TrustError::KeyCount`] if a role lists no keys or too many, [`TrustError::BadOperator`]
+    /// if a grant names no scope, repeats one or names a key twice.
+    ///
+    /// # Panics
+    ///
+    /// If `root` is not a root-role key.
+    pub fn sign_with_operators(
+        root: &SecretKey,
+        publishers: Vec<PublicKey>,
+        coordinators: Vec<PublicKey>,
+        operators: Vec<OperatorGrant>,
+        issued_at_unix_secs: u64,
+    ) -> Result<Self, TrustError> {
         assert_eq!(
             root.role(),
             Role::Root,
@@ -119,6 +162,7 @@ impl Trust {
             publishers,
             coordinators,
             issued_at_unix_secs,
+            operators,
         };
         check_key_counts(&body)?;
         let signature = root.sign(DOMAIN, &signed_bytes(&body));
@@ -191,6 +235,11 @@ impl Trust {
     pub fn is_coordinator(&self, key: &PublicKey) -> bool {
         self.signed.body.coordinators.contains(key)
     }
+
+    /// The operator keys and their scopes.
+    pub fn operators(&self) -> &[OperatorGrant] {
+        &self.signed.body.operators
+    }
 }
 
 fn check_key_counts(body: &TrustBody) -> Result<(), TrustError> {
@@ -203,6 +252,30 @@ fn check_key_counts(body: &TrustBody) -> Result<(), TrustError> {
                 role,
                 count: keys.len(),
             });
+        }
+    }
+    if body.operators.len() > MAX_KEYS_PER_ROLE {
+        return Err(TrustError::KeyCount {
+            role: Role::Operator,
+            count: body.operators.len(),
+        });
+    }
+    for (i, grant) in body.operators.iter().enumerate() {
+        let bad = |problem: String| TrustError::BadOperator {
+            key: grant.key.fingerprint(),
+            problem,
+        };
+        if grant.scopes.is_empty() {
+            return Err(bad("it has no scope".into()));
+        }
+        if let Some(repeat) = Scope::ALL
+            .iter()
+            .find(|s| grant.scopes.iter().filter(|g| g == s).count() > 1)
+        {
+            return Err(bad(format!("scope {repeat} is listed twice")));
+        }
+        if body.operators[..i].iter().any(|g| g.key == grant.key) {
+            return Err(bad("the key is listed twice".into()));
         }
     }
     Ok(())
@@ -284,6 +357,73 @@ mod tests {
             Trust::decode(text.as_bytes()),
             Err(TrustError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn operators_are_signed_and_a_document_without_them_encodes_as_before() {
+        let (root, publisher, coordinator) = keys();
+        let operator = SecretKey::from_seed(Role::Operator, [5; 32]);
+        let grant = OperatorGrant {
+            key: operator.public(),
+            scopes: vec![Scope::Release, Scope::Read],
+        };
+        let trust = Trust::sign_with_operators(
+            &root,
+            vec![publisher.public()],
+            vec![coordinator.public()],
+            vec![grant.clone()],
+            42,
+        )
+        .unwrap();
+        let decoded = Trust::decode(trust.encode().as_bytes()).unwrap();
+        assert_eq!(decoded.operators(), std::slice::from_ref(&grant));
+        let widened = trust.encode().replace("\"release\"", "\"admin\"");
+        assert!(matches!(
+            Trust::decode(widened.as_bytes()),
+            Err(TrustError::BadSignature(_))
+        ));
+        // A document signed without the operators field still verifies.
+        let plain = signed(&root, &publisher, &coordinator);
+        assert!(!plain.encode().contains("operators"));
+        let old_body = (
+            FORMAT_VERSION,
+            root.public(),
+            vec![publisher.public()],
+            vec![coordinator.public()],
+            42u64,
+        );
+        assert_eq!(
+            signed_bytes(plain.body()),
+            postcard::to_stdvec(&old_body).unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_operator_grants_are_refused() {
+        let (root, publisher, coordinator) = keys();
+        let key = SecretKey::from_seed(Role::Operator, [5; 32]).public();
+        for (scopes, twice, says) in [
+            (vec![], false, "no scope"),
+            (vec![Scope::Read, Scope::Read], false, "listed twice"),
+            (vec![Scope::Read], true, "key is listed twice"),
+        ] {
+            let mut grants = vec![OperatorGrant {
+                key,
+                scopes: scopes.clone(),
+            }];
+            if twice {
+                grants.push(grants[0].clone());
+            }
+            let err = Trust::sign_with_operators(
+                &root,
+                vec![publisher.public()],
+                vec![coordinator.public()],
+                grants,
+                1,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 
     #[test]

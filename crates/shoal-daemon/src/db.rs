@@ -1,4 +1,5 @@
-//! The coordinator's database (redb): published releases, rollouts, the audit log.
+//! The coordinator's database (redb): published releases, rollouts, the audit log of the
+//! conductor's decisions and of operators' requests.
 //!
 //! Everything the conductor decides is written here, in one transaction per decision (the
 //! audit record and the rollouts' state together), before the directive it causes is
@@ -39,8 +40,13 @@ pub struct Published {
 pub struct AuditEntry {
     /// Position in the log, from 1.
     pub seq: u64,
-    /// The rollout.
-    pub rollout: u64,
+    /// The rollout, if the entry concerns one.
+    #[serde(default)]
+    pub rollout: Option<u64>,
+    /// The operator key (its fingerprint) whose request this entry records; none for the
+    /// conductor's own decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     /// When (Unix milliseconds).
     pub at_unix_ms: u64,
     /// The wave (1-based), if the entry concerns one.
@@ -136,7 +142,8 @@ impl Db {
             for (seq, r) in (first..).zip(records) {
                 let entry = AuditEntry {
                     seq,
-                    rollout: r.rollout,
+                    rollout: Some(r.rollout),
+                    actor: None,
                     at_unix_ms: u64::try_from(r.at.as_millis()).unwrap_or(u64::MAX),
                     wave: r.wave.map(|w| w + 1),
                     event: r.event.clone(),
@@ -147,6 +154,36 @@ impl Db {
             for (id, rollout) in rollouts {
                 table.insert(*id, serde_json::to_vec(rollout)?.as_slice())?;
             }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Appends an operator's request to the audit log.
+    ///
+    /// # Errors
+    ///
+    /// If the write fails.
+    pub fn record_action(
+        &self,
+        actor: String,
+        rollout: Option<u64>,
+        event: String,
+        at_unix_ms: u64,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut audit = txn.open_table(AUDIT)?;
+            let seq = audit.last()?.map_or(0, |(k, _)| k.value()) + 1;
+            let entry = AuditEntry {
+                seq,
+                rollout,
+                actor: Some(actor),
+                at_unix_ms,
+                wave: None,
+                event,
+            };
+            audit.insert(seq, serde_json::to_vec(&entry)?.as_slice())?;
         }
         txn.commit()?;
         Ok(())

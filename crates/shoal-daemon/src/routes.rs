@@ -3,11 +3,13 @@
 //! On a node: `GET /v1/services` (the agent's services and refusal counts), `POST /v1/drain`
 //! and `POST /v1/undrain`. On the coordinator: `POST /v1/publish`, `POST /v1/rollouts` (start,
 //! or a dry run), `GET /v1/rollouts[/ID]`, `POST /v1/rollouts/ID/VERB` and `GET /v1/audit`.
-//! Actions are taken from the process's own host only.
+//! A node takes drain and undrain from its own host only; the coordinator's requests are checked
+//! by its operator gate ([`shoal_net::operator_gate`]) before they reach these routes, and
+//! [`audit_hook`] writes who asked for what to the audit log.
 
 use crate::agent::AgentHandle;
 use crate::conductor::{ConductorHandle, Verb, wall_now};
-use crate::db::Published;
+use crate::db::{Db, Published};
 use anyhow::{Context, Result, bail};
 use axum::extract::{ConnectInfo, Path};
 use axum::http::StatusCode;
@@ -19,6 +21,7 @@ use shoal_core::rollout::Plan;
 use shoal_core::rollout::conductor::Status;
 use shoal_net::api::is_local;
 use shoal_net::coordinator::{AnnounceRequest, Coordinator};
+use shoal_net::operator_gate::{AuditHook, OperatorAction};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -137,12 +140,32 @@ pub fn node(agent: AgentHandle, local: SocketAddr) -> Router {
         )
 }
 
+/// Writes operator requests to the coordinator's audit log: the key, the request and its
+/// answer, and the rollout it concerns.
+pub fn audit_hook(db: Arc<Db>) -> AuditHook {
+    Arc::new(move |action: OperatorAction| {
+        let rollout = action
+            .request
+            .split_once(' ')
+            .and_then(|(_, path)| path.strip_prefix("/v1/rollouts/"))
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|id| id.parse().ok());
+        let event = match &action.refused {
+            Some(reason) => format!("refused {} ({reason}): {}", action.request, action.status),
+            None => format!("{}: {}", action.request, action.status),
+        };
+        let at_unix_ms = u64::try_from(wall_now().as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = db.record_action(action.actor, rollout, event, at_unix_ms) {
+            tracing::error!("cannot write an operator action to the audit log: {e:#}");
+        }
+    })
+}
+
 /// The coordinator's routes. Published manifests are kept in `published_dir`.
 pub fn coordinator(
     conductor: ConductorHandle,
     coordinator: Arc<Coordinator>,
     published_dir: PathBuf,
-    local: SocketAddr,
 ) -> Router {
     let (c1, c2, c3, c4, c5) = (
         conductor.clone(),
@@ -154,20 +177,12 @@ pub fn coordinator(
     Router::new()
         .route(
             PUBLISH_PATH,
-            post(
-                move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                      Json(request): Json<AnnounceRequest>| {
-                    let conductor = conductor.clone();
-                    let coordinator = coordinator.clone();
-                    let dir = published_dir.clone();
-                    async move {
-                        if let Err(refusal) = local_only(peer, local, "releases are published") {
-                            return refusal;
-                        }
-                        outcome(publish(&conductor, &coordinator, &dir, request).await)
-                    }
-                },
-            ),
+            post(move |Json(request): Json<AnnounceRequest>| {
+                let conductor = conductor.clone();
+                let coordinator = coordinator.clone();
+                let dir = published_dir.clone();
+                async move { outcome(publish(&conductor, &coordinator, &dir, request).await) }
+            }),
         )
         .route(
             ROLLOUTS_PATH,
@@ -175,18 +190,10 @@ pub fn coordinator(
                 let conductor = c1.clone();
                 async move { outcome(conductor.status(None).await) }
             })
-            .post(
-                move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                      Json(request): Json<StartRequest>| {
-                    let conductor = c2.clone();
-                    async move {
-                        if let Err(refusal) = local_only(peer, local, "rollouts are started") {
-                            return refusal;
-                        }
-                        outcome(start(&conductor, request).await)
-                    }
-                },
-            ),
+            .post(move |Json(request): Json<StartRequest>| {
+                let conductor = c2.clone();
+                async move { outcome(start(&conductor, request).await) }
+            }),
         )
         .route(
             "/v1/rollouts/{id}",
@@ -203,36 +210,30 @@ pub fn coordinator(
         )
         .route(
             "/v1/rollouts/{id}/{verb}",
-            post(
-                move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                      Path((id, verb)): Path<(u64, String)>| {
-                    let conductor = c4.clone();
-                    async move {
-                        if let Err(refusal) = local_only(peer, local, "rollouts are steered") {
-                            return refusal;
+            post(move |Path((id, verb)): Path<(u64, String)>| {
+                let conductor = c4.clone();
+                async move {
+                    let verb = match verb.as_str() {
+                        "pause" => Verb::Pause,
+                        "resume" => Verb::Resume,
+                        "promote" => Verb::Promote,
+                        "rollback" => Verb::Rollback,
+                        "abort" => Verb::Abort { revert: false },
+                        "abort-revert" => Verb::Abort { revert: true },
+                        other => {
+                            return error(
+                                StatusCode::NOT_FOUND,
+                                format!("no rollout command {other:?}"),
+                            );
                         }
-                        let verb = match verb.as_str() {
-                            "pause" => Verb::Pause,
-                            "resume" => Verb::Resume,
-                            "promote" => Verb::Promote,
-                            "rollback" => Verb::Rollback,
-                            "abort" => Verb::Abort { revert: false },
-                            "abort-revert" => Verb::Abort { revert: true },
-                            other => {
-                                return error(
-                                    StatusCode::NOT_FOUND,
-                                    format!("no rollout command {other:?}"),
-                                );
-                            }
-                        };
-                        let result = conductor.verb(id, verb).await;
-                        match result {
-                            Ok(()) => outcome(conductor.status(Some(id)).await),
-                            Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
-                        }
+                    };
+                    let result = conductor.verb(id, verb).await;
+                    match result {
+                        Ok(()) => outcome(conductor.status(Some(id)).await),
+                        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
                     }
-                },
-            ),
+                }
+            }),
         )
         .route(
             AUDIT_PATH,

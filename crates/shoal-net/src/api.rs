@@ -2,8 +2,9 @@
 //!
 //! `GET /v1/status` returns the [`NodeStatus`](crate::status::NodeStatus); `GET /v1/members`
 //! a mesh member's views; on the coordinator, `GET /v1/fleet` the aggregated fleet summary and
-//! `POST /v1/tokens` and `POST /v1/announce` its operator actions (from its own host only). The
-//! CLI's `shoal status`, `members`, `token create` and `announce` read and call them; so can `curl`.
+//! `POST /v1/tokens` and `POST /v1/announce` its operator actions. The CLI's `shoal status`,
+//! `members`, `token create` and `announce` read and call them. At the coordinator every request
+//! but the probes' is signed by an operator key and checked by the [`OperatorGate`].
 //!
 //! For probes and scrapers every process also answers `GET /health` (200 while its loops run),
 //! `GET /ready` (a mesh member: it has a neighbour; the coordinator and processes outside the
@@ -12,10 +13,10 @@
 use crate::coordinator::{AnnounceRequest, Coordinator, TokenRequest};
 use crate::mesh::Mesh;
 use crate::node::Node;
+use crate::operator_gate::OperatorGate;
 use anyhow::{Context, Result};
 use axum::Json;
 use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use std::net::SocketAddr;
@@ -40,9 +41,9 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 pub const MEMBERS_PATH: &str = "/v1/members";
 /// The coordinator's aggregated fleet summary (`GET`).
 pub const FLEET_PATH: &str = "/v1/fleet";
-/// Create an onboarding token (`POST`, coordinator, from its own host only).
+/// Create an onboarding token (`POST`, coordinator, scope admin).
 pub const TOKENS_PATH: &str = "/v1/tokens";
-/// Announce a release (`POST`, coordinator, from its own host only).
+/// Announce a release (`POST`, coordinator, scope release).
 pub const ANNOUNCE_PATH: &str = "/v1/announce";
 
 /// Liveness (`GET`): 200 while the process's loops answer.
@@ -76,6 +77,7 @@ fn probes(
     mesh: Option<Mesh>,
     coordinator: Option<Arc<Coordinator>>,
     more: Option<crate::metrics::MoreSamples>,
+    gate: Option<Arc<OperatorGate>>,
 ) -> Router {
     let role = if coordinator.is_some() {
         "coordinator"
@@ -129,14 +131,17 @@ fn probes(
             METRICS_PATH,
             get(move |headers: axum::http::HeaderMap| {
                 let (node, mesh, coordinator) = (node.clone(), mesh3.clone(), coordinator.clone());
-                let more = more.clone();
+                let (more, gate) = (more.clone(), gate.clone());
                 async move {
-                    let more = match more {
+                    let mut more = match more {
                         Some(more) => tokio::time::timeout(PROBE_WAIT, more())
                             .await
                             .unwrap_or_default(),
                         None => Vec::new(),
                     };
+                    if let Some(gate) = gate {
+                        more.extend(gate.samples());
+                    }
                     let members = match &mesh {
                         Some(m) => members_now(m).await.ok(),
                         None => None,
@@ -179,6 +184,8 @@ pub struct Extras {
     pub routes: Option<Router>,
     /// More samples for `/metrics` (the daemon's agent or conductor).
     pub metrics: Option<crate::metrics::MoreSamples>,
+    /// The check of operator requests, in front of every route (the coordinator's).
+    pub gate: Option<Arc<OperatorGate>>,
 }
 
 type Answer = (StatusCode, Json<serde_json::Value>);
@@ -194,33 +201,20 @@ fn ok<T: serde::Serialize>(value: &T) -> Answer {
     }
 }
 
-/// Operator actions are taken only from the coordinator's own host: a request must come from
-/// loopback or from the address the API listens on.
+/// Whether `peer` is this machine: loopback or the address the API listens on. Nodes take
+/// their own drain and undrain from their own host only.
 pub fn is_local(peer: SocketAddr, local: SocketAddr) -> bool {
     peer.ip().is_loopback() || peer.ip() == local.ip()
 }
 
-/// The coordinator, for an operator action (`what`, as in "tokens are created") asked for by
-/// `peer`; or the answer that refuses it.
-fn operator(
-    coordinator: &Option<Arc<Coordinator>>,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-    what: &str,
-) -> Result<Arc<Coordinator>, Answer> {
-    let Some(c) = coordinator.clone() else {
-        return Err(error(
+/// The coordinator, for an operator action; or the answer that says this process is not it.
+fn operator(coordinator: &Option<Arc<Coordinator>>) -> Result<Arc<Coordinator>, Answer> {
+    coordinator.clone().ok_or_else(|| {
+        error(
             StatusCode::NOT_FOUND,
             "this process is not the coordinator".into(),
-        ));
-    };
-    if !local.is_some_and(|l| is_local(peer, l)) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!("{what} from the coordinator's own host, not from {peer}"),
-        ));
-    }
-    Ok(c)
+        )
+    })
 }
 
 /// The answer to an operator action: its result, or what was wrong with the request.
@@ -238,12 +232,12 @@ pub async fn serve(
     extras: Extras,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let local = listener.local_addr().ok();
     let probes = probes(
         node.clone(),
         extras.mesh.clone(),
         extras.coordinator.clone(),
         extras.metrics.clone(),
+        extras.gate.clone(),
     );
     let mesh = extras.mesh.clone();
     let coordinator = extras.coordinator.clone();
@@ -290,9 +284,8 @@ pub async fn serve(
         .route(
             TOKENS_PATH,
             post(
-                move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                      Json(request): Json<TokenRequest>| {
-                    let coordinator = operator(&coordinator2, peer, local, "tokens are created");
+                move |Json(request): Json<TokenRequest>| {
+                    let coordinator = operator(&coordinator2);
                     async move {
                         match coordinator {
                             Ok(c) => outcome(c.create_token(&request)),
@@ -305,9 +298,8 @@ pub async fn serve(
         .route(
             ANNOUNCE_PATH,
             post(
-                move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                      Json(request): Json<AnnounceRequest>| {
-                    let coordinator = operator(&coordinator3, peer, local, "releases are announced");
+                move |Json(request): Json<AnnounceRequest>| {
+                    let coordinator = operator(&coordinator3);
                     async move {
                         match coordinator {
                             Ok(c) => outcome(c.announce(request).await),
@@ -320,6 +312,13 @@ pub async fn serve(
     let app = app.merge(probes);
     let app = match extras.routes {
         Some(routes) => app.merge(routes),
+        None => app,
+    };
+    let app = match extras.gate {
+        Some(gate) => app.layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::operator_gate::check,
+        )),
         None => app,
     };
     let result = axum::serve(

@@ -2,7 +2,8 @@
 //!
 //! The coordinator is a mesh member like any node, plus the broadcast source (its mesh task
 //! signs with the coordinator key) and the origin of what it announces. These actions are
-//! reached through the HTTP API from the coordinator's own host only.
+//! reached through the HTTP API, by operators whose signed requests the
+//! [`OperatorGate`](crate::operator_gate::OperatorGate) let through.
 
 use crate::mesh::{Mesh, unix_now};
 use crate::node::Node;

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod mesh;
 pub mod metrics;
 pub mod node;
+pub mod operator_gate;
 pub mod overlay;
 pub mod protocol;
 pub mod source;

@@ -65,6 +65,14 @@ fn fail(what: impl Into<String>) -> Failure {
     Failure::new(Code::General, what)
 }
 
+/// The demo's operator key, in its directory; the commands it runs sign with it.
+const OPERATOR_KEY: &str = "operator.key";
+
+/// The signer for the demo's own calls to the coordinator.
+pub(super) fn operator(dir: &Path) -> Result<crate::http::Signer, Failure> {
+    crate::http::Signer::load(Some(&dir.join(OPERATOR_KEY)))
+}
+
 /// Runs a `shoal` subcommand in `dir` that must succeed; its output is not needed.
 pub(super) fn step(exe: &Path, dir: &Path, args: &[&str]) -> Outcome {
     output(exe, dir, args).map(drop)
@@ -111,6 +119,10 @@ fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) -> 
 pub(super) fn output(exe: &Path, dir: &Path, args: &[&str]) -> Result<String, Failure> {
     let out = Command::new(exe)
         .current_dir(dir)
+        .env(
+            crate::http::OPERATOR_KEY_ENV,
+            std::path::absolute(dir.join(OPERATOR_KEY)).unwrap_or_else(|_| dir.join(OPERATOR_KEY)),
+        )
         .args(args)
         .stderr(Stdio::piped())
         .output()
@@ -198,6 +210,19 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
         exe,
         dir,
         &[
+            "keys",
+            "generate",
+            "--role",
+            "operator",
+            "--out",
+            OPERATOR_KEY,
+            "--force",
+        ],
+    )?;
+    step(
+        exe,
+        dir,
+        &[
             "trust",
             "init",
             "--root",
@@ -206,6 +231,8 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
             "publisher.key.pub",
             "--coordinator",
             "coordinator.key.pub",
+            "--operator",
+            "operator.key.pub=admin,release,read",
             "--out",
             "trust.json",
         ],
@@ -240,6 +267,7 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
     // The mesh: a coordinator (broadcast source, admission authority, origin), an onboarding
     // token, and nodes that find each other through seeds, with no peer lists.
     let coordinator = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let signer = operator(dir)?;
     let mut children = Children(Vec::new());
     let child = Command::new(exe)
         .current_dir(dir)
@@ -263,7 +291,9 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
         .code(Code::General, || "cannot start the coordinator".into())?;
     children.0.push(child);
     wait_until(Duration::from_secs(60), "the coordinator to answer", || {
-        fetch_status(coordinator).is_ok()
+        signer
+            .get::<shoal_net::status::NodeStatus>(coordinator, shoal_net::api::STATUS_PATH)
+            .is_ok()
     })?;
     let token = output(
         exe,
@@ -305,7 +335,8 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
     }
     let nodes = u32::try_from(args.nodes).unwrap_or(u32::MAX);
     let counted = || {
-        crate::http::get::<shoal_net::mesh::FleetStatus>(coordinator, shoal_net::api::FLEET_PATH)
+        signer
+            .get::<shoal_net::mesh::FleetStatus>(coordinator, shoal_net::api::FLEET_PATH)
             .is_ok_and(|f| f.nodes == nodes)
     };
     wait_until(
@@ -364,10 +395,13 @@ fn run_in(args: &DemoArgs, exe: &Path, dir: &Path) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let origin_status = fetch_status(coordinator).ok();
+    let origin_status = signer
+        .get::<shoal_net::status::NodeStatus>(coordinator, shoal_net::api::STATUS_PATH)
+        .ok();
     // Health climbs the broadcast tree once a second per level: give the count time to settle.
     let fleet_complete = || {
-        crate::http::get::<shoal_net::mesh::FleetStatus>(coordinator, shoal_net::api::FLEET_PATH)
+        signer
+            .get::<shoal_net::mesh::FleetStatus>(coordinator, shoal_net::api::FLEET_PATH)
             .ok()
             .and_then(|f| f.releases.into_iter().find(|r| r.root.to_hex() == root))
             .map_or(0, |r| r.complete)

@@ -137,7 +137,8 @@ fn roll_out(
         .map_err(|_| Failure::new(Code::General, format!("rollout start printed {id:?}")))?;
     let mut shown = String::new();
     let status = loop {
-        let status: Status = crate::http::get(coordinator, &format!("{ROLLOUTS_PATH}/{id}"))?;
+        let status: Status =
+            super::demo::operator(dir)?.get(coordinator, &format!("{ROLLOUTS_PATH}/{id}"))?;
         let line = progress(&status);
         if line != shown {
             eprintln!("  {:>5.1} s  {line}", started.elapsed().as_secs_f64());

@@ -21,6 +21,7 @@ use shoal_net::api;
 use shoal_net::coordinator::{AnnounceRequest, Coordinator, TokenAnswer, TokenRequest};
 use shoal_net::mesh::{self, FleetStatus, MembersStatus, unix_now};
 use shoal_net::node::AdmissionCheck;
+use shoal_net::operator_gate::OperatorGate;
 use shoal_store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,9 +66,11 @@ pub enum TokenCommand {
 /// `shoal token create`.
 #[derive(Args, Debug)]
 pub struct TokenCreateArgs {
-    /// The coordinator's --listen IP:PORT (tokens are created from its own host).
+    /// The coordinator's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
     coordinator: SocketAddr,
+    #[command(flatten)]
+    operator: crate::http::OperatorKeyArg,
     /// How long the token can be used to join, e.g. 30m, 1h, 2days.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -87,6 +90,8 @@ pub struct AnnounceArgs {
     /// The coordinator's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
     coordinator: SocketAddr,
+    #[command(flatten)]
+    operator: crate::http::OperatorKeyArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -98,6 +103,9 @@ pub struct MembersArgs {
     /// The member's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
     node: SocketAddr,
+    /// Signs the request, which the coordinator (but no node) requires.
+    #[command(flatten)]
+    operator: crate::http::OperatorKeyArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -193,13 +201,21 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             conductor,
             coordinator.clone(),
             args.net.data_dir.join(PUBLISHED_DIR),
-            args.net.listen,
         );
+        if trust.operators().is_empty() {
+            eprintln!(
+                "warning: the trust document names no operator key, so this coordinator refuses \
+                 every request but its probes and metrics; sign one that does with \
+                 shoal trust init --operator KEY.pub=admin,release,read"
+            );
+        }
+        let gate = OperatorGate::new(&trust, Some(shoal_daemon::routes::audit_hook(db.clone())));
         let extras = api::Extras {
             mesh: Some(mesh),
             coordinator: Some(coordinator),
             routes: Some(routes),
             metrics: Some(metrics),
+            gate: Some(gate),
         };
         tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
         eprintln!(
@@ -334,6 +350,7 @@ pub fn node(args: NodeArgs) -> Outcome {
             coordinator: None,
             routes: Some(shoal_daemon::routes::node(agent.handle, args.net.listen)),
             metrics: Some(shoal_daemon::metrics::node(agent.events)),
+            gate: None,
         };
         tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
         eprintln!(
@@ -359,7 +376,7 @@ pub fn token(command: TokenCommand) -> Outcome {
         ttl_secs: args.ttl.as_secs(),
         labels: args.labels,
     };
-    let answer: TokenAnswer = http::post(
+    let answer: TokenAnswer = args.operator.signer()?.post(
         args.coordinator,
         api::TOKENS_PATH,
         &request,
@@ -380,13 +397,18 @@ pub fn announce(args: AnnounceArgs) -> Outcome {
         file: absolute(&args.file).map_err(|f| json_failure(args.json, f))?,
     };
     // Publishing also records the release at the coordinator, so it can be rolled out.
-    let answer: PublishAnswer = http::post(
-        args.coordinator,
-        shoal_daemon::routes::PUBLISH_PATH,
-        &request,
-        Duration::from_secs(3600),
-    )
-    .map_err(|f| json_failure(args.json, f))?;
+    let signer = args
+        .operator
+        .signer()
+        .map_err(|f| json_failure(args.json, f))?;
+    let answer: PublishAnswer = signer
+        .post(
+            args.coordinator,
+            shoal_daemon::routes::PUBLISH_PATH,
+            &request,
+            Duration::from_secs(3600),
+        )
+        .map_err(|f| json_failure(args.json, f))?;
     let name = format!("{}@{}", answer.service, answer.version);
     if args.json {
         return print_json(&serde_json::json!({
@@ -403,8 +425,11 @@ pub fn announce(args: AnnounceArgs) -> Outcome {
 }
 
 pub fn members(args: MembersArgs) -> Outcome {
-    let members: MembersStatus =
-        http::get(args.node, api::MEMBERS_PATH).map_err(|f| json_failure(args.json, f))?;
+    let members: MembersStatus = args
+        .operator
+        .signer()
+        .and_then(|s| s.get(args.node, api::MEMBERS_PATH))
+        .map_err(|f| json_failure(args.json, f))?;
     if args.json {
         let value = serde_json::to_value(&members)
             .map_err(|e| Failure::new(Code::General, e.to_string()))?;
@@ -450,8 +475,10 @@ pub fn members(args: MembersArgs) -> Outcome {
 }
 
 /// `shoal status --coordinator ADDR`.
-pub fn fleet_status(addr: SocketAddr, json: bool) -> Outcome {
-    let fleet: FleetStatus = http::get(addr, api::FLEET_PATH).map_err(|f| json_failure(json, f))?;
+pub fn fleet_status(addr: SocketAddr, signer: &http::Signer, json: bool) -> Outcome {
+    let fleet: FleetStatus = signer
+        .get(addr, api::FLEET_PATH)
+        .map_err(|f| json_failure(json, f))?;
     if json {
         let value =
             serde_json::to_value(&fleet).map_err(|e| Failure::new(Code::General, e.to_string()))?;

@@ -109,7 +109,7 @@ pub fn run(cli: Cli) -> Outcome {
 }
 
 /// Seconds since the Unix epoch, now.
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

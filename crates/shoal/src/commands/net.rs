@@ -193,6 +193,9 @@ pub struct StatusArgs {
     /// The fleet summary aggregated at the coordinator: its `--listen` IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, conflicts_with = "node")]
     coordinator: Option<SocketAddr>,
+    /// Signs the request, which the coordinator (but no node) requires.
+    #[command(flatten)]
+    operator: crate::http::OperatorKeyArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -552,10 +555,20 @@ pub fn fetch_status(addr: SocketAddr) -> Result<NodeStatus, Failure> {
 pub fn status(args: StatusArgs) -> Outcome {
     let addr = match (args.node, args.coordinator) {
         (Some(addr), _) => addr,
-        (None, Some(addr)) => return super::mesh::fleet_status(addr, args.json),
+        (None, Some(addr)) => {
+            let signer = args
+                .operator
+                .signer()
+                .map_err(|f| json_failure(args.json, f))?;
+            return super::mesh::fleet_status(addr, &signer, args.json);
+        }
         (None, None) => unreachable!("clap requires --node or --coordinator"),
     };
-    let status = fetch_status(addr).map_err(|f| json_failure(args.json, f))?;
+    let status: NodeStatus = args
+        .operator
+        .signer()
+        .and_then(|s| s.get(addr, api::STATUS_PATH))
+        .map_err(|f| json_failure(args.json, f))?;
     // A mesh member also has a rollout agent; a plain `shoal node`, `seed` or `fetch` has none.
     let agent: Option<shoal_daemon::agent::AgentStatus> =
         crate::http::get(addr, shoal_daemon::routes::SERVICES_PATH).ok();

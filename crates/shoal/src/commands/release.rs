@@ -104,6 +104,10 @@ pub struct PublishArgs {
     /// The coordinator's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_coordinator)]
     coordinator: std::net::SocketAddr,
+    /// The operator key that signs the request (default: $SHOAL_OPERATOR_KEY); --key is the
+    /// publisher key that signs the manifest.
+    #[arg(long, value_name = "OPERATOR_KEY", env = crate::http::OPERATOR_KEY_ENV)]
+    operator_key: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -121,6 +125,7 @@ pub fn publish(args: PublishArgs) -> Outcome {
 }
 
 fn publish_inner(args: PublishArgs) -> Outcome {
+    let signer = crate::http::Signer::load(args.operator_key.as_deref())?;
     let dir = tempfile_dir()?;
     let out = dir.join("release.manifest");
     let file = std::path::absolute(&args.release.file).code(Code::Unreadable, || {
@@ -136,7 +141,7 @@ fn publish_inner(args: PublishArgs) -> Outcome {
             manifest: out.clone(),
             file,
         };
-        crate::http::post::<_, shoal_daemon::routes::PublishAnswer>(
+        signer.post::<_, shoal_daemon::routes::PublishAnswer>(
             args.coordinator,
             shoal_daemon::routes::PUBLISH_PATH,
             &request,

@@ -42,6 +42,8 @@ pub struct StartArgs {
     /// The coordinator's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
     coordinator: SocketAddr,
+    #[command(flatten)]
+    operator: crate::http::OperatorKeyArg,
     /// The plan file (TOML: stages with selectors, sizes, gates).
     #[arg(long, value_name = "PLAN.toml")]
     plan: PathBuf,
@@ -62,6 +64,8 @@ pub struct StatusArgs {
     /// The coordinator's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
     coordinator: SocketAddr,
+    #[command(flatten)]
+    operator: crate::http::OperatorKeyArg,
     /// The rollout's id; every rollout if omitted.
     rollout: Option<u64>,
     /// Print JSON.
@@ -78,6 +82,8 @@ pub struct VerbArgs {
     /// The coordinator's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
     coordinator: SocketAddr,
+    #[command(flatten)]
+    operator: crate::http::OperatorKeyArg,
     /// The rollout's id.
     rollout: u64,
 }
@@ -88,6 +94,8 @@ pub struct AbortArgs {
     /// The coordinator's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
     coordinator: SocketAddr,
+    #[command(flatten)]
+    operator: crate::http::OperatorKeyArg,
     /// The rollout's id.
     rollout: u64,
     /// Nodes that activated the release go back to the one they ran before.
@@ -101,6 +109,8 @@ pub struct AuditArgs {
     /// The coordinator's --listen IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
     coordinator: SocketAddr,
+    #[command(flatten)]
+    operator: crate::http::OperatorKeyArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -111,11 +121,12 @@ pub fn run(command: RolloutCommand) -> Outcome {
         RolloutCommand::Plan(args) => start(args, true),
         RolloutCommand::Start(args) => start(args, false),
         RolloutCommand::Status(args) => status(args),
-        RolloutCommand::Pause(a) => verb(a.coordinator, a.rollout, "pause"),
-        RolloutCommand::Resume(a) => verb(a.coordinator, a.rollout, "resume"),
-        RolloutCommand::Promote(a) => verb(a.coordinator, a.rollout, "promote"),
-        RolloutCommand::Rollback(a) => verb(a.coordinator, a.rollout, "rollback"),
+        RolloutCommand::Pause(a) => verb(&a.operator, a.coordinator, a.rollout, "pause"),
+        RolloutCommand::Resume(a) => verb(&a.operator, a.coordinator, a.rollout, "resume"),
+        RolloutCommand::Promote(a) => verb(&a.operator, a.coordinator, a.rollout, "promote"),
+        RolloutCommand::Rollback(a) => verb(&a.operator, a.coordinator, a.rollout, "rollback"),
         RolloutCommand::Abort(a) => verb(
+            &a.operator,
             a.coordinator,
             a.rollout,
             if a.revert { "abort-revert" } else { "abort" },
@@ -145,13 +156,15 @@ fn start(args: StartArgs, dry_run: bool) -> Outcome {
         version: args.version,
         dry_run,
     };
-    let status: Status = http::post(
-        args.coordinator,
-        ROLLOUTS_PATH,
-        &request,
-        Duration::from_secs(120),
-    )
-    .map_err(|f| json_failure(json, f))?;
+    let signer = args.operator.signer().map_err(|f| json_failure(json, f))?;
+    let status: Status = signer
+        .post(
+            args.coordinator,
+            ROLLOUTS_PATH,
+            &request,
+            Duration::from_secs(120),
+        )
+        .map_err(|f| json_failure(json, f))?;
     if json {
         return print_value(&status);
     }
@@ -196,7 +209,11 @@ fn print_plan(status: &Status) {
 fn status(args: StatusArgs) -> Outcome {
     let json = args.json;
     loop {
-        let statuses = fetch(args.coordinator, args.rollout).map_err(|f| json_failure(json, f))?;
+        let statuses = args
+            .operator
+            .signer()
+            .and_then(|s| fetch(&s, args.coordinator, args.rollout))
+            .map_err(|f| json_failure(json, f))?;
         if json {
             match (args.rollout, statuses.first()) {
                 (Some(_), Some(s)) => print_value(s)?,
@@ -223,10 +240,10 @@ fn status(args: StatusArgs) -> Outcome {
     }
 }
 
-fn fetch(addr: SocketAddr, id: Option<u64>) -> Result<Vec<Status>, Failure> {
+fn fetch(signer: &http::Signer, addr: SocketAddr, id: Option<u64>) -> Result<Vec<Status>, Failure> {
     match id {
-        Some(id) => Ok(vec![http::get(addr, &format!("{ROLLOUTS_PATH}/{id}"))?]),
-        None => http::get(addr, ROLLOUTS_PATH),
+        Some(id) => Ok(vec![signer.get(addr, &format!("{ROLLOUTS_PATH}/{id}"))?]),
+        None => signer.get(addr, ROLLOUTS_PATH),
     }
 }
 
@@ -255,8 +272,8 @@ fn print_status(s: &Status) {
     }
 }
 
-fn verb(addr: SocketAddr, id: u64, verb: &str) -> Outcome {
-    let status: Status = http::post(
+fn verb(operator: &http::OperatorKeyArg, addr: SocketAddr, id: u64, verb: &str) -> Outcome {
+    let status: Status = operator.signer()?.post(
         addr,
         &format!("{ROLLOUTS_PATH}/{id}/{verb}"),
         &serde_json::json!({}),
@@ -267,18 +284,24 @@ fn verb(addr: SocketAddr, id: u64, verb: &str) -> Outcome {
 }
 
 pub fn audit(args: AuditArgs) -> Outcome {
-    let entries: Vec<AuditEntry> =
-        http::get(args.coordinator, AUDIT_PATH).map_err(|f| json_failure(args.json, f))?;
+    let entries: Vec<AuditEntry> = args
+        .operator
+        .signer()
+        .and_then(|s| s.get(args.coordinator, AUDIT_PATH))
+        .map_err(|f| json_failure(args.json, f))?;
     if args.json {
         return print_value(&entries);
     }
     for e in &entries {
         let wave = e.wave.map_or_else(String::new, |w| format!(" wave {w}"));
+        let rollout = e
+            .rollout
+            .map_or_else(String::new, |r| format!(" rollout {r}"));
+        let actor = e.actor.as_deref().unwrap_or("conductor");
         println!(
-            "{:>5} {} rollout {}{wave}: {}",
+            "{:>5} {} {actor}{rollout}{wave}: {}",
             e.seq,
             super::rfc3339(e.at_unix_ms / 1000),
-            e.rollout,
             e.event
         );
     }
