@@ -1,13 +1,15 @@
-//! Fuzzes the decoders of what an unadmitted stranger can send: onboarding tokens (text) and
-//! admission certificates (bytes).
+//! Fuzzes the decoders of what an unadmitted stranger can send: onboarding tokens (text),
+//! admission certificates (bytes) and operator requests' `Authorization` headers (text).
 //!
-//! Checks, for any input: decoding never panics; a token or certificate that decodes re-encodes
-//! to one that decodes to the same value; verification against a trust document never panics.
+//! Checks, for any input: decoding never panics; a token, certificate or header that decodes
+//! re-encodes to one that decodes to the same value; verification against a trust document, and
+//! the coordinator's operator gate, never panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use shoal_core::admission::{Certificate, Token};
 use shoal_core::keys::{Role, SecretKey};
+use shoal_core::operator::{Gate, OperatorGrant, RequestAuth, Scope};
 use shoal_core::trust::Trust;
 use std::sync::OnceLock;
 
@@ -30,6 +32,16 @@ fuzz_target!(|data: &[u8]| {
         let _ = certificate.verify(trust(), &[0; 38], 1_000_000);
     }
     if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(auth) = RequestAuth::parse(text) {
+            let again = RequestAuth::parse(&auth.header()).expect("a re-encoded header parses");
+            assert_eq!(again, auth);
+        }
+        let mut gate = Gate::new(&[OperatorGrant {
+            key: SecretKey::from_seed(Role::Operator, [4; 32]).public(),
+            scopes: vec![Scope::Read],
+        }]);
+        let _ = gate.check(1_000_000, Scope::Read, "GET", "/v1/fleet", data, Some(text));
+        gate.check_invariants();
         for candidate in [text.to_owned(), format!("shoal-token-1.{text}")] {
             if let Ok(token) = Token::decode(&candidate) {
                 let again = Token::decode(&token.encode()).expect("a re-encoded token decodes");

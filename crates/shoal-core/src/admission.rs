@@ -6,9 +6,9 @@
 //!    The token is signed by the coordinator's key and carries what a new machine needs to find
 //!    and trust the mesh: the coordinator's peer id and address, the trust root to pin, an expiry,
 //!    and label constraints. Tokens are stateless: the coordinator keeps no table of them, so a
-//!    restart keeps them valid, and one token admits any number of machines until it expires.
-//!    Anyone holding a token can join until then, so treat it as a secret and keep its lifetime
-//!    short ([`DEFAULT_TOKEN_TTL_SECS`]).
+//!    restart keeps them valid, and one token admits any number of machines until it expires or
+//!    is revoked ([`crate::revocation`]). Anyone holding a token can join until then, so treat it
+//!    as a secret and keep its lifetime short ([`DEFAULT_TOKEN_TTL_SECS`]).
 //! 2. The machine (`shoal node --token TOKEN`) connects to the coordinator and sends an
 //!    [`AdmissionRequest`]: the token and its labels. The coordinator calls [`admit`] (or
 //!    [`respond`], which wraps the outcome in an [`AdmissionResponse`]) with the peer id that the
@@ -25,7 +25,9 @@
 //! on both planes.
 //!
 //! A certificate may outlive the token it was issued against: the token limits when a machine can
-//! join, the certificate how long it stays admitted ([`DEFAULT_CERTIFICATE_TTL_SECS`]).
+//! join, the certificate how long it stays admitted ([`DEFAULT_CERTIFICATE_TTL_SECS`]), and a
+//! node renews it before then ([`crate::renewal`]). It names the token, so that revoking the token
+//! also shuts out the machines that joined with it.
 //!
 //! Nothing here reads a clock or does IO: every function that needs the time takes
 //! `now_unix_secs`, and the transport is the caller's job. Token text is `shoal-token-1.`
@@ -34,6 +36,7 @@
 
 use crate::keys::{PublicKey, Role, SecretKey, Signature};
 use crate::labels::Labels;
+use crate::revocation::Revocations;
 use crate::trust::{MAX_TRUST_BYTES, Trust, TrustError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -180,6 +183,9 @@ pub enum AdmissionError {
     /// The certificate is larger than [`MAX_CERTIFICATE_BYTES`].
     #[error("certificate is {0} bytes, more than the limit of {MAX_CERTIFICATE_BYTES}")]
     CertificateTooLarge(usize),
+    /// The token, or the token a certificate was issued against, is on the revocation list.
+    #[error("token {0} has been revoked: ask the mesh's administrator for a new one")]
+    TokenRevoked(String),
     /// The certificate bytes are truncated, have trailing bytes, or have fields out of range.
     #[error("certificate is truncated or corrupt: {0}")]
     CorruptCertificate(String),
@@ -412,9 +418,25 @@ pub struct Certificate {
     expires_unix_secs: u64,
     issuer: PublicKey,
     signature: Signature,
+    /// The token it was issued against (none for a coordinator's own certificate and for
+    /// certificates issued before they named their token). Last, so that [`Certificate::decode`]
+    /// can tell the older encoding without it.
+    token_id: Option<[u8; 16]>,
 }
 
-/// What a certificate's signature covers: every field but the signature.
+/// A certificate as encoded before certificates named their token.
+#[derive(Deserialize)]
+struct CertificateWithoutToken {
+    peer_id: Vec<u8>,
+    labels: Labels,
+    issued_unix_secs: u64,
+    expires_unix_secs: u64,
+    issuer: PublicKey,
+    signature: Signature,
+}
+
+/// What a certificate's signature covers: every field but the signature. Without a token id it
+/// encodes as it did before certificates had one, so older certificates keep verifying.
 #[derive(Serialize)]
 struct CertificateBody<'a> {
     peer_id: &'a [u8],
@@ -422,11 +444,14 @@ struct CertificateBody<'a> {
     issued_unix_secs: u64,
     expires_unix_secs: u64,
     issuer: &'a PublicKey,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<&'a [u8; 16]>,
 }
 
 impl Certificate {
     /// Signs a certificate for `peer_id` with `labels`, valid from `issued_unix_secs` to
-    /// `expires_unix_secs`. Coordinators normally call [`admit`] instead.
+    /// `expires_unix_secs`, issued against token `token_id` (none for the coordinator's own).
+    /// Coordinators normally call [`admit`] or [`renew`](crate::renewal::renew) instead.
     ///
     /// # Panics
     ///
@@ -438,6 +463,7 @@ impl Certificate {
         labels: Labels,
         issued_unix_secs: u64,
         expires_unix_secs: u64,
+        token_id: Option<[u8; 16]>,
     ) -> Self {
         assert_eq!(
             key.role(),
@@ -455,6 +481,7 @@ impl Certificate {
             expires_unix_secs,
             issuer: key.public(),
             signature: Signature([0; 64]),
+            token_id,
         };
         certificate.signature = key.sign(CERTIFICATE_DOMAIN, &certificate.signed_bytes());
         certificate
@@ -485,6 +512,31 @@ impl Certificate {
         &self.issuer
     }
 
+    /// The token it was issued against, if it names one.
+    pub fn token_id(&self) -> Option<[u8; 16]> {
+        self.token_id
+    }
+
+    /// Checks that the token it was issued against is not revoked.
+    ///
+    /// # Errors
+    ///
+    /// [`AdmissionError::TokenRevoked`] if it is.
+    pub fn check_revocations(&self, revocations: &Revocations) -> Result<(), AdmissionError> {
+        match self.token_id {
+            Some(id) if revocations.is_revoked(&id) => {
+                Err(AdmissionError::TokenRevoked(hex::encode(id)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether it is time to renew it: less than a third of its lifetime is left.
+    pub fn is_renewal_due(&self, now_unix_secs: u64) -> bool {
+        let lifetime = self.expires_unix_secs.saturating_sub(self.issued_unix_secs);
+        now_unix_secs >= self.expires_unix_secs.saturating_sub(lifetime / 3)
+    }
+
     /// The certificate's postcard bytes.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("a certificate always serializes")
@@ -501,8 +553,24 @@ impl Certificate {
         if bytes.len() > MAX_CERTIFICATE_BYTES {
             return Err(AdmissionError::CertificateTooLarge(bytes.len()));
         }
-        let (certificate, trailing): (Certificate, _) = postcard::take_from_bytes(bytes)
-            .map_err(|e| AdmissionError::CorruptCertificate(e.to_string()))?;
+        let (certificate, trailing): (Certificate, _) = match postcard::take_from_bytes(bytes) {
+            Ok(decoded) => decoded,
+            Err(e) => match postcard::take_from_bytes::<CertificateWithoutToken>(bytes) {
+                Ok((c, trailing)) => (
+                    Certificate {
+                        peer_id: c.peer_id,
+                        labels: c.labels,
+                        issued_unix_secs: c.issued_unix_secs,
+                        expires_unix_secs: c.expires_unix_secs,
+                        issuer: c.issuer,
+                        signature: c.signature,
+                        token_id: None,
+                    },
+                    trailing,
+                ),
+                Err(_) => return Err(AdmissionError::CorruptCertificate(e.to_string())),
+            },
+        };
         if !trailing.is_empty() {
             return Err(AdmissionError::CorruptCertificate(format!(
                 "{} unexpected bytes after the end",
@@ -575,6 +643,7 @@ impl Certificate {
             issued_unix_secs: self.issued_unix_secs,
             expires_unix_secs: self.expires_unix_secs,
             issuer: &self.issuer,
+            token_id: self.token_id.as_ref(),
         };
         postcard::to_stdvec(&body).expect("a certificate body always serializes")
     }
@@ -620,7 +689,7 @@ pub enum AdmissionResponse {
 /// [`AdmissionError::NotACoordinator`] if `key` is not a coordinator in `trust`;
 /// [`AdmissionError::PeerIdTooLong`]; any error of [`Token::decode`] or [`Token::verify`];
 /// [`AdmissionError::LabelMissing`] or [`AdmissionError::LabelMismatch`] if the labels do not meet
-/// the token's constraints.
+/// the token's constraints; [`AdmissionError::TokenRevoked`] if `revocations` lists the token.
 ///
 /// # Panics
 ///
@@ -628,6 +697,7 @@ pub enum AdmissionResponse {
 pub fn admit(
     key: &SecretKey,
     trust: &Trust,
+    revocations: &Revocations,
     request: &AdmissionRequest,
     peer_id: &[u8],
     now_unix_secs: u64,
@@ -646,6 +716,9 @@ pub fn admit(
     }
     let token = Token::decode(&request.token)?;
     let claims = token.verify(trust, now_unix_secs)?;
+    if revocations.is_revoked(&claims.id) {
+        return Err(AdmissionError::TokenRevoked(hex::encode(claims.id)));
+    }
     for (label, required) in claims.labels.iter() {
         match request.labels.get(label) {
             Some(found) if found == required => {}
@@ -670,6 +743,7 @@ pub fn admit(
         request.labels.clone(),
         now_unix_secs,
         now_unix_secs.saturating_add(certificate_ttl_secs),
+        Some(claims.id),
     ))
 }
 
@@ -683,6 +757,7 @@ pub fn admit(
 pub fn respond(
     key: &SecretKey,
     trust: &Trust,
+    revocations: &Revocations,
     request: &AdmissionRequest,
     peer_id: &[u8],
     now_unix_secs: u64,
@@ -691,6 +766,7 @@ pub fn respond(
     match admit(
         key,
         trust,
+        revocations,
         request,
         peer_id,
         now_unix_secs,
@@ -911,7 +987,85 @@ mod tests {
             labels("region=eu1,rack=7"),
             NOW,
             NOW + DEFAULT_CERTIFICATE_TTL_SECS,
+            Some([9; 16]),
         )
+    }
+
+    #[test]
+    fn a_revoked_token_admits_no_one_and_its_certificates_are_refused() {
+        let mesh = mesh();
+        let token = Token::issue(&mesh.coordinator, claims(&mesh, ""));
+        let certificate = admit(
+            &mesh.coordinator,
+            &mesh.trust,
+            &Revocations::default(),
+            &request(&token, ""),
+            NODE,
+            NOW,
+            DEFAULT_CERTIFICATE_TTL_SECS,
+        )
+        .unwrap();
+        assert_eq!(certificate.token_id(), Some(token.claims().id));
+        let mut revocations = Revocations::default();
+        revocations
+            .revoke(token.claims().id, NOW + 100, NOW)
+            .unwrap();
+        let refused = admit(
+            &mesh.coordinator,
+            &mesh.trust,
+            &revocations,
+            &request(&token, ""),
+            NODE,
+            NOW,
+            DEFAULT_CERTIFICATE_TTL_SECS,
+        );
+        assert!(matches!(refused, Err(AdmissionError::TokenRevoked(_))));
+        assert!(matches!(
+            certificate.check_revocations(&revocations),
+            Err(AdmissionError::TokenRevoked(_))
+        ));
+        assert!(
+            certificate
+                .check_revocations(&Revocations::default())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_certificate_without_a_token_id_decodes_and_verifies_as_before() {
+        let mesh = mesh();
+        let certificate = Certificate::issue(
+            &mesh.coordinator,
+            NODE.to_vec(),
+            labels("region=eu1"),
+            NOW,
+            NOW + 10,
+            None,
+        );
+        // The encoding certificates had before they named their token: no trailing field.
+        let mut older = certificate.encode();
+        assert_eq!(older.pop(), Some(0), "None is one zero byte");
+        let decoded = Certificate::decode(&older).unwrap();
+        assert_eq!(decoded, certificate);
+        decoded.verify(&mesh.trust, NODE, NOW).unwrap();
+        let mut trailing = older.clone();
+        trailing.extend_from_slice(&[0, 0]);
+        assert!(Certificate::decode(&trailing).is_err());
+    }
+
+    #[test]
+    fn renewal_is_due_in_the_last_third_of_a_lifetime() {
+        let mesh = mesh();
+        let certificate = Certificate::issue(
+            &mesh.coordinator,
+            NODE.to_vec(),
+            Labels::default(),
+            0,
+            300,
+            None,
+        );
+        assert!(!certificate.is_renewal_due(199));
+        assert!(certificate.is_renewal_due(200));
     }
 
     #[test]
@@ -968,6 +1122,7 @@ mod tests {
             most_labels,
             u64::MAX,
             u64::MAX,
+            Some([0xff; 16]),
         );
         assert!(certificate.encode().len() <= MAX_CERTIFICATE_BYTES);
         assert_eq!(
@@ -990,6 +1145,7 @@ mod tests {
         let refused = admit(
             &mesh.coordinator,
             &mesh.trust,
+            &Revocations::default(),
             &request(&token, ""),
             NODE,
             NOW,
@@ -1063,6 +1219,7 @@ mod tests {
             admit(
                 &mesh.coordinator,
                 &mesh.trust,
+                &Revocations::default(),
                 &request(&token, node_labels),
                 NODE,
                 NOW,
@@ -1098,6 +1255,7 @@ mod tests {
         let response = respond(
             &mesh.coordinator,
             &mesh.trust,
+            &Revocations::default(),
             &request(&token, "rack=7"),
             NODE,
             NOW,
@@ -1123,6 +1281,7 @@ mod tests {
         let response = respond(
             &mesh.coordinator,
             &mesh.trust,
+            &Revocations::default(),
             &request(&token, ""),
             NODE,
             NOW + DEFAULT_TOKEN_TTL_SECS + 1,
@@ -1177,8 +1336,14 @@ mod tests {
     fn a_certificate_from_a_key_outside_the_trust_document_is_refused() {
         let mesh = mesh();
         let stranger = SecretKey::from_seed(Role::Coordinator, [8; 32]);
-        let certificate =
-            Certificate::issue(&stranger, NODE.to_vec(), Labels::default(), NOW, NOW + 10);
+        let certificate = Certificate::issue(
+            &stranger,
+            NODE.to_vec(),
+            Labels::default(),
+            NOW,
+            NOW + 10,
+            None,
+        );
         assert!(matches!(
             certificate.verify(&mesh.trust, NODE, NOW),
             Err(AdmissionError::UnknownCertificateIssuer(_))
@@ -1186,6 +1351,7 @@ mod tests {
         let refused = admit(
             &stranger,
             &mesh.trust,
+            &Revocations::default(),
             &request(&Token::issue(&mesh.coordinator, claims(&mesh, "")), ""),
             NODE,
             NOW,
@@ -1234,6 +1400,7 @@ mod tests {
         let refused = admit(
             &mesh.coordinator,
             &mesh.trust,
+            &Revocations::default(),
             &AdmissionRequest {
                 token: long,
                 labels: Labels::default(),
@@ -1249,6 +1416,7 @@ mod tests {
             admit(
                 &mesh.coordinator,
                 &mesh.trust,
+                &Revocations::default(),
                 &request(&token, ""),
                 &long_peer,
                 NOW,

@@ -37,6 +37,8 @@ pub mod keys;
 pub mod labels;
 pub mod manifest;
 pub mod operator;
+pub mod renewal;
+pub mod revocation;
 pub mod rollout;
 pub mod swarm;
 pub mod trust;

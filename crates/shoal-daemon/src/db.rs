@@ -9,6 +9,7 @@
 use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use shoal_core::revocation::Revocations;
 use shoal_core::rollout::Release;
 use shoal_core::rollout::conductor::{Record, Rollout};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ pub const DB_FILE: &str = "coordinator.redb";
 const RELEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("releases");
 const ROLLOUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("rollouts");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_tokens");
+/// The key of the revocation list in [`REVOKED`]: the list is kept whole.
+const REVOKED_KEY: &str = "list";
 
 /// A release the coordinator announced, and where its files are on this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +79,7 @@ impl Db {
             txn.open_table(RELEASES)?;
             txn.open_table(ROLLOUTS)?;
             txn.open_table(AUDIT)?;
+            txn.open_table(REVOKED)?;
         }
         txn.commit()?;
         Ok(Db { db })
@@ -154,6 +159,36 @@ impl Db {
             for (id, rollout) in rollouts {
                 table.insert(*id, serde_json::to_vec(rollout)?.as_slice())?;
             }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The revocation list (empty if no token was ever revoked).
+    ///
+    /// # Errors
+    ///
+    /// If the read fails or the list does not decode.
+    pub fn revocations(&self) -> Result<Revocations> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REVOKED)?;
+        match table.get(REVOKED_KEY)? {
+            Some(value) => serde_json::from_slice(value.value()).context("the revocation list"),
+            None => Ok(Revocations::default()),
+        }
+    }
+
+    /// Saves the revocation list.
+    ///
+    /// # Errors
+    ///
+    /// If the write fails.
+    pub fn put_revocations(&self, list: &Revocations) -> Result<()> {
+        let bytes = serde_json::to_vec(list)?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(REVOKED)?;
+            table.insert(REVOKED_KEY, bytes.as_slice())?;
         }
         txn.commit()?;
         Ok(())

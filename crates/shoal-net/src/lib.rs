@@ -22,6 +22,7 @@ pub mod node;
 pub mod operator_gate;
 pub mod overlay;
 pub mod protocol;
+pub mod revocations;
 pub mod source;
 pub mod status;
 pub mod swarm_task;

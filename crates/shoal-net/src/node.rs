@@ -152,6 +152,8 @@ struct Inner {
     refused_by: Mutex<BTreeMap<SocketAddr, String>>,
     /// Decides on incoming connection attempts, before their handshake.
     gate: Mutex<Gate<SocketAddr>>,
+    /// The certificate sent in hellos: the config's, until a renewal replaces it.
+    certificate: Mutex<Vec<u8>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -211,6 +213,7 @@ impl Node {
                 slow_piece_streams: AtomicU64::new(0),
                 refused_by: Mutex::new(BTreeMap::new()),
                 gate: Mutex::new(Gate::new(config.gate.clone())),
+                certificate: Mutex::new(config.certificate.clone()),
                 shutdown,
             }),
         };
@@ -226,6 +229,12 @@ impl Node {
     /// If the socket is gone.
     pub fn local_addr(&self) -> Result<SocketAddr> {
         Ok(self.inner.endpoint.local_addr()?)
+    }
+
+    /// Sends `certificate` (a renewed one, encoded) in the hellos of connections opened from
+    /// now.
+    pub fn set_certificate(&self, certificate: Vec<u8>) {
+        *lock(&self.inner.certificate) = certificate;
     }
 
     /// This node's peer id.
@@ -653,7 +662,7 @@ impl Node {
         // Hello, then Have for every release here.
         let _ = out.try_send(PieceMessage::Hello {
             labels: self.inner.config.labels.clone(),
-            certificate: self.inner.config.certificate.clone(),
+            certificate: lock(&self.inner.certificate).clone(),
         });
         let haves: Vec<PieceMessage> = lock(&self.inner.releases)
             .iter()

@@ -740,7 +740,10 @@ impl Network {
                     }
                 }
                 // The data plane is not simulated yet: releases are modelled as distributed.
-                Output::AddRelease { .. } | Output::ManifestRefused(_) | Output::Connect(_) => {}
+                Output::AddRelease { .. }
+                | Output::ManifestRefused(_)
+                | Output::Connect(_)
+                | Output::Revocations(_) => {}
                 Output::Control(
                     ControlOutput::Disconnect { .. }
                     | ControlOutput::NeighbourUp { .. }

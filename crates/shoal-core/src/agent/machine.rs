@@ -23,6 +23,7 @@ use crate::activation::Command;
 use crate::content::RootHash;
 use crate::control::{self, Directive, Message, Peer, Status, Summary};
 use crate::manifest::{SignedManifest, VerifiedManifest};
+use crate::revocation::Revocations;
 use crate::rollout::agent::{self as rollout_agent, Agent, Refusal};
 use crate::trust::Trust;
 use serde::Serialize;
@@ -65,6 +66,9 @@ pub enum Output<P, O> {
     Persist,
     /// A rollout directive was refused (and counted by the agent).
     Refused(Refusal),
+    /// A newer revocation list arrived: refuse peers whose certificate came from a listed
+    /// token, and keep the list for a restart.
+    Revocations(Arc<Revocations>),
 }
 
 /// A node's agent machine. See the module documentation.
@@ -82,6 +86,8 @@ pub struct Machine<P: Peer, O> {
     announced: Option<(Box<VerifiedManifest>, O)>,
     /// Whether the agent may have changed since [`Machine::take_agent_changed`].
     agent_changed: bool,
+    /// The newest revocation list received or restored.
+    revocations: Arc<Revocations>,
     out: VecDeque<Output<P, O>>,
 }
 
@@ -105,10 +111,22 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
             releases: BTreeMap::new(),
             announced: None,
             agent_changed: false,
+            revocations: Arc::default(),
             out: VecDeque::new(),
         };
         machine.after_agent();
         machine
+    }
+
+    /// Restores the revocation list kept from before a restart; a broadcast list replaces it
+    /// only if newer.
+    pub fn restore_revocations(&mut self, revocations: Arc<Revocations>) {
+        self.revocations = revocations;
+    }
+
+    /// The newest revocation list this node holds.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 
     /// The control node.
@@ -265,6 +283,11 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
                     self.after_agent();
                 }
             }
+            Some(Directive::Revoked(list)) if list.generation > self.revocations.generation => {
+                self.revocations = Arc::clone(list);
+                self.out.push_back(Output::Revocations(Arc::clone(list)));
+            }
+            Some(Directive::Revoked(_)) => {}
             Some(Directive::Announce { manifest, origin }) => {
                 let verified = match &self.trust {
                     Some(trust) => SignedManifest::decode(manifest)

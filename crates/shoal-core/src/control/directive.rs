@@ -1,5 +1,6 @@
 //! What the source broadcasts: the bodies of control-plane envelopes.
 
+use crate::revocation::Revocations;
 use crate::rollout;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,9 @@ pub enum Directive<O> {
     /// A rollout directive (a whole snapshot of the rollout; see [`rollout::directive`]),
     /// shared by every rollout agent that holds it.
     Rollout(Arc<rollout::Directive>),
+    /// The coordinator's whole list of revoked onboarding tokens: refuse peers whose certificate
+    /// was issued against one. A newer list (by its generation) replaces an older one.
+    Revoked(Arc<Revocations>),
 }
 
 impl<O: Serialize + DeserializeOwned> Directive<O> {
@@ -41,6 +45,7 @@ impl<O: Serialize + DeserializeOwned> Directive<O> {
         let directive: Directive<O> = postcard::from_bytes(body).ok()?;
         match &directive {
             Directive::Rollout(d) if !d.is_well_formed() => None,
+            Directive::Revoked(r) if !r.is_well_formed() => None,
             _ => Some(directive),
         }
     }

@@ -21,6 +21,7 @@ mod contact;
 mod directive;
 mod host;
 mod known;
+pub mod renewal;
 mod status;
 mod task;
 
@@ -35,6 +36,7 @@ use task::Task;
 
 use crate::identity::Identity;
 use crate::overlay::{self, Overlay};
+use crate::revocations::SharedRevocations;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use libp2p_identity::PeerId;
@@ -75,8 +77,12 @@ pub struct Config {
     pub control: control::Config,
     /// On the coordinator: its signing key (the broadcast source and certificate issuer).
     pub source_key: Option<SecretKey>,
-    /// Where the coordinator keeps its sequence number.
+    /// Where the coordinator keeps its sequence number, and a member its revocation list.
     pub data_dir: PathBuf,
+    /// The revocation list: peers whose certificate came from a listed token are refused.
+    pub revocations: SharedRevocations,
+    /// On the coordinator: how long the certificates it issues and renews are valid.
+    pub certificate_ttl_secs: u64,
 }
 
 /// A request on the admission protocol.
@@ -86,6 +92,11 @@ pub enum MeshRequest {
     Identify,
     /// Redeem an onboarding token for a certificate (coordinator only).
     Admission(AdmissionRequest),
+    /// Renew a certificate before it expires (coordinator only); answered like an admission.
+    Renewal {
+        /// The encoded certificate.
+        certificate: Vec<u8>,
+    },
 }
 
 /// The answer to a [`MeshRequest`].
@@ -108,6 +119,11 @@ enum Command {
         directive: Box<shoal_core::rollout::Directive>,
         reply: oneshot::Sender<Result<u64>>,
     },
+    Revoked {
+        list: Arc<shoal_core::revocation::Revocations>,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Certificate(Certificate),
     Announce {
         manifest: Vec<u8>,
         origin: Contact,
@@ -141,9 +157,11 @@ pub fn unix_now() -> u64 {
 }
 
 /// The overlay's hello check: the hello must carry a certificate from a coordinator key in
-/// `trust`, for the connection's peer id, valid now. Passing peers are remembered in `known`.
+/// `trust`, for the connection's peer id, valid now, from a token not in `revocations`. Passing
+/// peers are remembered in `known`.
 fn hello_check(
     trust: Arc<Trust>,
+    revocations: SharedRevocations,
     known: Arc<Mutex<KnownPeers>>,
     counters: Arc<Counters>,
 ) -> overlay::HelloCheck {
@@ -155,6 +173,7 @@ fn hello_check(
                     Certificate::decode(&hello.certificate).map_err(|e| e.to_string())?;
                 certificate
                     .verify(&trust, &peer.to_bytes(), unix_now())
+                    .and_then(|()| certificate.check_revocations(&revocations.current()))
                     .map_err(|e| e.to_string())?;
                 Ok(hello.addr)
             });
@@ -200,7 +219,12 @@ pub async fn start(
         certificate: config.certificate.encode(),
     };
     let hello = Bytes::from(postcard::to_stdvec(&hello).context("cannot encode the hello")?);
-    let check = hello_check(config.trust.clone(), known.clone(), counters.clone());
+    let check = hello_check(
+        config.trust.clone(),
+        config.revocations.clone(),
+        known.clone(),
+        counters.clone(),
+    );
     let overlay_config = overlay::Config::new(control_addr(config.listen));
     let (overlay, events) = overlay::start(identity, overlay_config, hello, check)
         .await
@@ -231,7 +255,8 @@ pub async fn start(
     if config.source_key.is_some() {
         node.resume_after(read_sequence(&config.data_dir));
     }
-    let machine = Machine::new(node, local.agent, Some(config.trust.clone()), unix_at_epoch);
+    let mut machine = Machine::new(node, local.agent, Some(config.trust.clone()), unix_at_epoch);
+    machine.restore_revocations(config.revocations.current());
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     for seed in config.seeds.iter().copied() {
         tokio::spawn(find_seed(
@@ -357,6 +382,35 @@ impl Mesh {
         .await?
     }
 
+    /// Coordinator only: adopts `list` as the revocation list and broadcasts it (kept for late
+    /// joiners). Returns the broadcast's sequence number.
+    ///
+    /// # Errors
+    ///
+    /// If this process is not the coordinator or the mesh task has stopped.
+    pub async fn broadcast_revocations(
+        &self,
+        list: shoal_core::revocation::Revocations,
+    ) -> Result<u64> {
+        self.ask(|reply| Command::Revoked {
+            list: Arc::new(list),
+            reply,
+        })
+        .await?
+    }
+
+    /// Presents `certificate` (a renewed one) in the hellos of control streams opened from now.
+    ///
+    /// # Errors
+    ///
+    /// If the mesh task has stopped.
+    pub async fn set_certificate(&self, certificate: Certificate) -> Result<()> {
+        self.commands
+            .send(Command::Certificate(certificate))
+            .await
+            .map_err(|_| anyhow::anyhow!("the control plane has stopped"))
+    }
+
     /// The overlay's transport counters.
     pub fn overlay_stats(&self) -> overlay::Stats {
         self.overlay.stats()
@@ -388,11 +442,43 @@ pub async fn redeem_token(
     let claims = token.claims();
     let coordinator = PeerId::from_bytes(&claims.coordinator_peer_id)
         .context("the token names a malformed coordinator peer id")?;
-    let ip = if claims.coordinator_addr.is_ipv4() {
-        "0.0.0.0"
-    } else {
-        "::"
+    let request = MeshRequest::Admission(AdmissionRequest {
+        token: token.encode(),
+        labels: labels.clone(),
+    });
+    let answer = ask_coordinator(identity, coordinator, claims.coordinator_addr, &request)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the coordinator at {} named in the token",
+                claims.coordinator_addr
+            )
+        })?;
+    let response = match postcard::from_bytes::<MeshResponse>(&answer) {
+        Ok(MeshResponse::Admission(response)) => response,
+        _ => bail!("the coordinator gave a malformed admission answer"),
     };
+    let (certificate, trust) =
+        admission::accept_admission(response, token, &identity.peer_id().to_bytes(), unix_now())
+            .context("admission refused")?;
+    Ok((certificate, trust))
+}
+
+/// Sends `request` to the coordinator (`peer` at `addr`) on the admission protocol from a
+/// short-lived overlay on an ephemeral port with this node's identity, which proves its peer id,
+/// and returns the answer's bytes. A coordinator busy with many joins, or restarting, may drop an
+/// exchange: it is tried four times.
+///
+/// # Errors
+///
+/// If no attempt gets an answer.
+pub(crate) async fn ask_coordinator(
+    identity: &Identity,
+    peer: PeerId,
+    addr: SocketAddr,
+    request: &MeshRequest,
+) -> Result<Vec<u8>> {
+    let ip = if addr.is_ipv4() { "0.0.0.0" } else { "::" };
     let any: SocketAddr = SocketAddr::new(ip.parse().context("unspecified address")?, 0);
     let refuse_all: overlay::HelloCheck = Arc::new(|_: &PeerId, _: &[u8]| false);
     let (overlay, _events) = overlay::start(
@@ -402,13 +488,8 @@ pub async fn redeem_token(
         refuse_all,
     )
     .await
-    .context("cannot start a temporary control-plane endpoint for admission")?;
-    let request = MeshRequest::Admission(AdmissionRequest {
-        token: token.encode(),
-        labels: labels.clone(),
-    });
-    let body = Bytes::from(postcard::to_stdvec(&request).context("cannot encode the request")?);
-    // A coordinator busy with many joins, or restarting, may drop an exchange: try a few times.
+    .context("cannot start a temporary control-plane endpoint")?;
+    let body = Bytes::from(postcard::to_stdvec(request).context("cannot encode the request")?);
     let mut answer = Err(anyhow::anyhow!("no attempt made"));
     for attempt in 0..4u32 {
         if attempt > 0 {
@@ -416,8 +497,8 @@ pub async fn redeem_token(
         }
         answer = overlay
             .request(
-                Some(coordinator),
-                control_addr(claims.coordinator_addr),
+                Some(peer),
+                control_addr(addr),
                 body.clone(),
                 Duration::from_secs(15),
             )
@@ -425,24 +506,14 @@ pub async fn redeem_token(
             .map_err(anyhow::Error::from);
         match &answer {
             Ok(_) => break,
-            Err(e) => tracing::warn!("admission attempt {} failed: {e:#}", attempt + 1),
+            Err(e) => tracing::warn!(
+                "exchange with the coordinator, attempt {} failed: {e:#}",
+                attempt + 1
+            ),
         }
     }
     overlay.shutdown().await;
-    let (_, answer) = answer.with_context(|| {
-        format!(
-            "cannot reach the coordinator at {} named in the token",
-            claims.coordinator_addr
-        )
-    })?;
-    let response = match postcard::from_bytes::<MeshResponse>(&answer) {
-        Ok(MeshResponse::Admission(response)) => response,
-        _ => bail!("the coordinator gave a malformed admission answer"),
-    };
-    let (certificate, trust) =
-        admission::accept_admission(response, token, &identity.peer_id().to_bytes(), unix_now())
-            .context("admission refused")?;
-    Ok((certificate, trust))
+    answer.map(|(_, bytes)| bytes.to_vec())
 }
 
 fn read_sequence(data_dir: &std::path::Path) -> u64 {

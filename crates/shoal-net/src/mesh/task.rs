@@ -8,7 +8,7 @@ use super::host::{Host, Input, InputReceiver};
 use super::known::KnownPeers;
 use super::status::{MemberEntry, MemberStatus, MembersStatus};
 use super::{
-    Command, Config, Contact, Counters, Directive, FleetStatus, MeshRequest, MeshResponse,
+    Command, Config, Contact, Counters, Directive, FleetStatus, Hello, MeshRequest, MeshResponse,
     unix_now, write_sequence,
 };
 use crate::overlay::{Event, Overlay};
@@ -166,10 +166,11 @@ impl Task {
                     Some(key) => admission::respond(
                         key,
                         &self.config.trust,
+                        &self.config.revocations.current(),
                         &request,
                         &peer.to_bytes(),
                         unix_now(),
-                        admission::DEFAULT_CERTIFICATE_TTL_SECS,
+                        self.config.certificate_ttl_secs,
                     ),
                     None => AdmissionResponse::Refused {
                         reason:
@@ -180,6 +181,33 @@ impl Task {
                 if let AdmissionResponse::Refused { reason } = &response {
                     self.counters.refused_peers.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, "admission refused: {reason}");
+                }
+                MeshResponse::Admission(response)
+            }
+            Ok(MeshRequest::Renewal { certificate }) => {
+                let response = match &self.config.source_key {
+                    Some(key) => shoal_core::renewal::respond(
+                        key,
+                        &self.config.trust,
+                        &self.config.revocations.current(),
+                        &certificate,
+                        &peer.to_bytes(),
+                        unix_now(),
+                        self.config.certificate_ttl_secs,
+                    ),
+                    None => AdmissionResponse::Refused {
+                        reason: "this process is not a coordinator: renew at the coordinator"
+                            .into(),
+                    },
+                };
+                match &response {
+                    AdmissionResponse::Refused { reason } => {
+                        self.counters.refused_peers.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, "renewal refused: {reason}");
+                    }
+                    AdmissionResponse::Admitted { .. } => {
+                        tracing::info!(%peer, "certificate renewed");
+                    }
                 }
                 MeshResponse::Admission(response)
             }
@@ -203,6 +231,22 @@ impl Task {
             }
             Command::Rollout { directive, reply } => {
                 let _ = reply.send(self.broadcast(&Directive::Rollout(directive.into()), true));
+            }
+            Command::Revoked { list, reply } => {
+                self.config.revocations.replace(Arc::clone(&list));
+                self.machine.restore_revocations(Arc::clone(&list));
+                let _ = reply.send(self.broadcast(&Directive::Revoked(list), true));
+            }
+            Command::Certificate(certificate) => {
+                let hello = Hello {
+                    addr: self.config.listen,
+                    certificate: certificate.encode(),
+                };
+                match postcard::to_stdvec(&hello) {
+                    Ok(bytes) => self.overlay.set_hello(Bytes::from(bytes)),
+                    Err(e) => tracing::error!("cannot encode the hello: {e}"),
+                }
+                self.config.certificate = certificate;
             }
             Command::Announce {
                 manifest,
@@ -266,6 +310,17 @@ impl Task {
                 }
                 machine::Output::Refused(refusal) => {
                     tracing::warn!("rollout directive refused: {refusal}");
+                }
+                machine::Output::Revocations(list) => {
+                    tracing::info!(
+                        generation = list.generation,
+                        "{} onboarding tokens revoked",
+                        list.entries().len()
+                    );
+                    self.config.revocations.replace(list);
+                    if let Err(e) = self.config.revocations.save(&self.config.data_dir) {
+                        tracing::error!("cannot keep the revocation list: {e:#}");
+                    }
                 }
             }
         }

@@ -167,6 +167,20 @@ impl Overlay {
         Ok(answer)
     }
 
+    /// Replaces the hello that control streams opened from now start with (a renewed
+    /// certificate). A hello over the frame limit is refused and the old one kept.
+    pub fn set_hello(&self, hello: Bytes) {
+        if hello.len() > self.inner.max_frame_bytes {
+            tracing::error!(
+                "a hello of {} bytes exceeds the frame limit of {}: keeping the old one",
+                hello.len(),
+                self.inner.max_frame_bytes
+            );
+            return;
+        }
+        self.inner.writers.set_hello(hello);
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.inner.stats.snapshot()

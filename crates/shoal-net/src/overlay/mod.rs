@@ -145,7 +145,7 @@ pub async fn start(
     ];
     let runtime = tokio::runtime::Handle::current();
     let writers = Writers::new(WriterContext {
-        hello,
+        hello: std::sync::Mutex::new(hello),
         control: control.clone(),
         commands: commands.clone(),
         stats: Arc::clone(&stats),

@@ -85,8 +85,9 @@ pub(crate) async fn open_stream(
 
 /// What every writer shares.
 pub(crate) struct WriterContext {
-    /// Our hello, the first frame on every control stream.
-    pub(crate) hello: Bytes,
+    /// Our hello, the first frame on every control stream; replaced when the certificate in it
+    /// is renewed.
+    pub(crate) hello: std::sync::Mutex<Bytes>,
     /// Opens streams.
     pub(crate) control: libp2p_stream::Control,
     /// The swarm task.
@@ -121,6 +122,11 @@ struct WriterHandle {
 }
 
 impl Writers {
+    /// Replaces the hello that streams opened from now start with.
+    pub(crate) fn set_hello(&self, hello: Bytes) {
+        *self.context.hello.lock().unwrap_or_else(|e| e.into_inner()) = hello;
+    }
+
     /// No writers yet.
     pub(crate) fn new(context: WriterContext) -> Arc<Self> {
         Arc::new(Self {
@@ -171,7 +177,12 @@ impl Writers {
             peer,
             id,
             addr,
-            hello: self.context.hello.clone(),
+            hello: self
+                .context
+                .hello
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             control: self.context.control.clone(),
             commands: self.context.commands.clone(),
             stats: Arc::clone(&self.context.stats),

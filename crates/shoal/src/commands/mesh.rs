@@ -1,4 +1,4 @@
-//! The mesh: `shoal coordinator`, `shoal node --join`, `shoal token create`, `shoal announce`,
+//! The mesh: `shoal coordinator`, `shoal node --join`, `shoal announce`,
 //! `shoal members` and `shoal status --coordinator`.
 
 use super::net::{
@@ -7,7 +7,7 @@ use super::net::{
 use super::{json_failure, print_json, trust};
 use crate::failure::{Code, Failure, Outcome, WithCode};
 use crate::{http, keyfile};
-use clap::{Args, Subcommand};
+use clap::Args;
 use shoal_core::admission::{self, Certificate, Token};
 use shoal_core::control;
 use shoal_core::keys::{Role, SecretKey};
@@ -16,12 +16,15 @@ use shoal_core::trust::Trust;
 use shoal_daemon::agent;
 use shoal_daemon::db::Db;
 use shoal_daemon::origin::serve_published;
+use shoal_daemon::revoke::Revoker;
 use shoal_daemon::routes::PublishAnswer;
 use shoal_net::api;
-use shoal_net::coordinator::{AnnounceRequest, Coordinator, TokenAnswer, TokenRequest};
+use shoal_net::coordinator::{AnnounceRequest, Coordinator};
+use shoal_net::mesh::renewal::{CoordinatorRecord, Renewal};
 use shoal_net::mesh::{self, FleetStatus, MembersStatus, unix_now};
 use shoal_net::node::AdmissionCheck;
 use shoal_net::operator_gate::OperatorGate;
+use shoal_net::revocations::SharedRevocations;
 use shoal_store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,33 +53,14 @@ pub struct CoordinatorArgs {
     /// The trust document.
     #[arg(long, value_name = "TRUST_FILE")]
     trust: PathBuf,
+    /// How long the admission certificates it issues and renews are valid, e.g. 30days, 12h;
+    /// members renew theirs in its last third.
+    #[arg(long, value_name = "DURATION", default_value = "30days", value_parser = parse_certificate_ttl)]
+    certificate_ttl: Duration,
     /// A config file (TOML) whose keys are these flags, as in `configs/coordinator.toml`; a
     /// flag given here wins over the file. `shoal config check FILE` checks one.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-}
-
-/// `shoal token ...`.
-#[derive(Subcommand, Debug)]
-pub enum TokenCommand {
-    /// Create an onboarding token; prints it alone on stdout.
-    Create(TokenCreateArgs),
-}
-
-/// `shoal token create`.
-#[derive(Args, Debug)]
-pub struct TokenCreateArgs {
-    /// The coordinator's --listen IP:PORT.
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_addr)]
-    coordinator: SocketAddr,
-    #[command(flatten)]
-    operator: crate::http::OperatorKeyArg,
-    /// How long the token can be used to join, e.g. 30m, 1h, 2days.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    ttl: Duration,
-    /// Labels a node must carry to use the token, e.g. region=eu1,fd=2.
-    #[arg(long, value_name = "K=V,...", default_value = "")]
-    labels: Labels,
 }
 
 /// `shoal announce`.
@@ -111,8 +95,25 @@ pub struct MembersArgs {
     json: bool,
 }
 
+fn parse_certificate_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if !(CERTIFICATE_TTL_MIN..=CERTIFICATE_TTL_MAX).contains(&ttl) {
+        return Err(format!(
+            "{text} is outside {} to {}",
+            humantime::format_duration(CERTIFICATE_TTL_MIN),
+            humantime::format_duration(CERTIFICATE_TTL_MAX)
+        ));
+    }
+    Ok(ttl)
+}
+
+/// The shortest certificate lifetime a coordinator takes: renewals come every two thirds of it.
+const CERTIFICATE_TTL_MIN: Duration = Duration::from_secs(30);
+/// The longest: a year.
+const CERTIFICATE_TTL_MAX: Duration = Duration::from_secs(365 * 86_400);
+
 /// The check every peer's certificate must pass on the data plane.
-fn admission_check(trust: Arc<Trust>) -> AdmissionCheck {
+fn admission_check(trust: Arc<Trust>, revocations: SharedRevocations) -> AdmissionCheck {
     AdmissionCheck(Arc::new(move |peer, bytes| {
         if bytes.is_empty() {
             return Err(
@@ -122,7 +123,10 @@ fn admission_check(trust: Arc<Trust>) -> AdmissionCheck {
             );
         }
         Certificate::decode(bytes)
-            .and_then(|c| c.verify(&trust, &peer.to_bytes(), unix_now()))
+            .and_then(|c| {
+                c.verify(&trust, &peer.to_bytes(), unix_now())?;
+                c.check_revocations(&revocations.current())
+            })
             .map_err(|e| e.to_string())
     }))
 }
@@ -151,14 +155,22 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
     runtime()?.block_on(async {
         let identity = identity(&args.net)?;
         let now = unix_now();
+        let db = Arc::new(Db::open(&args.net.data_dir).map_err(failed(Code::General))?);
+        let mut revoked = db.revocations().map_err(failed(Code::General))?;
+        if revoked.prune(now) {
+            db.put_revocations(&revoked)
+                .map_err(failed(Code::General))?;
+        }
+        let revocations = SharedRevocations::new(revoked);
         let certificate = Certificate::issue(
             &key,
             identity.peer_id().to_bytes(),
             args.net.labels.clone(),
             now,
             now + admission::DEFAULT_CERTIFICATE_TTL_SECS,
+            None,
         );
-        let check = admission_check(trust.clone());
+        let check = admission_check(trust.clone(), revocations.clone());
         let (node, listener) = start_data_plane(
             &args.net,
             Vec::new(),
@@ -175,11 +187,18 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             control: control::Config::source(),
             source_key: Some(SecretKey::from_seed(Role::Coordinator, key.seed())),
             data_dir: args.net.data_dir.clone(),
+            revocations: revocations.clone(),
+            certificate_ttl_secs: args.certificate_ttl.as_secs(),
         };
         let mesh = mesh::start(&identity, config, mesh::Local::source(), shutdown.clone())
             .await
             .map_err(general)?;
-        let db = Arc::new(Db::open(&args.net.data_dir).map_err(failed(Code::General))?);
+        let list = revocations.current();
+        if !list.entries().is_empty()
+            && let Err(e) = mesh.broadcast_revocations((*list).clone()).await
+        {
+            tracing::error!("cannot broadcast the revocation list again: {e:#}");
+        }
         let conductor = shoal_daemon::conductor::start(db.clone(), mesh.clone(), shutdown.clone())
             .map_err(failed(Code::General))?;
         let coordinator = Arc::new(Coordinator {
@@ -201,7 +220,14 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             conductor,
             coordinator.clone(),
             args.net.data_dir.join(PUBLISHED_DIR),
-        );
+        )
+        .merge(shoal_daemon::revoke::routes(Arc::new(Revoker {
+            db: db.clone(),
+            mesh: mesh.clone(),
+            shared: revocations,
+            trust: trust.clone(),
+            lock: tokio::sync::Mutex::new(()),
+        })));
         if trust.operators().is_empty() {
             eprintln!(
                 "warning: the trust document names no operator key, so this coordinator refuses \
@@ -276,7 +302,44 @@ async fn admitted(
     };
     write(TRUST_FILE, trust.encode().as_bytes())?;
     write(CERTIFICATE_FILE, &certificate.encode())?;
+    match CoordinatorRecord::from_token(token.claims()) {
+        Ok(record) => record
+            .save(data_dir)
+            .map_err(|e| Failure::new(Code::General, format!("{e:#}")))?,
+        Err(e) => tracing::warn!("{e:#}; the certificate will not be renewed"),
+    }
     Ok((certificate, trust))
+}
+
+/// Starts renewing the node's certificate at the coordinator that admitted it, if the data
+/// directory names that coordinator.
+fn keep_renewed(
+    data_dir: &Path,
+    (certificate, trust, identity): (Certificate, Arc<Trust>, shoal_net::identity::Identity),
+    node: &shoal_net::node::Node,
+    mesh: &mesh::Mesh,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    match CoordinatorRecord::load(data_dir) {
+        Ok(Some(coordinator)) => {
+            let renewal = Renewal {
+                identity,
+                coordinator,
+                trust,
+                certificate_path: data_dir.join(CERTIFICATE_FILE),
+                node: node.clone(),
+                mesh: mesh.clone(),
+            };
+            tokio::spawn(renewal.run(certificate, shutdown));
+        }
+        Ok(None) => tracing::warn!(
+            "{} does not name the coordinator that admitted this node, so its certificate \
+             cannot be renewed: it expires at unix time {}; join again with a token then",
+            data_dir.display(),
+            certificate.expires_unix_secs()
+        ),
+        Err(e) => tracing::warn!("{e:#}; the certificate will not be renewed"),
+    }
 }
 
 /// `shoal node --join ... [--token ...]`: a mesh member whose agent machine prefetches
@@ -303,6 +366,7 @@ pub fn node(args: NodeArgs) -> Outcome {
         .code(Code::General, || "cannot open the store".into())?;
     runtime()?.block_on(async {
         let identity = identity(&args.net)?;
+        let revocations = SharedRevocations::load(&args.net.data_dir).map_err(general)?;
         let (certificate, trust) = admitted(
             &identity,
             &args.net.data_dir,
@@ -310,8 +374,21 @@ pub fn node(args: NodeArgs) -> Outcome {
             &args.net.labels,
         )
         .await?;
+        certificate
+            .check_revocations(&revocations.current())
+            .map_err(|e| {
+                Failure::new(
+                    Code::General,
+                    format!(
+                        "{e}: this node was admitted with it; remove {} and join again with a \
+                         new token",
+                        args.net.data_dir.join(CERTIFICATE_FILE).display()
+                    ),
+                )
+            })?;
         let trust = Arc::new(trust);
-        let check = admission_check(trust.clone());
+        let renewal = (certificate.clone(), trust.clone(), identity.clone());
+        let check = admission_check(trust.clone(), revocations.clone());
         let (node, listener) = start_data_plane(
             &args.net,
             Vec::new(),
@@ -328,6 +405,8 @@ pub fn node(args: NodeArgs) -> Outcome {
             control: control::Config::default(),
             source_key: None,
             data_dir: args.net.data_dir.clone(),
+            revocations,
+            certificate_ttl_secs: admission::DEFAULT_CERTIFICATE_TTL_SECS,
         };
         let agent = agent::prepare(
             agent::Config {
@@ -345,6 +424,7 @@ pub fn node(args: NodeArgs) -> Outcome {
         let mesh = mesh::start(&identity, config, agent.local, shutdown.clone())
             .await
             .map_err(general)?;
+        keep_renewed(&args.net.data_dir, renewal, &node, &mesh, shutdown.clone());
         let extras = api::Extras {
             mesh: Some(mesh.clone()),
             coordinator: None,
@@ -368,22 +448,6 @@ pub fn node(args: NodeArgs) -> Outcome {
         agent.executor.shutdown().await;
         Ok(())
     })
-}
-
-pub fn token(command: TokenCommand) -> Outcome {
-    let TokenCommand::Create(args) = command;
-    let request = TokenRequest {
-        ttl_secs: args.ttl.as_secs(),
-        labels: args.labels,
-    };
-    let answer: TokenAnswer = args.operator.signer()?.post(
-        args.coordinator,
-        api::TOKENS_PATH,
-        &request,
-        Duration::from_secs(10),
-    )?;
-    println!("{}", answer.token);
-    Ok(())
 }
 
 pub fn announce(args: AnnounceArgs) -> Outcome {

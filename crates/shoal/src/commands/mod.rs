@@ -10,6 +10,7 @@ mod net;
 mod release;
 mod rollout;
 mod store;
+mod token;
 mod trust;
 mod watch;
 
@@ -54,9 +55,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the coordinator: the mesh's broadcast source, admission authority and release origin.
     Coordinator(mesh::CoordinatorArgs),
-    /// Create onboarding tokens for new nodes.
+    /// Create and revoke onboarding tokens for new nodes.
     #[command(subcommand)]
-    Token(mesh::TokenCommand),
+    Token(token::TokenCommand),
     /// Announce a release: the coordinator serves the file and broadcasts it to the mesh.
     Announce(mesh::AnnounceArgs),
     /// Show a mesh member's views, neighbour health and counters.
@@ -95,7 +96,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Status(args) => net::status(args),
         Command::Demo(args) => demo::run(args),
         Command::Coordinator(args) => mesh::coordinator(args),
-        Command::Token(cmd) => mesh::token(cmd),
+        Command::Token(cmd) => token::run(cmd),
         Command::Announce(args) => mesh::announce(args),
         Command::Members(args) => mesh::members(args),
         Command::Publish(args) => release::publish(args),

@@ -152,3 +152,24 @@ fn the_driver_hears_that_the_agent_changed_only_after_it_could_have() {
     source.set_drained(true);
     assert!(!source.take_agent_changed(), "the source has no agent");
 }
+
+#[test]
+fn only_a_newer_revocation_list_replaces_the_one_held() {
+    let mut m = machine(true);
+    let mut list = crate::revocation::Revocations::default();
+    list.revoke([1; 16], 100, 0).unwrap();
+    list.revoke([2; 16], 100, 0).unwrap();
+    let newer = Arc::new(list.clone());
+    let out = deliver(&mut m, 1, &Directive::Revoked(Arc::clone(&newer)));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Revocations(r) if r.generation == 2)),
+        "the driver is told of the new list"
+    );
+    let mut older = crate::revocation::Revocations::default();
+    older.revoke([3; 16], 100, 0).unwrap();
+    let out = deliver(&mut m, 2, &Directive::Revoked(Arc::new(older)));
+    assert!(!out.iter().any(|o| matches!(o, Output::Revocations(_))));
+    assert!(m.revocations().is_revoked(&[2; 16]));
+    assert!(!m.revocations().is_revoked(&[3; 16]));
+}
