@@ -37,6 +37,7 @@ pub mod keys;
 pub mod labels;
 pub mod manifest;
 pub mod operator;
+pub mod query;
 pub mod renewal;
 pub mod revocation;
 pub mod rollout;

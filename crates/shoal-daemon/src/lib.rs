@@ -22,6 +22,7 @@ pub mod executor;
 pub mod host;
 pub mod metrics;
 pub mod origin;
+pub mod query;
 pub mod revoke;
 pub mod routes;
 pub mod services;

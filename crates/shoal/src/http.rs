@@ -88,6 +88,20 @@ impl Signer {
         self.exchange(addr, "GET", path, None, Duration::from_secs(10))
     }
 
+    /// `GET path` on the API at `addr`, waiting up to `timeout` for the answer.
+    ///
+    /// # Errors
+    ///
+    /// When the call fails or the answer is not a 200 with `T` in it.
+    pub fn get_within<T: DeserializeOwned>(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, Failure> {
+        self.exchange(addr, "GET", path, None, timeout)
+    }
+
     /// `POST path` with a JSON `body` on the API at `addr`; waits up to `timeout` for the
     /// answer.
     ///

@@ -141,6 +141,16 @@ pub enum ServiceState {
 }
 
 impl ServiceState {
+    /// Every state, in the order of a service's life.
+    pub const ALL: [ServiceState; 6] = [
+        ServiceState::Idle,
+        ServiceState::Staged,
+        ServiceState::Activating,
+        ServiceState::Healthy,
+        ServiceState::Failed,
+        ServiceState::RolledBack,
+    ];
+
     /// Lower-case name, as in status and the API.
     pub fn as_str(self) -> &'static str {
         match self {

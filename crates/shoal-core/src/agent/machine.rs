@@ -23,6 +23,7 @@ use crate::activation::Command;
 use crate::content::RootHash;
 use crate::control::{self, Directive, Message, Peer, Status, Summary};
 use crate::manifest::{SignedManifest, VerifiedManifest};
+use crate::query::{MAX_QUERIES, Query};
 use crate::revocation::Revocations;
 use crate::rollout::agent::{self as rollout_agent, Agent, Refusal};
 use crate::trust::Trust;
@@ -88,6 +89,9 @@ pub struct Machine<P: Peer, O> {
     agent_changed: bool,
     /// The newest revocation list received or restored.
     revocations: Arc<Revocations>,
+    /// Fleet queries this node answers until they expire, sorted by id, at most
+    /// [`MAX_QUERIES`].
+    queries: Vec<Arc<Query>>,
     out: VecDeque<Output<P, O>>,
 }
 
@@ -112,6 +116,7 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
             announced: None,
             agent_changed: false,
             revocations: Arc::default(),
+            queries: Vec::new(),
             out: VecDeque::new(),
         };
         machine.after_agent();
@@ -288,6 +293,15 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
                 self.out.push_back(Output::Revocations(Arc::clone(list)));
             }
             Some(Directive::Revoked(_)) => {}
+            Some(Directive::Query(query)) => {
+                if let Err(i) = self.queries.binary_search_by_key(&query.id, |q| q.id) {
+                    self.queries.insert(i, Arc::clone(query));
+                    while self.queries.len() > MAX_QUERIES {
+                        self.queries.remove(0);
+                    }
+                    self.after_agent();
+                }
+            }
             Some(Directive::Announce { manifest, origin }) => {
                 let verified = match &self.trust {
                     Some(trust) => SignedManifest::decode(manifest)
@@ -361,6 +375,14 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
             Summary::node(Status::Healthy, self.releases.iter().map(|(r, c)| (*r, *c)));
         for report in agent.reports() {
             summary.add_rollout(&report);
+        }
+        let unix = self.unix_at_epoch + self.now.as_secs();
+        self.queries.retain(|q| q.expires_unix_secs >= unix);
+        if !self.queries.is_empty() {
+            let me = agent.query_hit();
+            for query in &self.queries {
+                summary.add_query(&query.answer(me.clone()));
+            }
         }
         self.control.set_own_summary(summary);
     }

@@ -1,5 +1,6 @@
 //! What the source broadcasts: the bodies of control-plane envelopes.
 
+use crate::query::Query;
 use crate::revocation::Revocations;
 use crate::rollout;
 use serde::de::DeserializeOwned;
@@ -30,6 +31,8 @@ pub enum Directive<O> {
     /// The coordinator's whole list of revoked onboarding tokens: refuse peers whose certificate
     /// was issued against one. A newer list (by its generation) replaces an older one.
     Revoked(Arc<Revocations>),
+    /// A fleet query: answer it in health reports until it expires.
+    Query(Arc<Query>),
 }
 
 impl<O: Serialize + DeserializeOwned> Directive<O> {
@@ -46,6 +49,7 @@ impl<O: Serialize + DeserializeOwned> Directive<O> {
         match &directive {
             Directive::Rollout(d) if !d.is_well_formed() => None,
             Directive::Revoked(r) if !r.is_well_formed() => None,
+            Directive::Query(q) if !q.is_well_formed() => None,
             _ => Some(directive),
         }
     }

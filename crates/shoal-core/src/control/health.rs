@@ -19,6 +19,7 @@ use super::Peer;
 use super::message::Message;
 use super::node::{ChildReport, ClosedRound, Node};
 use crate::content::RootHash;
+use crate::query::{MAX_QUERIES, QueryAnswer};
 use crate::rollout::RolloutReport;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -66,6 +67,9 @@ pub struct Summary {
     pub releases: Vec<ReleaseCount>,
     /// Per rollout, sorted by id; at most [`MAX_SUMMARY_ROLLOUTS`] (the newest).
     pub rollouts: Vec<RolloutReport>,
+    /// Answers to fleet queries, sorted by id; at most [`MAX_QUERIES`] (the newest).
+    #[serde(default)]
+    pub queries: Vec<QueryAnswer>,
 }
 
 impl Summary {
@@ -76,6 +80,7 @@ impl Summary {
             states: [0; 4],
             releases: Vec::new(),
             rollouts: Vec::new(),
+            queries: Vec::new(),
         };
         summary.states[status as usize] = 1;
         for (root, complete) in releases {
@@ -101,7 +106,29 @@ impl Summary {
         for report in &other.rollouts {
             self.add_rollout(report);
         }
+        for answer in &other.queries {
+            self.add_query(answer);
+        }
         self.trim();
+    }
+
+    /// Adds one query's answer (a node's own, or a child's sum).
+    pub fn add_query(&mut self, answer: &QueryAnswer) {
+        match self.queries.binary_search_by_key(&answer.id, |q| q.id) {
+            Ok(i) => self.queries[i].add(answer),
+            Err(i) => self.queries.insert(i, answer.clone()),
+        }
+        while self.queries.len() > MAX_QUERIES {
+            self.queries.remove(0);
+        }
+    }
+
+    /// The answer to query `id`, if this summary has one.
+    pub fn query(&self, id: u64) -> Option<&QueryAnswer> {
+        self.queries
+            .binary_search_by_key(&id, |q| q.id)
+            .ok()
+            .map(|i| &self.queries[i])
     }
 
     /// Adds one rollout's report (a node's own, or a child's sum).
@@ -136,6 +163,9 @@ impl Summary {
                 .windows(2)
                 .all(|w| w[0].rollout < w[1].rollout)
             && self.rollouts.iter().all(RolloutReport::is_well_formed)
+            && self.queries.len() <= MAX_QUERIES
+            && self.queries.windows(2).all(|w| w[0].id < w[1].id)
+            && self.queries.iter().all(QueryAnswer::is_well_formed)
     }
 
     fn add_release(&mut self, release: ReleaseCount) {
@@ -184,7 +214,9 @@ impl<P: Peer> Node<P> {
         // a rollout's counts change, the report travels up at once; other changes within the
         // interval.
         let urgent = before.as_ref().is_none_or(|c| {
-            c.summary.nodes != summary.nodes || c.summary.rollouts != summary.rollouts
+            c.summary.nodes != summary.nodes
+                || c.summary.rollouts != summary.rollouts
+                || c.summary.queries != summary.queries
         });
         let changed = before.as_ref().map(|c| &c.summary) != Some(&summary);
         n.child = Some(ChildReport {

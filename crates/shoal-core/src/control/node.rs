@@ -445,7 +445,8 @@ impl<P: Peer> Node<P> {
     /// Sets this node's own health summary (usually [`Summary::node`]); sent up from the next report.
     pub fn set_own_summary(&mut self, summary: Summary) {
         if summary != self.own {
-            let urgent = summary.rollouts != self.own.rollouts;
+            let urgent =
+                summary.rollouts != self.own.rollouts || summary.queries != self.own.queries;
             self.own = summary;
             self.report_changed(urgent);
         }

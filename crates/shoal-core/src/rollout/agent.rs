@@ -18,6 +18,7 @@ use crate::activation::ServiceState;
 use crate::activation::{self, Command, Outcome, Policy, Service};
 use crate::content::RootHash;
 use crate::labels::Labels;
+use crate::query::{MAX_NAME_BYTES, MAX_SAMPLE_SERVICES, QueryHit, ServiceHit};
 use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -382,6 +383,27 @@ impl Agent {
             .values()
             .flat_map(|s| s.pinned().map(|r| r.root))
             .collect()
+    }
+
+    /// This node as a fleet query's sample shows it: id, name, labels and services.
+    pub fn query_hit(&self) -> QueryHit {
+        QueryHit {
+            node_id: self.node_id.clone(),
+            name: super::report::cut(&self.name, MAX_NAME_BYTES),
+            labels: self.labels.clone(),
+            services: self
+                .services
+                .iter()
+                .take(MAX_SAMPLE_SERVICES)
+                .map(|(name, service)| ServiceHit {
+                    service: super::report::cut(name, MAX_NAME_BYTES),
+                    version: service
+                        .current()
+                        .map(|r| super::report::cut(&r.version, MAX_NAME_BYTES)),
+                    state: service.state(),
+                })
+                .collect(),
+        }
     }
 
     /// This node's own report for each rollout it knows, newest last.

@@ -124,6 +124,10 @@ enum Command {
         reply: oneshot::Sender<Result<u64>>,
     },
     Certificate(Certificate),
+    Query {
+        query: Arc<shoal_core::query::Query>,
+        reply: oneshot::Sender<Result<u64>>,
+    },
     Announce {
         manifest: Vec<u8>,
         origin: Contact,
@@ -394,6 +398,21 @@ impl Mesh {
     ) -> Result<u64> {
         self.ask(|reply| Command::Revoked {
             list: Arc::new(list),
+            reply,
+        })
+        .await?
+    }
+
+    /// Coordinator only: broadcasts a fleet query (not kept: it is over in seconds). Its
+    /// answers come up in the health summaries ([`subtree`](Self::subtree)). Returns the
+    /// broadcast's sequence number.
+    ///
+    /// # Errors
+    ///
+    /// If this process is not the coordinator or the mesh task has stopped.
+    pub async fn broadcast_query(&self, query: shoal_core::query::Query) -> Result<u64> {
+        self.ask(|reply| Command::Query {
+            query: Arc::new(query),
             reply,
         })
         .await?

@@ -237,6 +237,9 @@ impl Task {
                 self.machine.restore_revocations(Arc::clone(&list));
                 let _ = reply.send(self.broadcast(&Directive::Revoked(list), true));
             }
+            Command::Query { query, reply } => {
+                let _ = reply.send(self.broadcast(&Directive::Query(query), false));
+            }
             Command::Certificate(certificate) => {
                 let hello = Hello {
                     addr: self.config.listen,

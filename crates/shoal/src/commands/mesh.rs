@@ -221,6 +221,7 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             coordinator.clone(),
             args.net.data_dir.join(PUBLISHED_DIR),
         )
+        .merge(shoal_daemon::query::routes(mesh.clone()))
         .merge(shoal_daemon::revoke::routes(Arc::new(Revoker {
             db: db.clone(),
             mesh: mesh.clone(),

@@ -7,6 +7,7 @@ mod docs;
 mod keys;
 mod mesh;
 mod net;
+mod query;
 mod release;
 mod rollout;
 mod store;
@@ -79,6 +80,9 @@ enum Command {
     Config(config::ConfigCommand),
     /// Show the coordinator's audit log of rollout decisions.
     Audit(rollout::AuditArgs),
+    /// Ask the fleet which machines match labels, a version they do not run or a service
+    /// state: counts and a sample, collected up the broadcast tree, with no machine list.
+    Query(query::QueryArgs),
 }
 
 pub use net::{NodeControl, is_node_control, node_control};
@@ -102,6 +106,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Publish(args) => release::publish(args),
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Audit(args) => rollout::audit(args),
+        Command::Query(args) => query::run(args),
         Command::Config(cmd) => config::run(cmd),
         Command::Completions(args) => docs::completions(&args),
         Command::Watch(args) => watch::run(&args),

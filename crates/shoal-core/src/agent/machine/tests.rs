@@ -173,3 +173,45 @@ fn only_a_newer_revocation_list_replaces_the_one_held() {
     assert!(m.revocations().is_revoked(&[2; 16]));
     assert!(!m.revocations().is_revoked(&[3; 16]));
 }
+
+#[test]
+fn a_node_answers_a_fleet_query_in_its_summary_until_it_expires() {
+    let mut m = machine(true);
+    let query = |id, select: &str, expires| crate::query::Query {
+        id,
+        select: select.parse().unwrap(),
+        version_not: None,
+        state: None,
+        limit: 3,
+        expires_unix_secs: expires,
+    };
+    let unix = 1_800_000_000;
+    deliver(
+        &mut m,
+        1,
+        &Directive::Query(Arc::new(query(1, "", unix + 60))),
+    );
+    deliver(
+        &mut m,
+        2,
+        &Directive::Query(Arc::new(query(2, "region=x", unix + 60))),
+    );
+    let subtree = m.control().subtree();
+    let all = subtree.query(1).expect("query 1 answered");
+    assert_eq!((all.answered, all.matched), (1, 1));
+    assert_eq!(all.sample[0].name, "node1");
+    let none = subtree.query(2).expect("query 2 answered");
+    assert_eq!((none.answered, none.matched), (1, 0));
+    assert!(none.sample.is_empty());
+    // A query past its time is dropped at the next change.
+    deliver(&mut m, 3, &Directive::Query(Arc::new(query(3, "", unix))));
+    m.set_drained(true);
+    m.handle_timeout(Duration::from_secs(5));
+    m.set_drained(false);
+    let subtree = m.control().subtree();
+    assert!(
+        subtree.query(3).is_none(),
+        "an expired query is still answered"
+    );
+    assert!(subtree.query(1).is_some());
+}
