@@ -10,7 +10,6 @@
 //! before the revocation: [`keep_until`] is the later of the token's expiry and one certificate
 //! lifetime after the revocation, since a listed token's certificates are never renewed.
 
-use crate::admission::DEFAULT_CERTIFICATE_TTL_SECS;
 use serde::{Deserialize, Serialize};
 
 /// The most tokens listed at once. A list this long is 98 KiB in a broadcast.
@@ -38,9 +37,13 @@ pub enum RevocationError {
 }
 
 /// Until when a token revoked at `now_unix_secs` that expires at `token_expires_unix_secs`
-/// stays listed.
-pub fn keep_until(token_expires_unix_secs: u64, now_unix_secs: u64) -> u64 {
-    token_expires_unix_secs.max(now_unix_secs.saturating_add(DEFAULT_CERTIFICATE_TTL_SECS))
+/// stays listed, when certificates live `certificate_ttl_secs`.
+pub fn keep_until(
+    token_expires_unix_secs: u64,
+    now_unix_secs: u64,
+    certificate_ttl_secs: u64,
+) -> u64 {
+    token_expires_unix_secs.max(now_unix_secs.saturating_add(certificate_ttl_secs))
 }
 
 /// The revocation list: revoked token ids, sorted, each with how long it stays listed.
@@ -165,9 +168,8 @@ mod tests {
 
     #[test]
     fn a_token_stays_listed_as_long_as_its_certificates_can_live() {
-        assert_eq!(keep_until(10, 5), 5 + DEFAULT_CERTIFICATE_TTL_SECS);
-        let late = 10 * DEFAULT_CERTIFICATE_TTL_SECS;
-        assert_eq!(keep_until(late, 5), late);
+        assert_eq!(keep_until(10, 5, 1000), 1005);
+        assert_eq!(keep_until(5000, 5, 1000), 5000);
     }
 
     #[test]

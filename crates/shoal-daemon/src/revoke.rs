@@ -38,7 +38,9 @@ pub struct RevokeAnswer {
     pub id: String,
     /// Until when it stays listed (Unix seconds).
     pub until_unix_secs: u64,
-    /// Whether this request changed the list (false: it was listed already).
+    /// Whether the token was listed before this request.
+    pub already: bool,
+    /// Whether this request changed the list (listed it, or for longer).
     pub changed: bool,
     /// The broadcast that carried the list, if it changed.
     pub seq: Option<u64>,
@@ -54,6 +56,9 @@ pub struct Revoker {
     pub shared: SharedRevocations,
     /// Checks a revoked token's signature.
     pub trust: Arc<Trust>,
+    /// How long the coordinator's certificates live: a revoked token stays listed at least
+    /// that long.
+    pub certificate_ttl_secs: u64,
     /// Serialises revocations.
     pub lock: tokio::sync::Mutex<()>,
 }
@@ -64,7 +69,8 @@ impl Revoker {
         let (id, expires) = parse(&request.token, &self.trust, now)?;
         let _guard = self.lock.lock().await;
         let mut list: Revocations = (*self.shared.current()).clone();
-        let until = keep_until(expires, now);
+        let until = keep_until(expires, now, self.certificate_ttl_secs);
+        let already = list.is_revoked(&id);
         let changed = list.revoke(id, until, now)?;
         let seq = if changed {
             self.db
@@ -78,6 +84,7 @@ impl Revoker {
         Ok(RevokeAnswer {
             id: hex::encode(id),
             until_unix_secs: until,
+            already,
             changed,
             seq,
         })

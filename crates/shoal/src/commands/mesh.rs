@@ -227,6 +227,7 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             mesh: mesh.clone(),
             shared: revocations,
             trust: trust.clone(),
+            certificate_ttl_secs: args.certificate_ttl.as_secs(),
             lock: tokio::sync::Mutex::new(()),
         })));
         if trust.operators().is_empty() {

@@ -108,15 +108,16 @@ pub fn run(command: TokenCommand) -> Outcome {
                 return print_json(&serde_json::json!(answer));
             }
             let listed = super::rfc3339(answer.until_unix_secs);
-            match answer.seq {
-                Some(seq) => println!(
-                    "revoked token {}, listed until {listed}; the list went out as broadcast {seq}",
+            let sent = answer.seq.map_or_else(String::new, |seq| {
+                format!("; the list went out as broadcast {seq}")
+            });
+            if answer.already {
+                println!(
+                    "token {} was revoked already; listed until {listed}{sent}",
                     answer.id
-                ),
-                None => println!(
-                    "token {} was revoked already, listed until {listed}",
-                    answer.id
-                ),
+                );
+            } else {
+                println!("revoked token {}, listed until {listed}{sent}", answer.id);
             }
             Ok(())
         }
