@@ -652,7 +652,7 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `shoal ARGS` as `name` in `netns`, logging to the work directory.
-    fn spawn(
+    pub fn spawn(
         work: &Work,
         name: &str,
         netns: Option<&str>,

@@ -29,6 +29,22 @@ pub const MAX_SAMPLE_SERVICES: usize = 8;
 /// The longest service or version name a query or a sample carries, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 
+/// Region and fault-domain cells an answer counts apart; matches in further cells count only in
+/// the totals.
+pub const MAX_QUERY_CELLS: usize = 64;
+
+/// Matching nodes in one region and fault domain (the `region` and `fd` labels; empty when a
+/// node has none).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CellMatch {
+    /// The region.
+    pub region: String,
+    /// The fault domain.
+    pub fault_domain: String,
+    /// Matching nodes in it.
+    pub matched: u32,
+}
+
 /// "Not running this version": of one service, or of any.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionRef {
@@ -132,11 +148,21 @@ impl Query {
     /// One node's answer.
     pub fn answer(&self, node: QueryHit) -> QueryAnswer {
         let matched = self.matches(&node.labels, &node.services);
+        let cells = if matched {
+            vec![CellMatch {
+                region: node.labels.get("region").unwrap_or("").to_owned(),
+                fault_domain: node.labels.get("fd").unwrap_or("").to_owned(),
+                matched: 1,
+            }]
+        } else {
+            Vec::new()
+        };
         QueryAnswer {
             id: self.id,
             limit: self.limit,
             answered: 1,
             matched: u32::from(matched),
+            cells,
             sample: if matched && self.limit > 0 {
                 vec![node]
             } else {
@@ -181,6 +207,8 @@ pub struct QueryAnswer {
     pub answered: u32,
     /// Nodes that match.
     pub matched: u32,
+    /// Matching nodes per region and fault domain, sorted, at most [`MAX_QUERY_CELLS`].
+    pub cells: Vec<CellMatch>,
     /// Matching nodes, sorted by node id, at most `limit`.
     pub sample: Vec<QueryHit>,
 }
@@ -191,6 +219,16 @@ impl QueryAnswer {
     pub fn add(&mut self, other: &QueryAnswer) {
         self.answered = self.answered.saturating_add(other.answered);
         self.matched = self.matched.saturating_add(other.matched);
+        for cell in &other.cells {
+            let key = |c: &CellMatch| (c.region.clone(), c.fault_domain.clone());
+            match self.cells.binary_search_by_key(&key(cell), key) {
+                Ok(i) => {
+                    self.cells[i].matched = self.cells[i].matched.saturating_add(cell.matched);
+                }
+                Err(i) => self.cells.insert(i, cell.clone()),
+            }
+        }
+        self.cells.truncate(MAX_QUERY_CELLS);
         for hit in &other.sample {
             if let Err(i) = self
                 .sample
@@ -205,6 +243,15 @@ impl QueryAnswer {
     /// Whether an answer received from a peer keeps the limits.
     pub fn is_well_formed(&self) -> bool {
         self.limit <= MAX_QUERY_SAMPLE
+            && self.cells.len() <= MAX_QUERY_CELLS
+            && self
+                .cells
+                .windows(2)
+                .all(|w| (&w[0].region, &w[0].fault_domain) < (&w[1].region, &w[1].fault_domain))
+            && self.cells.iter().all(|c| {
+                c.region.len() <= crate::labels::MAX_LABEL_BYTES
+                    && c.fault_domain.len() <= crate::labels::MAX_LABEL_BYTES
+            })
             && self.sample.len() <= usize::from(self.limit)
             && self.sample.windows(2).all(|w| w[0].node_id < w[1].node_id)
             && self.sample.iter().all(|h| {
@@ -289,6 +336,14 @@ mod tests {
         total.add(&QueryAnswer { id: 7, ..other });
         assert_eq!(total.answered, 5);
         assert_eq!(total.matched, 4);
+        assert_eq!(
+            total.cells,
+            [CellMatch {
+                region: String::new(),
+                fault_domain: String::new(),
+                matched: 4
+            }]
+        );
         let ids: Vec<u8> = total.sample.iter().map(|h| h.node_id[0]).collect();
         assert_eq!(ids, [1, 3]);
         assert!(total.is_well_formed());

@@ -17,13 +17,16 @@
 pub mod agent;
 pub mod conductor;
 pub mod db;
+pub mod deploy;
 pub mod events;
 pub mod executor;
 pub mod host;
 pub mod metrics;
+pub mod openapi;
 pub mod origin;
 pub mod query;
 pub mod revoke;
 pub mod routes;
 pub mod services;
 pub mod supervisor;
+pub mod ui;

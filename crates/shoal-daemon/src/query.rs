@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shoal_core::labels::Labels;
+pub use shoal_core::query::CellMatch;
 use shoal_core::query::{MAX_QUERY_SAMPLE, Query, QueryHit, VersionRef, parse_state};
 use shoal_net::mesh::{Mesh, unix_now};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +87,8 @@ pub struct QueryResult {
     pub deadline_ms: u64,
     /// How long it took, in milliseconds.
     pub waited_ms: u64,
+    /// Matching machines per region and fault domain (their `region` and `fd` labels).
+    pub cells: Vec<CellMatch>,
     /// Some matching nodes: the ones with the smallest ids, at most the limit.
     pub sample: Vec<SampleNode>,
 }
@@ -179,6 +182,7 @@ pub async fn run(mesh: &Mesh, raw: Option<&str>) -> Result<QueryResult> {
                 complete,
                 deadline_ms: u64::try_from(request.wait.as_millis()).unwrap_or(u64::MAX),
                 waited_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                cells: answer.map_or_else(Vec::new, |a| a.cells.clone()),
                 sample,
             });
         }

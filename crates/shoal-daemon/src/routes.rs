@@ -299,7 +299,7 @@ async fn publish(
 
 /// Starts a rollout or a dry run and waits for its census, so that a plan the fleet cannot
 /// carry out is refused here with the census counts.
-async fn start(conductor: &ConductorHandle, request: StartRequest) -> Result<Status> {
+pub(crate) async fn start(conductor: &ConductorHandle, request: StartRequest) -> Result<Status> {
     let plan = Plan::from_toml(&request.plan).context("the plan")?;
     let id = conductor
         .start(plan, request.service, request.version, request.dry_run)

@@ -66,7 +66,18 @@ impl Signer {
         Ok(Self { key })
     }
 
-    fn header(&self, method: &str, path: &str, body: &[u8]) -> Option<String> {
+    /// Whether it signs (it has a key).
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// The key's fingerprint, if it has one.
+    pub fn key_name(&self) -> Option<String> {
+        self.key.as_ref().map(|k| k.public().fingerprint())
+    }
+
+    /// The `Authorization` header for a request, if it has a key.
+    pub fn header(&self, method: &str, path: &str, body: &[u8]) -> Option<String> {
         let key = self.key.as_ref()?;
         let auth = RequestAuth::sign(
             key,

@@ -217,11 +217,17 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
         });
         let metrics = shoal_daemon::metrics::coordinator(conductor.clone());
         let routes = shoal_daemon::routes::coordinator(
-            conductor,
+            conductor.clone(),
             coordinator.clone(),
             args.net.data_dir.join(PUBLISHED_DIR),
         )
         .merge(shoal_daemon::query::routes(mesh.clone()))
+        .merge(shoal_daemon::openapi::routes())
+        .merge(shoal_daemon::ui::routes())
+        .merge(shoal_daemon::deploy::routes(
+            conductor.clone(),
+            mesh.clone(),
+        ))
         .merge(shoal_daemon::revoke::routes(Arc::new(Revoker {
             db: db.clone(),
             mesh: mesh.clone(),

@@ -7,6 +7,7 @@ mod docs;
 mod keys;
 mod mesh;
 mod net;
+mod proxy;
 mod query;
 mod release;
 mod rollout;
@@ -83,6 +84,9 @@ enum Command {
     /// Ask the fleet which machines match labels, a version they do not run or a service
     /// state: counts and a sample, collected up the broadcast tree, with no machine list.
     Query(query::QueryArgs),
+    /// Serve a local gateway to the coordinator that signs every request with your operator
+    /// key (for the web page at /ui, curl and tools that cannot sign), like `kubectl proxy`.
+    Proxy(proxy::ProxyArgs),
 }
 
 pub use net::{NodeControl, is_node_control, node_control};
@@ -107,6 +111,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Audit(args) => rollout::audit(args),
         Command::Query(args) => query::run(args),
+        Command::Proxy(args) => proxy::run(args),
         Command::Config(cmd) => config::run(cmd),
         Command::Completions(args) => docs::completions(&args),
         Command::Watch(args) => watch::run(&args),

@@ -86,6 +86,22 @@ pub fn run(args: QueryArgs) -> Outcome {
         },
         result.waited_ms as f64 / 1000.0
     );
+    for cell in &result.cells {
+        println!(
+            "  region {:<12} fault domain {:<12} {}",
+            if cell.region.is_empty() {
+                "-"
+            } else {
+                &cell.region
+            },
+            if cell.fault_domain.is_empty() {
+                "-"
+            } else {
+                &cell.fault_domain
+            },
+            cell.matched
+        );
+    }
     for node in &result.sample {
         let services: Vec<String> = node
             .services
