@@ -138,7 +138,20 @@ fn every_process_answers_probes_and_metrics_that_promtool_and_prometheus_accept(
         report(&format!("{}: /metrics {} bytes", p.name, text.len()));
         if p.name == "coordinator" {
             assert_eq!(sample(&text, "shoal_fleet_nodes "), Some(3.0), "{text}");
-            assert!(sample(&text, "shoal_piece_bytes_total{direction=\"sent\"}").unwrap() > 0.0);
+            // The origin counts a piece sent once its stream is done, which can come after the
+            // receiver verified it: wait for the count rather than read it once.
+            let start = Instant::now();
+            loop {
+                let (_, _, now) = get(addr, "/metrics");
+                if sample(&now, "shoal_piece_bytes_total{direction=\"sent\"}").unwrap() > 0.0 {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < MESH_WITHIN,
+                    "the origin counts no piece bytes sent: {now}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         } else {
             let got = sample(&text, "shoal_piece_bytes_total{direction=\"received\"}").unwrap();
             assert!(
