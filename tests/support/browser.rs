@@ -1,6 +1,8 @@
 //! Headless Chromium driven over the Chrome DevTools Protocol (a WebSocket, with tungstenite):
 //! open a page, evaluate expressions in it as it runs, take a screenshot, and collect its
-//! uncaught exceptions and console errors. Included with `#[path]` by the web page's test.
+//! uncaught exceptions and console errors. Included with `#[path]` by the web page's test and
+//! the API benchmark.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
 use std::io::{Read, Write};
