@@ -22,17 +22,17 @@
 mod browser;
 #[path = "../tests/support/mesh.rs"]
 mod harness;
+#[path = "../tests/support/http.rs"]
+mod http;
 #[path = "../tests/support/rollout_fleet.rs"]
 mod rollout_fleet;
 
-use harness::{Proc, loopback_listen, operator_key};
 use serde_json::Value;
 use shoal_core::keys::SecretKey;
 use shoal_core::operator::RequestAuth;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The plan in flight: waves that bake, so the rollout lasts through the load.
 const PLAN: &str = r#"
@@ -74,32 +74,18 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// One signed GET: its status, or an error.
+/// One signed GET: its status, or why there was none.
 fn signed_get(key: &SecretKey, addr: SocketAddr, path: &str) -> Result<u16, String> {
-    let auth = RequestAuth::sign(key, "GET", path, b"", unix_now(), rand::random()).header();
-    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\r\n"
+    let auth = RequestAuth::sign(key, "GET", path, b"", http::unix_now(), rand::random());
+    http::exchange(
+        addr,
+        "GET",
+        path,
+        &format!("Authorization: {}\r\n", auth.header()),
+        "",
     )
-    .map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
-    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {head:?}"))
+    .map(|a| a.status)
+    .ok_or_else(|| format!("nothing listens on {addr}"))
 }
 
 struct Load {
@@ -111,7 +97,7 @@ struct Load {
 
 /// `clients` threads sending the mix for `secs`.
 fn load(addr: SocketAddr, rollout: u64, clients: usize, secs: u64) -> Load {
-    let key = SecretKey::from_text(&std::fs::read_to_string(operator_key()).unwrap()).unwrap();
+    let key = http::operator();
     let until = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|s| {
@@ -245,28 +231,7 @@ fn main() -> ExitCode {
         .output()
         .is_ok_and(|o| o.status.success());
     let page = if chromium {
-        let proxy_at = loopback_listen();
-        let _proxy = Proc::spawn(
-            &work,
-            "proxy",
-            None,
-            proxy_at,
-            &[
-                "proxy",
-                "--coordinator",
-                &coordinator.to_string(),
-                "--listen",
-                &proxy_at.to_string(),
-            ],
-        );
-        let start = Instant::now();
-        while TcpStream::connect(proxy_at).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the proxy never listened"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (_proxy, proxy_at) = http::start_proxy(&work, coordinator);
         Some(renders(proxy_at))
     } else {
         println!(

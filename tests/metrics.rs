@@ -7,11 +7,13 @@
 
 #[path = "support/mesh.rs"]
 mod harness;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/rollout_fleet.rs"]
 mod rollout_fleet;
 
 use harness::{Mesh, Proc, Work, loopback_listen, needs, report};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,24 +33,8 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 
 /// `GET path` on `addr` with `headers` (each line ending in CRLF).
 fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, head.to_owned(), body.to_owned())
+    let answer = http::exchange(addr, "GET", path, headers, "").unwrap();
+    (answer.status, answer.head, answer.body)
 }
 
 /// `promtool check metrics` on `text`; panics with its complaints unless it accepts it.

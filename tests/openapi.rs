@@ -8,15 +8,23 @@
 
 #[path = "support/mesh.rs"]
 mod harness;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/rollout_fleet.rs"]
 mod rollout_fleet;
 
-use harness::{Proc, Work, loopback_listen, report, run_with_timeout};
+/// A plain HTTP/1.0 exchange through the proxy: status and JSON body.
+fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let answer = http::call(addr, method, path, &body);
+    (answer.status, answer.json())
+}
+
+use harness::{Work, report, run_with_timeout};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// schemathesis's whole run: a few hundred requests, each answered in milliseconds.
 const SCHEMATHESIS_WITHIN: Duration = Duration::from_secs(600);
@@ -32,64 +40,13 @@ fn schemathesis() -> &'static Path {
     Box::leak(path.into_boxed_path())
 }
 
-/// A plain HTTP/1.0 exchange with the proxy: status and JSON body; status 0 while the proxy is
-/// not up.
-fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return (0, Value::Null);
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 #[test]
 fn the_coordinator_answers_as_its_openapi_document_says() {
     let work = Work::new("openapi");
     let mut fleet = rollout_fleet::fleet(&work, 3, rollout_fleet::cell_labels);
     fleet.publish("1.0", 1, "1.0");
-    let coordinator = fleet.coordinator();
 
-    // The signing proxy.
-    let proxy_at = loopback_listen();
-    let proxy = Proc::spawn(
-        &work,
-        "proxy",
-        None,
-        proxy_at,
-        &[
-            "proxy",
-            "--coordinator",
-            &coordinator,
-            "--listen",
-            &proxy_at.to_string(),
-        ],
-    );
-    let start = Instant::now();
-    while call(proxy_at, "GET", "/v1/fleet", None).0 != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the proxy does not answer"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (_proxy, proxy_at) = http::start_proxy(&work, fleet.mesh.coordinator.listen());
 
     // The document served is the one in configs/.
     let (code, served) = call(proxy_at, "GET", "/v1/openapi.json", None);
@@ -194,5 +151,4 @@ fn the_coordinator_answers_as_its_openapi_document_says() {
         code, 400,
         "nothing to go back to after a first release: {back}"
     );
-    drop(proxy);
 }

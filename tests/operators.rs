@@ -7,24 +7,18 @@
 
 #[path = "support/mesh.rs"]
 mod harness;
+#[path = "support/http.rs"]
+mod http;
 
-use harness::{Mesh, Work, loopback_listen, operator_key, operator_pub, run_with_timeout};
+use harness::{Mesh, Work, loopback_listen, operator_pub, run_with_timeout};
 use shoal_core::keys::SecretKey;
 use shoal_core::operator::RequestAuth;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Output;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long one CLI call may take on a loaded machine.
 const CALL_WITHIN: Duration = Duration::from_secs(60);
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// One raw HTTP request: status and body.
 fn request(
@@ -34,31 +28,9 @@ fn request(
     body: &str,
     auth: Option<&str>,
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
     let auth = auth.map_or_else(String::new, |a| format!("Authorization: {a}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_owned())
-}
-
-fn harness_key() -> SecretKey {
-    SecretKey::from_text(&std::fs::read_to_string(operator_key()).unwrap()).unwrap()
+    let answer = http::exchange(addr, method, path, &auth, body).unwrap();
+    (answer.status, answer.body)
 }
 
 /// `shoal ARGS` in the work directory with `key` as `SHOAL_OPERATOR_KEY` (none: unset).
@@ -180,14 +152,14 @@ fn only_signed_requests_within_their_scopes_pass_and_the_audit_log_names_who() {
 
     // Signed by hand: accepted once, then refused as a replay; an altered body, and a time
     // outside the allowed skew, are refused.
-    let key = harness_key();
+    let key = http::operator();
     let body = r#"{"ttl_secs":60,"labels":{}}"#;
     let auth = RequestAuth::sign(
         &key,
         "POST",
         "/v1/tokens",
         body.as_bytes(),
-        unix_now(),
+        http::unix_now(),
         [42; 16],
     )
     .header();
@@ -202,7 +174,7 @@ fn only_signed_requests_within_their_scopes_pass_and_the_audit_log_names_who() {
         "POST",
         "/v1/tokens",
         body.as_bytes(),
-        unix_now(),
+        http::unix_now(),
         [43; 16],
     );
     let (code, answer) = request(
@@ -214,7 +186,14 @@ fn only_signed_requests_within_their_scopes_pass_and_the_audit_log_names_who() {
     );
     assert_eq!(code, 401);
     assert!(answer.contains("does not cover this request"), "{answer}");
-    let old = RequestAuth::sign(&key, "GET", "/v1/audit", b"", unix_now() - 3600, [44; 16]);
+    let old = RequestAuth::sign(
+        &key,
+        "GET",
+        "/v1/audit",
+        b"",
+        http::unix_now() - 3600,
+        [44; 16],
+    );
     let (code, answer) = request(addr, "GET", "/v1/audit", "", Some(&old.header()));
     assert_eq!(code, 401);
     assert!(answer.contains("check both clocks"), "{answer}");

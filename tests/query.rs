@@ -7,17 +7,16 @@
 
 #[path = "support/mesh.rs"]
 mod harness;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/rollout_fleet.rs"]
 mod rollout_fleet;
 
-use harness::{Work, operator_key, report, run_with_timeout};
+use harness::{Work, report, run_with_timeout};
 use serde_json::Value;
-use shoal_core::keys::SecretKey;
-use shoal_core::operator::RequestAuth;
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 const NODES: usize = 6;
 
@@ -38,42 +37,6 @@ fn query(fleet: &rollout_fleet::Fleet, args: &[&str]) -> Value {
 
 fn matched(answer: &Value) -> u64 {
     answer["matched"].as_u64().unwrap()
-}
-
-/// A signed `GET path` on the coordinator's API: status and body.
-fn signed_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let key = SecretKey::from_text(&std::fs::read_to_string(operator_key()).unwrap()).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let auth = RequestAuth::sign(&key, "GET", path, b"", now, rand_nonce()).header();
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_owned())
-}
-
-fn rand_nonce() -> [u8; 16] {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    nanos.to_le_bytes()
 }
 
 #[test]
@@ -198,8 +161,14 @@ fn the_fleet_answers_queries_by_label_version_and_state_up_the_tree() {
         ("wait_secs=99", "wait_secs 99"),
         ("colour=red", "unknown field"),
     ] {
-        let (code, body) = signed_get(addr, &format!("/v1/query?{query}"));
-        assert_eq!(code, 400, "{query}: {body}");
-        assert!(body.contains(says), "{query}: {body}");
+        let answer = http::signed(
+            &http::operator(),
+            addr,
+            "GET",
+            &format!("/v1/query?{query}"),
+            "",
+        );
+        assert_eq!(answer.status, 400, "{query}: {}", answer.body);
+        assert!(answer.body.contains(says), "{query}: {}", answer.body);
     }
 }

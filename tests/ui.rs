@@ -8,16 +8,22 @@
 
 #[path = "support/browser.rs"]
 mod browser;
+#[path = "support/http.rs"]
+mod http;
+
+/// `GET path` through the proxy: the JSON answer.
+fn call(addr: SocketAddr, path: &str) -> Value {
+    http::call(addr, "GET", path, "").json()
+}
 #[path = "support/mesh.rs"]
 mod harness;
 #[path = "support/rollout_fleet.rs"]
 mod rollout_fleet;
 
 use browser::Browser;
-use harness::{Proc, Work, loopback_listen, needs, report};
+use harness::{Work, needs, report};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -29,21 +35,6 @@ const UPDATE_WITHIN: Duration = Duration::from_secs(2);
 
 /// How long the rollout of three nodes may take on a loaded machine.
 const ROLLOUT_WITHIN: Duration = Duration::from_secs(300);
-
-/// `GET path` through the proxy: the JSON answer, or null while the proxy is not up.
-fn call(addr: SocketAddr, path: &str) -> Value {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return Value::Null;
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or(Value::Null)
-}
 
 /// Waits until `done` holds, at most [`WITHIN`]; returns how long it took.
 fn wait(what: &str, mut done: impl FnMut() -> bool) -> Duration {
@@ -61,20 +52,7 @@ fn the_web_page_shows_the_fleet_and_follows_a_rollout() {
     let work = Work::new("ui");
     let mut fleet = rollout_fleet::fleet(&work, 3, rollout_fleet::cell_labels);
     fleet.publish("1.0", 1, "1.0");
-    let proxy_at = loopback_listen();
-    let _proxy = Proc::spawn(
-        &work,
-        "proxy",
-        None,
-        proxy_at,
-        &[
-            "proxy",
-            "--coordinator",
-            &fleet.coordinator(),
-            "--listen",
-            &proxy_at.to_string(),
-        ],
-    );
+    let (_proxy, proxy_at) = http::start_proxy(&work, fleet.mesh.coordinator.listen());
     wait("the proxy answers", || {
         call(proxy_at, "/v1/fleet")["nodes"] == 3
     });
