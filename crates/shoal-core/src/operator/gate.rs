@@ -6,13 +6,27 @@ use crate::keys::PublicKey;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 
-/// The most request nonces remembered at once. Every accepted request is remembered until its
-/// time is past the clock skew, so this is the rate the coordinator takes over ten minutes: 166
-/// requests a second.
-pub const MAX_REMEMBERED_NONCES: usize = 100_000;
+/// The most requests remembered at once. Every accepted request is remembered until its time
+/// is past the clock skew, about two minutes, so this bounds the sustained rate at about 8,000
+/// requests a second, in about 60 MB at the most.
+pub const MAX_REMEMBERED: usize = 1_000_000;
 
-/// A request's identity in the replay memory: the key's bytes and the nonce.
-type RequestId = ([u8; 32], [u8; 16]);
+/// The most requests of one operator key remembered at once: a key that sends more is refused
+/// (429) while the others go on.
+pub const MAX_REMEMBERED_PER_KEY: usize = MAX_REMEMBERED / 4;
+
+/// A request's identity in the replay memory: 128 bits of the BLAKE3 hash of its key and nonce.
+type RequestId = u128;
+
+fn request_id(key: &PublicKey, nonce: &[u8; 16]) -> RequestId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&key.0);
+    hasher.update(nonce);
+    let hash = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash.as_bytes()[..16]);
+    u128::from_le_bytes(bytes)
+}
 
 /// Why a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,7 +45,7 @@ pub enum RefusalKind {
     Replayed,
     /// The key lacks the scope the request needs.
     OutOfScope,
-    /// The replay memory is full.
+    /// The replay memory, or the key's share of it, is full.
     Busy,
 }
 
@@ -108,20 +122,38 @@ pub struct GateCounts {
 /// the time now.
 #[derive(Debug)]
 pub struct Gate {
-    grants: BTreeMap<PublicKey, Vec<Scope>>,
+    /// Each operator key's scopes, and its number in `remembered`.
+    grants: BTreeMap<PublicKey, (usize, Vec<Scope>)>,
     seen: HashSet<RequestId>,
-    /// When each remembered request may be forgotten (Unix seconds), soonest first.
-    forget: BinaryHeap<Reverse<(u64, RequestId)>>,
+    /// When each remembered request may be forgotten (Unix seconds), soonest first, with its
+    /// key's number.
+    forget: BinaryHeap<Reverse<(u64, RequestId, usize)>>,
+    /// Requests remembered per key.
+    remembered: Vec<usize>,
+    limit: usize,
+    limit_per_key: usize,
     counts: GateCounts,
 }
 
 impl Gate {
     /// A gate for the operator keys the trust document names.
     pub fn new(grants: &[OperatorGrant]) -> Self {
+        Self::with_limits(grants, MAX_REMEMBERED, MAX_REMEMBERED_PER_KEY)
+    }
+
+    /// A gate that remembers at most `limit` requests, `limit_per_key` of one key.
+    pub fn with_limits(grants: &[OperatorGrant], limit: usize, limit_per_key: usize) -> Self {
         Self {
-            grants: grants.iter().map(|g| (g.key, g.scopes.clone())).collect(),
+            grants: grants
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.key, (i, g.scopes.clone())))
+                .collect(),
             seen: HashSet::new(),
             forget: BinaryHeap::new(),
+            remembered: vec![0; grants.len()],
+            limit,
+            limit_per_key,
             counts: GateCounts::default(),
         }
     }
@@ -179,7 +211,7 @@ impl Gate {
             Err(e) => return refuse(RefusalKind::Malformed, None, e),
         };
         let name = auth.key.fingerprint();
-        let Some(scopes) = self.grants.get(&auth.key) else {
+        let Some((number, scopes)) = self.grants.get(&auth.key).cloned() else {
             return refuse(
                 RefusalKind::UnknownKey,
                 None,
@@ -225,7 +257,7 @@ impl Gate {
             );
         }
         self.forget_before(now);
-        let id = (auth.key.0, auth.nonce);
+        let id = request_id(&auth.key, &auth.nonce);
         if self.seen.contains(&id) {
             return refuse(
                 RefusalKind::Replayed,
@@ -237,13 +269,26 @@ impl Gate {
                 ),
             );
         }
-        if self.seen.len() >= MAX_REMEMBERED_NONCES {
+        if self.remembered[number] >= self.limit_per_key {
             return refuse(
                 RefusalKind::Busy,
                 key,
                 format!(
-                    "the coordinator remembers {MAX_REMEMBERED_NONCES} recent requests and can \
-                     take no more now: try again in a few seconds"
+                    "operator key {name} sent {} requests in the last {} s, more than the \
+                     coordinator keeps for one key: slow down and try again in a few seconds",
+                    self.remembered[number],
+                    2 * MAX_CLOCK_SKEW_SECS
+                ),
+            );
+        }
+        if self.seen.len() >= self.limit {
+            return refuse(
+                RefusalKind::Busy,
+                key,
+                format!(
+                    "the coordinator remembers {} recent requests and can take no more now: \
+                     try again in a few seconds",
+                    self.limit
                 ),
             );
         }
@@ -251,7 +296,8 @@ impl Gate {
         // remembered longer.
         let until = auth.time_unix_secs.saturating_add(MAX_CLOCK_SKEW_SECS);
         self.seen.insert(id);
-        self.forget.push(Reverse((until, id)));
+        self.remembered[number] += 1;
+        self.forget.push(Reverse((until, id, number)));
         self.check_invariants();
         Ok(Operator {
             key: auth.key,
@@ -260,12 +306,13 @@ impl Gate {
     }
 
     fn forget_before(&mut self, now: u64) {
-        while let Some(Reverse((until, id))) = self.forget.peek().copied() {
+        while let Some(Reverse((until, id, number))) = self.forget.peek().copied() {
             if until >= now {
                 break;
             }
             self.forget.pop();
             self.seen.remove(&id);
+            self.remembered[number] -= 1;
         }
     }
 
@@ -276,7 +323,7 @@ impl Gate {
 
     /// The scopes the trust document gives `key`, if it names it.
     pub fn scopes(&self, key: &PublicKey) -> Option<&[Scope]> {
-        self.grants.get(key).map(Vec::as_slice)
+        self.grants.get(key).map(|(_, scopes)| scopes.as_slice())
     }
 
     /// Checks the gate's own invariants: every remembered nonce is due to be forgotten once, and
@@ -287,7 +334,9 @@ impl Gate {
     /// If one does not hold.
     pub fn check_invariants(&self) {
         assert_eq!(self.seen.len(), self.forget.len());
-        assert!(self.seen.len() <= MAX_REMEMBERED_NONCES);
+        assert_eq!(self.remembered.iter().sum::<usize>(), self.seen.len());
+        assert!(self.seen.len() <= self.limit);
+        assert!(self.remembered.iter().all(|n| *n <= self.limit_per_key));
     }
 }
 
@@ -410,17 +459,44 @@ mod tests {
     }
 
     #[test]
-    fn a_full_memory_refuses_rather_than_forgets_early() {
-        let mut gate = gate();
-        for n in 0..MAX_REMEMBERED_NONCES {
-            let id = (operator(1).public().0, (n as u128).to_le_bytes());
-            gate.seen.insert(id);
-            gate.forget.push(Reverse((NOW + 10, id)));
+    fn a_key_that_floods_is_refused_while_others_go_on() {
+        let grants = [
+            OperatorGrant {
+                key: operator(1).public(),
+                scopes: vec![Scope::Release],
+            },
+            OperatorGrant {
+                key: operator(2).public(),
+                scopes: vec![Scope::Release],
+            },
+        ];
+        let mut gate = Gate::with_limits(&grants, 5, 3);
+        for nonce in 0..3 {
+            check(&mut gate, NOW, Some(&signed(&operator(1), NOW, nonce))).unwrap();
         }
-        let header =
-            RequestAuth::sign(&operator(1), "POST", "/v1/rollouts", b"{}", NOW, [0xff; 16])
-                .header();
-        assert_eq!(check(&mut gate, NOW, Some(&header)), Err(RefusalKind::Busy));
+        let flood = gate
+            .check(
+                NOW,
+                Scope::Release,
+                "POST",
+                "/v1/rollouts",
+                b"{}",
+                Some(&signed(&operator(1), NOW, 9)),
+            )
+            .unwrap_err();
+        assert_eq!(flood.kind, RefusalKind::Busy);
+        assert!(flood.message.contains("slow down"), "{}", flood.message);
+        for nonce in 0..2 {
+            check(&mut gate, NOW, Some(&signed(&operator(2), NOW, nonce))).unwrap();
+        }
+        assert_eq!(
+            check(&mut gate, NOW, Some(&signed(&operator(2), NOW, 7))),
+            Err(RefusalKind::Busy),
+            "the whole memory is full"
+        );
+        // Once the first requests are past the skew, room comes back.
+        let later = NOW + MAX_CLOCK_SKEW_SECS + 1;
+        check(&mut gate, later, Some(&signed(&operator(1), later, 9))).unwrap();
         gate.check_invariants();
     }
 }

@@ -33,8 +33,9 @@ const DOMAIN: &[u8] = b"shoal/operator-request/v1";
 /// The `Authorization` scheme of signed operator requests.
 pub const AUTH_SCHEME: &str = "Shoal-Ed25519";
 
-/// How far a request's time may be from the coordinator's clock, either way.
-pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+/// How far a request's time may be from the coordinator's clock, either way: machines whose
+/// clocks are kept by NTP are within a second of each other.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 120;
 
 /// The longest `Authorization` header accepted, in bytes (a real one is about 330).
 pub const MAX_HEADER_BYTES: usize = 512;
