@@ -146,6 +146,13 @@ fn every_process_answers_probes_and_metrics_that_promtool_and_prometheus_accept(
                 p.name
             );
             assert!(sample(&text, "shoal_view_peers{view=\"active\"}").unwrap() >= 1.0);
+            let pieces = sample(&text, "shoal_piece_transfers_total{direction=\"received\"}");
+            assert!(pieces.unwrap() >= 1.0, "{}: {text}", p.name);
+            assert!(sample(&text, "shoal_broadcast_lag ").is_some(), "{text}");
+            assert!(
+                sample(&text, "shoal_health_reports_sent_total ").unwrap() >= 1.0,
+                "{text}"
+            );
         }
     }
 

@@ -197,6 +197,16 @@ fn data_plane(node: &NodeStatus) -> Vec<Sample> {
     )
     .collect();
     out.extend(by(
+        "piece_transfers",
+        "Pieces moved by the data plane, verified ones received and sent",
+        true,
+        "direction",
+        [
+            ("received", sum(|x| x.pieces_down)),
+            ("sent", sum(|x| x.pieces_up)),
+        ],
+    ));
+    out.extend(by(
         "pieces",
         "Pieces of the releases in the store: held verified, and in all",
         false,
@@ -320,6 +330,18 @@ fn mesh(m: &MembersStatus) -> Vec<Sample> {
             "Broadcast envelopes delivered",
             true,
             m.delivered as f64,
+        ),
+        (
+            "broadcast_lag",
+            "Broadcasts the most advanced active neighbour has delivered and this member has not",
+            false,
+            m.broadcast_lag as f64,
+        ),
+        (
+            "health_reports_sent",
+            "Health reports sent to the parent in the broadcast tree",
+            true,
+            m.health_reports_sent as f64,
         ),
         (
             "broadcast_duplicates",

@@ -92,6 +92,12 @@ pub struct ReleaseStatus {
     pub bytes_down: u64,
     /// Bytes sent to peers.
     pub bytes_up: u64,
+    /// Verified pieces received from peers.
+    #[serde(default)]
+    pub pieces_down: u64,
+    /// Pieces sent to peers.
+    #[serde(default)]
+    pub pieces_up: u64,
     /// Pieces that failed verification (each bans its sender).
     pub corrupt_pieces: u64,
     /// Requests that timed out.

@@ -495,6 +495,8 @@ impl SwarmTask {
         status.complete = self.swarm.is_complete();
         status.bytes_down = stats.bytes_down;
         status.bytes_up = stats.bytes_up;
+        status.pieces_down = stats.pieces_down;
+        status.pieces_up = stats.pieces_up;
         status.corrupt_pieces = stats.corrupt_pieces;
         status.timeouts = stats.timeouts;
         status.false_haves = stats.false_haves;

@@ -328,6 +328,7 @@ impl<P: Peer> Node<P> {
             summary: self.round_sum(),
         };
         self.last_report = self.now;
+        self.stats.health_reports_sent += 1;
         self.send(parent, message);
     }
 }

@@ -146,6 +146,8 @@ pub struct Stats {
     pub duplicates: u64,
     /// Grafts sent to pull a missing broadcast.
     pub grafts_sent: u64,
+    /// Health reports sent to the parent.
+    pub health_reports_sent: u64,
     /// Times the node found its own timers firing late and stretched its timeouts.
     pub late_wakeups: u64,
 }
@@ -297,6 +299,16 @@ impl<P: Peer> Node<P> {
     /// This node.
     pub fn me(&self) -> &Entry<P> {
         &self.me
+    }
+
+    /// How many broadcasts the most advanced active neighbour says it has delivered that this
+    /// node has not: 0 when it is up to date.
+    pub fn broadcast_lag(&self) -> u64 {
+        self.active()
+            .iter()
+            .map(|n| n.latest.saturating_sub(self.latest))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The active view.

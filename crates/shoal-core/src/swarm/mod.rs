@@ -176,6 +176,8 @@ pub struct Stats {
     pub bytes_up: u64,
     /// Pieces sent.
     pub pieces_up: u64,
+    /// Pieces received and verified (each counted once).
+    pub pieces_down: u64,
     /// Pieces sent that this machine had sent before (to any peer).
     pub pieces_resent: u64,
     /// At an origin: requests it declined because the piece was on its way to another peer.
@@ -488,6 +490,7 @@ impl Swarm {
                     return;
                 }
                 self.stats.bytes_down += u64::from(len);
+                self.stats.pieces_down += 1;
                 self.actions.push_back(Action::Announce { piece });
                 // Endgame losers: withdraw the same request from everyone else.
                 let losers: Vec<PeerKey> = self

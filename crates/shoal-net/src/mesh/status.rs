@@ -44,6 +44,12 @@ pub struct MembersStatus {
     pub joins_sent: u64,
     /// Broadcasts delivered.
     pub delivered: u64,
+    /// Broadcasts the most advanced active neighbour has delivered and this member has not.
+    #[serde(default)]
+    pub broadcast_lag: u64,
+    /// Health reports sent to the parent.
+    #[serde(default)]
+    pub health_reports_sent: u64,
     /// Broadcast copies received after the first.
     pub duplicates: u64,
     /// Control frames sent.

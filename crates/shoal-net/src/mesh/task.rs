@@ -404,6 +404,8 @@ impl Task {
             declared_dead: core.declared_dead,
             joins_sent: core.joins_sent,
             delivered: core.delivered,
+            broadcast_lag: node.broadcast_lag(),
+            health_reports_sent: core.health_reports_sent,
             duplicates: core.duplicates,
             frames_sent: stats.frames_sent,
             bytes_sent: stats.bytes_sent,
