@@ -12,7 +12,7 @@
 
 use crate::conductor::{ConductorHandle, Verb};
 use crate::query::{self, QueryParams};
-use crate::routes::{StartRequest, start};
+use crate::routes::{StartRequest, error, outcome, start};
 use anyhow::{Context, Result, bail};
 use axum::extract::RawQuery;
 use axum::http::StatusCode;
@@ -105,16 +105,6 @@ pub fn plan(request: &DeployRequest) -> Result<String> {
     }
     stage(&mut text, "rest", "100%");
     Ok(text)
-}
-
-fn answer<T: Serialize>(result: Result<T>) -> (StatusCode, Json<serde_json::Value>) {
-    match result.and_then(|v| Ok(serde_json::to_value(v)?)) {
-        Ok(v) => (StatusCode::OK, Json(v)),
-        Err(e) => (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": format!("{e:#}") })),
-        ),
-    }
 }
 
 /// The newest rollout, if any.
@@ -212,7 +202,7 @@ pub fn routes(conductor: ConductorHandle, mesh: Mesh) -> Router {
             DEPLOY_PATH,
             post(move |Json(request): Json<DeployRequest>| {
                 let conductor = c1.clone();
-                async move { answer(deploy(&conductor, request).await) }
+                async move { outcome(deploy(&conductor, request).await) }
             }),
         )
         .route(
@@ -221,12 +211,9 @@ pub fn routes(conductor: ConductorHandle, mesh: Mesh) -> Router {
                 let conductor = c2.clone();
                 async move {
                     match latest(&conductor).await {
-                        Ok(Some(status)) => answer(Ok(status)),
-                        Ok(None) => (
-                            StatusCode::NOT_FOUND,
-                            Json(serde_json::json!({ "error": "there is no deployment" })),
-                        ),
-                        Err(e) => answer::<()>(Err(e)),
+                        Ok(Some(status)) => outcome(Ok(status)),
+                        Ok(None) => error(StatusCode::NOT_FOUND, "there is no deployment".into()),
+                        Err(e) => outcome::<()>(Err(e)),
                     }
                 }
             }),
@@ -235,21 +222,21 @@ pub fn routes(conductor: ConductorHandle, mesh: Mesh) -> Router {
             DEPLOY_PROGRESS_PATH,
             post(move || {
                 let conductor = c3.clone();
-                async move { answer(steer(&conductor, Verb::Promote).await) }
+                async move { outcome(steer(&conductor, Verb::Promote).await) }
             }),
         )
         .route(
             DEPLOY_ROLLBACK_PATH,
             post(move || {
                 let conductor = c4.clone();
-                async move { answer(steer(&conductor, Verb::Rollback).await) }
+                async move { outcome(steer(&conductor, Verb::Rollback).await) }
             }),
         )
         .route(
             INVENTORY_PATH,
             get(move |RawQuery(raw): RawQuery| {
                 let mesh = mesh.clone();
-                async move { answer(inventory(&mesh, raw.as_deref()).await) }
+                async move { outcome(inventory(&mesh, raw.as_deref()).await) }
             }),
         )
 }

@@ -4,10 +4,9 @@
 //! `GET /v1/inventory/instances` is the same query in the shape of a simple deployment API.
 
 use anyhow::{Context, Result, bail};
+use axum::Router;
 use axum::extract::RawQuery;
-use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shoal_core::labels::Labels;
 pub use shoal_core::query::CellMatch;
@@ -219,18 +218,7 @@ pub fn routes(mesh: Mesh) -> Router {
         QUERY_PATH,
         get(move |RawQuery(raw): RawQuery| {
             let mesh = mesh.clone();
-            async move {
-                match run(&mesh, raw.as_deref()).await {
-                    Ok(result) => (
-                        StatusCode::OK,
-                        Json(serde_json::to_value(result).unwrap_or_default()),
-                    ),
-                    Err(e) => (
-                        StatusCode::BAD_REQUEST,
-                        Json(serde_json::json!({ "error": format!("{e:#}") })),
-                    ),
-                }
-            }
+            async move { crate::routes::outcome(run(&mesh, raw.as_deref()).await) }
         }),
     )
 }

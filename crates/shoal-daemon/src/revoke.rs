@@ -3,8 +3,8 @@
 //! shows it. An operator needs scope admin to revoke and read to look.
 
 use crate::db::Db;
+use crate::routes::outcome;
 use anyhow::{Context, Result, bail};
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -117,18 +117,6 @@ fn parse(text: &str, trust: &Trust, now: u64) -> Result<([u8; 16], u64)> {
     Ok((claims.id, claims.expires_unix_secs))
 }
 
-type Answer = (StatusCode, Json<serde_json::Value>);
-
-fn answer<T: Serialize>(result: Result<T>) -> Answer {
-    match result.and_then(|v| Ok(serde_json::to_value(v)?)) {
-        Ok(v) => (StatusCode::OK, Json(v)),
-        Err(e) => (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": format!("{e:#}") })),
-        ),
-    }
-}
-
 /// The routes.
 pub fn routes(revoker: Arc<Revoker>) -> Router {
     let reader = revoker.shared.clone();
@@ -137,14 +125,14 @@ pub fn routes(revoker: Arc<Revoker>) -> Router {
             REVOKE_PATH,
             post(move |Json(request): Json<RevokeRequest>| {
                 let revoker = revoker.clone();
-                async move { answer(revoker.revoke(&request).await) }
+                async move { outcome(revoker.revoke(&request).await) }
             }),
         )
         .route(
             REVOKED_PATH,
             get(move || {
                 let list = reader.current();
-                async move { answer(Ok(&*list)) }
+                async move { outcome(Ok(&*list)) }
             }),
         )
 }

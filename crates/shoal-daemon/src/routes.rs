@@ -71,9 +71,11 @@ pub struct PublishAnswer {
     pub seq: u64,
 }
 
-type Answer = (StatusCode, Json<serde_json::Value>);
+/// An answer of the daemon's routes: a status and a JSON body.
+pub(crate) type Answer = (StatusCode, Json<serde_json::Value>);
 
-fn error(code: StatusCode, message: String) -> Answer {
+/// `{"error": message}` with `code`.
+pub(crate) fn error(code: StatusCode, message: String) -> Answer {
     (code, Json(serde_json::json!({ "error": message })))
 }
 
@@ -84,7 +86,8 @@ fn ok<T: Serialize>(value: &T) -> Answer {
     }
 }
 
-fn outcome<T: Serialize>(result: Result<T>) -> Answer {
+/// 200 with the value, or 400 with the error's whole chain.
+pub(crate) fn outcome<T: Serialize>(result: Result<T>) -> Answer {
     match result {
         Ok(v) => ok(&v),
         Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),

@@ -20,6 +20,9 @@ use tokio::sync::watch;
 /// The file in a member's data directory naming the coordinator that admitted it.
 pub const COORDINATOR_FILE: &str = "coordinator.json";
 
+/// The largest [`COORDINATOR_FILE`] read: a peer id and an address, with room.
+const MAX_RECORD_BYTES: u64 = 4096;
+
 /// The longest the loop sleeps before it looks at the certificate again.
 const LONGEST_WAIT: Duration = Duration::from_secs(3600);
 
@@ -69,10 +72,21 @@ impl CoordinatorRecord {
     /// If the file exists but cannot be read or parsed.
     pub fn load(data_dir: &Path) -> Result<Option<Self>> {
         let path = data_dir.join(COORDINATOR_FILE);
-        let bytes = match std::fs::read(&path) {
+        let len = match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            other => other.with_context(|| format!("cannot read {}", path.display()))?,
+            other => other
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len(),
         };
+        if len > MAX_RECORD_BYTES {
+            anyhow::bail!(
+                "{} is {len} bytes, more than a coordinator record can be: remove it and join \
+                 again with a token",
+                path.display()
+            );
+        }
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let record: Self = serde_json::from_slice(&bytes).with_context(|| {
             format!(
                 "{} is not a coordinator record: remove it and join again with a token",
