@@ -25,6 +25,8 @@ use tokio::task::AbortHandle;
 pub const EVENT_QUEUE: usize = 4096;
 /// Bytes written to a piece stream between checks of the upload cap.
 pub const SEND_CHUNK_BYTES: usize = 64 * 1024;
+/// The shortest interval between two copies of the swarm's state into the shared status.
+const STATUS_EVERY: Duration = Duration::from_millis(100);
 /// QUIC error code for a connection closed because the peer is banned or unresponsive.
 pub const CLOSE_DROPPED: u32 = 2;
 
@@ -147,6 +149,8 @@ pub struct SwarmTask {
     complete: watch::Sender<bool>,
     epoch: Instant,
     last_status: Option<Instant>,
+    /// When a status change held back by the rate limit is to be published.
+    status_due: Option<Instant>,
 }
 
 impl SwarmTask {
@@ -188,6 +192,7 @@ impl SwarmTask {
             complete,
             epoch: Instant::now(),
             last_status: None,
+            status_due: None,
         }
     }
 
@@ -201,10 +206,15 @@ impl SwarmTask {
             self.act();
             self.publish(false);
             let now = self.now();
-            let wake = self
+            let mut wake = self
                 .swarm
                 .poll_timeout(now)
                 .unwrap_or(now + Duration::from_secs(3600));
+            // A change held back by the rate limit is published when the limit allows, even if
+            // nothing else happens: the last piece sent must show.
+            if let Some(due) = self.status_due {
+                wake = wake.min(due.saturating_duration_since(self.epoch));
+            }
             let sleep = tokio::time::sleep_until((self.epoch + wake).into());
             tokio::select! {
                 biased;
@@ -478,17 +488,19 @@ impl SwarmTask {
         self.sending.insert(send_id, (key, handle.abort_handle()));
     }
 
-    /// Copies the swarm's state into the shared status, at most ten times a second unless `force`.
+    /// Copies the swarm's state into the shared status, at most once per `STATUS_EVERY` unless
+    /// `force`; a change held back is published by the run loop once the interval has passed.
     fn publish(&mut self, force: bool) {
         let now = Instant::now();
-        if !force
-            && self
-                .last_status
-                .is_some_and(|t| now - t < Duration::from_millis(100))
+        if let Some(last) = self
+            .last_status
+            .filter(|&t| !force && now - t < STATUS_EVERY)
         {
+            self.status_due = Some(last + STATUS_EVERY);
             return;
         }
         self.last_status = Some(now);
+        self.status_due = None;
         let stats = self.swarm.stats();
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.have = self.swarm.have().count();
