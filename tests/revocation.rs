@@ -2,8 +2,8 @@
 //! 30-second certificates and three nodes, one admitted with token A and two with token B.
 //! Every node renews its certificate before it expires; once token B is revoked
 //! (`shoal token revoke`), no machine joins with it, the list reaches every member (which keeps
-//! it in its data directory), a node admitted with it can no longer renew, and such a node
-//! refuses to start again, naming the revocation.
+//! it in its data directory), the links already up to nodes admitted with it are cut, such a
+//! node can no longer renew, and it refuses to start again, naming the revocation.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/mesh.rs"]
@@ -64,6 +64,10 @@ fn certificates_are_renewed_and_a_revoked_token_admits_no_one_and_renews_nothing
     mesh.add_node(loopback_listen(), None, &[listen], &spread_labels(2));
     mesh.wait_ready();
     assert_ne!(token_a, token_b);
+    // A release, so that the data plane has connections for the revocation to close.
+    let payload = work.file("app.bin");
+    harness::write_random(&payload, 1 << 20, 3);
+    mesh.publish(&payload, "app", "1.0", 1, WITHIN);
 
     // Renewal: every node's certificate is replaced by a later one before it expires.
     let first: Vec<Certificate> = (0..3)
@@ -89,6 +93,25 @@ fn certificates_are_renewed_and_a_revoked_token_admits_no_one_and_renews_nothing
         })
     });
     mesh.check_alive();
+
+    // The links that the revocation must cut are up.
+    let revoked: Vec<String> = (1..3)
+        .map(|i| mesh.nodes[i].api.members().unwrap().peer_id)
+        .collect();
+    let data_plane_peers = |p: &harness::Proc| -> Vec<String> {
+        p.api
+            .node_status()
+            .map(|s| s.connections.into_iter().map(|c| c.peer_id).collect())
+            .unwrap_or_default()
+    };
+    wait_for(
+        "data-plane connections to the nodes of token B are up",
+        || {
+            [&mesh.coordinator, &mesh.nodes[0]]
+                .iter()
+                .any(|p| data_plane_peers(p).iter().any(|id| revoked.contains(id)))
+        },
+    );
 
     // Revoke token B by its text.
     let coordinator = listen.to_string();
@@ -123,6 +146,52 @@ fn certificates_are_renewed_and_a_revoked_token_admits_no_one_and_renews_nothing
                 .is_ok_and(|text| text.contains(&id))
         })
     });
+
+    // Links already up are cut too: on the control plane the revoked nodes lose every
+    // neighbour but each other (whose hellos they refuse as well), on the data plane their
+    // connections are closed.
+    wait_for(
+        "no one keeps a data-plane connection to a revoked node",
+        || {
+            [&mesh.coordinator, &mesh.nodes[0]]
+                .iter()
+                .all(|p| data_plane_peers(p).iter().all(|id| !revoked.contains(id)))
+        },
+    );
+    wait_for("the revoked nodes have no neighbour left", || {
+        (1..3).all(|i| {
+            mesh.nodes[i]
+                .api
+                .members()
+                .is_ok_and(|m| m.active.is_empty())
+        }) && mesh.nodes[0]
+            .api
+            .members()
+            .is_ok_and(|m| m.active.iter().all(|n| !revoked.contains(&n.peer_id)))
+    });
+    let mut data_plane_closes = 0;
+    for p in [&mesh.coordinator, &mesh.nodes[0]] {
+        let log = p.log_text();
+        data_plane_closes += log
+            .lines()
+            .filter(|l| l.contains("closing a data-plane connection"))
+            .count();
+        for id in &revoked {
+            let cut = |what: &str| {
+                log.lines()
+                    .any(|l| l.contains(what) && l.contains(id) && l.contains("has been revoked"))
+            };
+            assert!(
+                cut("cut off on the control plane") || cut("closing a data-plane connection"),
+                "{}: no link to {id} was cut: {log}",
+                p.name
+            );
+        }
+    }
+    assert!(
+        data_plane_closes > 0,
+        "the release's data-plane connections were not closed by the revocation"
+    );
 
     // No machine joins with token B any more.
     let refused_at = loopback_listen();

@@ -373,6 +373,8 @@ pub struct NodeStatus {
     pub peer_id: String,
     /// Releases it holds or fetches.
     pub releases: Vec<NodeRelease>,
+    /// Its data-plane connections.
+    pub connections: Vec<Entry>,
 }
 
 /// One release in a node's status.

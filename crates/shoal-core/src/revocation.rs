@@ -9,8 +9,20 @@
 //! A token stays listed until it has expired and so has every certificate issued against it
 //! before the revocation: [`keep_until`] is the later of the token's expiry and one certificate
 //! lifetime after the revocation, since a listed token's certificates are never renewed.
+//!
+//! A newer list reaches the links that are already up too: [`CUT_OFF_AFTER`] after it arrives,
+//! each member cuts the control-plane links of peers it revokes.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long after a newer list arrives a member cuts its control-plane links to peers the list
+/// revokes (new links are refused at once). The wait lets the broadcast, which travels over
+/// those links, reach the revoked nodes as well: they learn why they are cut off, and keep the
+/// list so that a restart with the revoked admission says so instead of trying to join. A
+/// broadcast crosses a mesh of millions in a few seconds, with a lost eager push repaired after
+/// the 0.5 s graft timeout.
+pub const CUT_OFF_AFTER: Duration = Duration::from_secs(10);
 
 /// The most tokens listed at once. A list this long is 98 KiB in a broadcast.
 pub const MAX_REVOKED_TOKENS: usize = 4096;

@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admitted;
 pub mod api;
 pub mod coordinator;
 pub mod identity;

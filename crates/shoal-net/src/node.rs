@@ -7,6 +7,7 @@
 //! when to redial, which of two connections stays and who hears of whom is decided by the core's
 //! [`Peering`], which this node drives.
 
+use crate::admitted::Admitted;
 use crate::identity::Identity;
 use crate::limits::Limits;
 use crate::protocol::{BodyError, FrameReader, write_frame};
@@ -15,6 +16,7 @@ use crate::status::{ConnectionStatus, NodeStatus, Refusal, ReleaseStatus};
 use crate::swarm_task::{EVENT_QUEUE, Event, Link, PieceOutcome, SwarmTask};
 use crate::transport::{self, Congestion};
 use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
 use libp2p_identity::PeerId;
 use shoal_core::agent::peering::gate::{Gate, GateConfig};
 use shoal_core::agent::peering::{self, Peering, Verdict};
@@ -154,6 +156,8 @@ struct Inner {
     gate: Mutex<Gate<SocketAddr>>,
     /// The certificate sent in hellos: the config's, until a renewal replaces it.
     certificate: Mutex<Vec<u8>>,
+    /// The certificates open connections were admitted with, for [`Node::recheck`].
+    admitted: Arc<Admitted<quinn::Connection>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -214,6 +218,7 @@ impl Node {
                 refused_by: Mutex::new(BTreeMap::new()),
                 gate: Mutex::new(Gate::new(config.gate.clone())),
                 certificate: Mutex::new(config.certificate.clone()),
+                admitted: Arc::default(),
                 shutdown,
             }),
         };
@@ -235,6 +240,24 @@ impl Node {
     /// now.
     pub fn set_certificate(&self, certificate: Vec<u8>) {
         *lock(&self.inner.certificate) = certificate;
+    }
+
+    /// Applies `check` to the certificate of every open connection's peer and closes each
+    /// connection it refuses, as if its hello had been refused on arrival (counted as a refused
+    /// peer; the peer hears the reason). For a change of rules, such as a revoked onboarding
+    /// token, to reach connections that are already up. Returns the peers refused, with the
+    /// reason.
+    pub fn recheck(
+        &self,
+        check: impl Fn(&PeerId, &[u8]) -> Result<(), String>,
+    ) -> Vec<(PeerId, String)> {
+        let refused = self.inner.admitted.refused(check);
+        for r in &refused {
+            self.inner.refused_peers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %r.peer, "closing a data-plane connection: {}", r.reason);
+            r.link.close(CLOSE_REFUSED.into(), r.reason.as_bytes());
+        }
+        refused.into_iter().map(|r| (r.peer, r.reason)).collect()
     }
 
     /// This node's peer id.
@@ -717,6 +740,8 @@ impl Node {
         let mut reader = FrameReader::without_idle_timeout(recv, MAX_CONTROL_FRAME_BYTES);
         let mut closed = std::pin::pin!(link.conn.closed());
         let mut admitted = self.inner.config.admission.is_none();
+        // The certificate this connection was admitted with, while it lasts.
+        let mut _registration = None;
         // A peer that must be admitted has until then to say its hello.
         let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
         let mut hello_deadline = std::pin::pin!(hello_deadline);
@@ -742,6 +767,13 @@ impl Node {
                     certificate,
                 } => {
                     if let Some(check) = &self.inner.config.admission {
+                        // Registered before the check, so a recheck after a change of rules
+                        // cannot miss it.
+                        _registration = Some(self.inner.admitted.register(
+                            link.peer_id,
+                            Bytes::from(certificate.clone()),
+                            link.conn.clone(),
+                        ));
                         if let Err(reason) = (check.0)(&link.peer_id, &certificate) {
                             self.inner.refused_peers.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(peer = %link.peer_id, addr = %link.addr, "refused on the data plane: {reason}");

@@ -1,11 +1,15 @@
 //! A member's copy of the revocation list ([`Revocations`]): read by the certificate checks of
-//! both planes, replaced by the mesh task when a newer list arrives, and kept in the data
-//! directory so a restarted member refuses the same peers.
+//! both planes, replaced by the mesh task when a newer list arrives, watched by the planes so
+//! that a newer list closes the links of peers it revokes, and kept in the data directory so a
+//! restarted member refuses the same peers.
 
+use crate::node::Node;
 use anyhow::{Context, Result};
+use shoal_core::admission::Certificate;
 use shoal_core::revocation::Revocations;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use tokio::sync::watch;
 
 /// The file in the data directory that keeps the list.
 pub const REVOCATIONS_FILE: &str = "revoked-tokens.json";
@@ -14,23 +18,34 @@ pub const REVOCATIONS_FILE: &str = "revoked-tokens.json";
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The list, shared. Cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct SharedRevocations(Arc<RwLock<Arc<Revocations>>>);
+#[derive(Clone, Debug)]
+pub struct SharedRevocations(Arc<watch::Sender<Arc<Revocations>>>);
+
+impl Default for SharedRevocations {
+    fn default() -> Self {
+        Self::new(Revocations::default())
+    }
+}
 
 impl SharedRevocations {
     /// A shared handle on `list`.
     pub fn new(list: Revocations) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(list))))
+        Self(Arc::new(watch::Sender::new(Arc::new(list))))
     }
 
     /// The list now.
     pub fn current(&self) -> Arc<Revocations> {
-        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.0.borrow())
     }
 
-    /// Replaces the list.
+    /// Replaces the list, and wakes every [`subscribe`](Self::subscribe)r.
     pub fn replace(&self, list: Arc<Revocations>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = list;
+        self.0.send_replace(list);
+    }
+
+    /// A receiver that wakes at every [`replace`](Self::replace) after this call.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Revocations>> {
+        self.0.subscribe()
     }
 
     /// The list kept in `data_dir`, or an empty one if there is none.
@@ -77,6 +92,31 @@ impl SharedRevocations {
         shoal_store::fsutil::write_atomic(&path, &text, 0o644)
             .with_context(|| format!("cannot write {}", path.display()))
     }
+}
+
+/// Closes `node`'s data-plane connections to the peers that each newer list in `revocations`
+/// revokes, until the process ends.
+pub fn close_revoked_connections(revocations: &SharedRevocations, node: Node) {
+    let mut changes = revocations.subscribe();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let list = Arc::clone(&changes.borrow_and_update());
+            node.recheck(|_, certificate| not_revoked(&list, certificate));
+        }
+    });
+}
+
+/// Whether `certificate` (encoded) still admits its holder under `list`: refuses only a
+/// certificate from a revoked token. For rechecking links already up, whose certificates passed
+/// every other check when they were opened.
+///
+/// # Errors
+///
+/// The reason, if the certificate's token is revoked or the bytes are no certificate.
+pub fn not_revoked(list: &Revocations, certificate: &[u8]) -> Result<(), String> {
+    Certificate::decode(certificate)
+        .and_then(|c| c.check_revocations(list))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -739,11 +739,13 @@ impl Network {
                         r.stats.refused += 1;
                     }
                 }
-                // The data plane is not simulated yet: releases are modelled as distributed.
+                // The data plane is not simulated yet: releases are modelled as distributed. Nor
+                // are certificates, so there are no links for a revocation to cut.
                 Output::AddRelease { .. }
                 | Output::ManifestRefused(_)
                 | Output::Connect(_)
-                | Output::Revocations(_) => {}
+                | Output::Revocations(_)
+                | Output::CutOff(_) => {}
                 Output::Control(
                     ControlOutput::Disconnect { .. }
                     | ControlOutput::NeighbourUp { .. }

@@ -24,7 +24,7 @@ use crate::content::RootHash;
 use crate::control::{self, Directive, Message, Peer, Status, Summary};
 use crate::manifest::{SignedManifest, VerifiedManifest};
 use crate::query::{MAX_QUERIES, Query};
-use crate::revocation::Revocations;
+use crate::revocation::{CUT_OFF_AFTER, Revocations};
 use crate::rollout::agent::{self as rollout_agent, Agent, Refusal};
 use crate::trust::Trust;
 use serde::Serialize;
@@ -70,6 +70,9 @@ pub enum Output<P, O> {
     /// A newer revocation list arrived: refuse peers whose certificate came from a listed
     /// token, and keep the list for a restart.
     Revocations(Arc<Revocations>),
+    /// [`CUT_OFF_AFTER`] has passed since this list arrived: cut the control-plane links that
+    /// are up to peers whose certificate came from a token it lists.
+    CutOff(Arc<Revocations>),
 }
 
 /// A node's agent machine. See the module documentation.
@@ -89,6 +92,8 @@ pub struct Machine<P: Peer, O> {
     agent_changed: bool,
     /// The newest revocation list received or restored.
     revocations: Arc<Revocations>,
+    /// When the links up to peers the newest list revokes are to be cut.
+    cut_off_at: Option<Duration>,
     /// Fleet queries this node answers until they expire, sorted by id, at most
     /// [`MAX_QUERIES`].
     queries: Vec<Arc<Query>>,
@@ -116,6 +121,7 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
             announced: None,
             agent_changed: false,
             revocations: Arc::default(),
+            cut_off_at: None,
             queries: Vec::new(),
             out: VecDeque::new(),
         };
@@ -127,6 +133,14 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
     /// only if newer.
     pub fn restore_revocations(&mut self, revocations: Arc<Revocations>) {
         self.revocations = revocations;
+    }
+
+    /// A newer list issued here, at the source: kept, and the links up to the peers it revokes
+    /// cut [`CUT_OFF_AFTER`] from `now` (the driver broadcasts it).
+    pub fn issue_revocations(&mut self, now: Duration, revocations: Arc<Revocations>) {
+        self.now = self.now.max(now);
+        self.revocations = revocations;
+        self.cut_off_at = Some(self.now + CUT_OFF_AFTER);
     }
 
     /// The newest revocation list this node holds.
@@ -182,12 +196,17 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
         }
         self.fetch.handle_timeout(now);
         self.carry_fetch();
+        if self.cut_off_at.is_some_and(|t| t <= now) {
+            self.cut_off_at = None;
+            self.out
+                .push_back(Output::CutOff(Arc::clone(&self.revocations)));
+        }
     }
 
     /// When [`Machine::handle_timeout`] is next due.
     pub fn poll_timeout(&mut self) -> Duration {
         let agent = self.agent.as_ref().and_then(Agent::poll_timeout);
-        [agent, self.fetch.poll_timeout()]
+        [agent, self.fetch.poll_timeout(), self.cut_off_at]
             .into_iter()
             .flatten()
             .fold(self.control.poll_timeout(), Duration::min)
@@ -290,6 +309,7 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
             }
             Some(Directive::Revoked(list)) if list.generation > self.revocations.generation => {
                 self.revocations = Arc::clone(list);
+                self.cut_off_at = Some(self.now + CUT_OFF_AFTER);
                 self.out.push_back(Output::Revocations(Arc::clone(list)));
             }
             Some(Directive::Revoked(_)) => {}

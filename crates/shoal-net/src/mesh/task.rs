@@ -12,12 +12,14 @@ use super::{
     unix_now, write_sequence,
 };
 use crate::overlay::{Event, Overlay};
+use crate::revocations::not_revoked;
 use anyhow::{Result, bail};
 use bytes::Bytes;
 use libp2p_identity::PeerId;
 use shoal_core::admission::{self, AdmissionResponse};
 use shoal_core::agent::machine::{self, Machine};
 use shoal_core::control::{Entry, Envelope, Message, Output};
+use shoal_core::revocation::Revocations;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -234,7 +236,8 @@ impl Task {
             }
             Command::Revoked { list, reply } => {
                 self.config.revocations.replace(Arc::clone(&list));
-                self.machine.restore_revocations(Arc::clone(&list));
+                let now = self.now();
+                self.machine.issue_revocations(now, Arc::clone(&list));
                 let _ = reply.send(self.broadcast(&Directive::Revoked(list), true));
             }
             Command::Query { query, reply } => {
@@ -314,6 +317,7 @@ impl Task {
                 machine::Output::Refused(refusal) => {
                     tracing::warn!("rollout directive refused: {refusal}");
                 }
+                machine::Output::CutOff(list) => self.cut_off_revoked(&list),
                 machine::Output::Revocations(list) => {
                     tracing::info!(
                         generation = list.generation,
@@ -331,6 +335,19 @@ impl Task {
             && let Some(agent) = self.machine.agent()
         {
             self.host.changed(agent);
+        }
+    }
+
+    /// Cuts off the control-plane peers whose certificate `list` revokes: the list reaches links
+    /// that are already up, not only those opened after it.
+    fn cut_off_revoked(&self, list: &Revocations) {
+        let cut = self.overlay.recheck(|_, hello| {
+            let hello = postcard::from_bytes::<Hello>(hello).map_err(|e| e.to_string())?;
+            not_revoked(list, &hello.certificate)
+        });
+        for (peer, reason) in cut {
+            self.counters.refused_peers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "cut off on the control plane: {reason}");
         }
     }
 

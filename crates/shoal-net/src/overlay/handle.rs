@@ -5,6 +5,7 @@ use super::outbound::Writers;
 use super::request::exchange;
 use super::stats::{Counters, Stats, bump};
 use super::swarm_task::Command;
+use crate::admitted::Admitted;
 use bytes::Bytes;
 use libp2p_identity::PeerId;
 use std::fmt;
@@ -36,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) writers: Arc<Writers>,
     pub(crate) stats: Arc<Counters>,
+    /// The hellos of peers' control streams open now.
+    pub(crate) admitted: Arc<Admitted<()>>,
     pub(crate) runtime: Handle,
     /// Set to stop the swarm task; dropping it (with the last clone) stops it too.
     pub(crate) shutdown: watch::Sender<bool>,
@@ -179,6 +182,32 @@ impl Overlay {
             return;
         }
         self.inner.writers.set_hello(hello);
+    }
+
+    /// Applies `check` to the hello of every control stream peers hold open to us and cuts off
+    /// each peer it refuses, as if its hello had been refused on arrival (counted in
+    /// `hellos_refused`). For a change of rules, such as a revoked onboarding token, to reach
+    /// links that are already up. Returns the peers cut off, with the reason.
+    pub fn recheck(
+        &self,
+        check: impl Fn(&PeerId, &[u8]) -> Result<(), String>,
+    ) -> Vec<(PeerId, String)> {
+        let mut cut: Vec<(PeerId, String)> = Vec::new();
+        for refused in self.inner.admitted.refused(check) {
+            if cut.iter().any(|(peer, _)| *peer == refused.peer) {
+                continue;
+            }
+            bump(&self.inner.stats.hellos_refused);
+            self.disconnect(refused.peer);
+            cut.push((refused.peer, refused.reason));
+        }
+        cut
+    }
+
+    /// Control streams from peers registered for [`recheck`](Self::recheck) now.
+    #[cfg(test)]
+    pub(crate) fn open_hellos(&self) -> usize {
+        self.inner.admitted.len()
     }
 
     /// The counters so far.

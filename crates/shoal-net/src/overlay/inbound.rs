@@ -15,6 +15,7 @@ use super::event::Event;
 use super::frame::{FrameError, read_frame, write_frame};
 use super::stats::{Counters, bump};
 use super::swarm_task::Command;
+use crate::admitted::Admitted;
 use futures::{AsyncWriteExt as _, StreamExt as _};
 use libp2p::Stream;
 use libp2p_identity::PeerId;
@@ -33,6 +34,8 @@ pub(crate) struct Inbound {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) stats: Arc<Counters>,
     pub(crate) check_hello: HelloCheck,
+    /// The hellos of the control streams open now, for [`Overlay::recheck`](super::Overlay::recheck).
+    pub(crate) admitted: Arc<Admitted<()>>,
     pub(crate) max_frame_bytes: usize,
     pub(crate) hello_timeout: Duration,
     pub(crate) reply_timeout: Duration,
@@ -142,6 +145,8 @@ impl Inbound {
         let Some(hello) = hello else {
             return Ok(());
         };
+        // Registered before the check, so a recheck after a change of rules cannot miss it.
+        let _admitted = self.admitted.register(peer, hello.clone(), ());
         if !(self.check_hello)(&peer, &hello) {
             return Err(Ended::Violation(Violation::HelloRefused));
         }

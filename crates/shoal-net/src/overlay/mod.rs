@@ -13,7 +13,9 @@
 //! - **Control streams** ([`CONTROL_PROTOCOL`]) carry the core's frames, one direction each: to
 //!   talk to a peer, we open one long-lived stream to it; it opens its own to talk to us. Our
 //!   first frame on it is our `hello`; the peer's first frame on its stream to us is its hello,
-//!   which `check_hello` must accept before any of its frames reach the owner.
+//!   which `check_hello` must accept before any of its frames reach the owner. The hellos of
+//!   open streams are kept, so that [`Overlay::recheck`] can judge them again when the rules
+//!   change (a revoked token) and cut off the peers that no longer pass.
 //!   [`Overlay::send`] queues a frame in a bounded per-peer queue and returns at once.
 //! - **Admission** ([`ADMISSION_PROTOCOL`]) is one request and one answer, for peers that have
 //!   no hello yet: [`Overlay::request`] on one side, [`Event::Request`] on the other.
@@ -58,6 +60,7 @@ pub use event::Event;
 pub use handle::Overlay;
 pub use stats::Stats;
 
+use crate::admitted::Admitted;
 use crate::identity::Identity;
 use anyhow::{Context as _, Result, bail, ensure};
 use bytes::Bytes;
@@ -127,12 +130,14 @@ pub async fn start(
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let (stopped, stopped_receiver) = watch::channel(());
     let stats = Arc::new(Counters::default());
+    let admitted = Arc::new(Admitted::default());
 
     let inbound = Arc::new(Inbound {
         events: events.clone(),
         commands: commands.clone(),
         stats: Arc::clone(&stats),
         check_hello,
+        admitted: Arc::clone(&admitted),
         max_frame_bytes: config.max_frame_bytes,
         hello_timeout: config.hello_timeout,
         reply_timeout: config.reply_timeout,
@@ -177,6 +182,7 @@ pub async fn start(
         commands,
         writers,
         stats,
+        admitted,
         runtime,
         shutdown,
         stopped: stopped_receiver,

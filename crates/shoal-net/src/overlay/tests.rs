@@ -523,3 +523,34 @@ fn overlay_handles_and_futures_are_send() {
     is_send(&overlay.shutdown());
     runtime.block_on(overlay.shutdown());
 }
+
+#[tokio::test]
+async fn overlay_recheck_cuts_off_a_peer_whose_hello_no_longer_passes() {
+    let (a, mut a_events) = node(11, config(), accept_hello()).await;
+    let (b, mut b_events) = node(12, config(), accept_hello()).await;
+    a.send(b.peer_id(), b.local_addr(), Bytes::from_static(b"hello b"))
+        .expect("queued");
+    let (from, _) = next_frame(&mut b_events).await;
+    assert_eq!(from, a.peer_id());
+    let cut = b.recheck(|_, hello| {
+        (hello != HELLO)
+            .then_some(())
+            .ok_or_else(|| "its hello is no longer good".to_string())
+    });
+    assert_eq!(
+        cut,
+        vec![(a.peer_id(), "its hello is no longer good".into())]
+    );
+    assert_eq!(b.stats().hellos_refused, 1);
+    disconnected(&mut a_events, b.peer_id()).await;
+    eventually("both sides closed the connection", || {
+        a.stats().connections == 0 && b.stats().connections == 0
+    })
+    .await;
+    eventually("the closed stream is no longer registered", || {
+        b.open_hellos() == 0
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

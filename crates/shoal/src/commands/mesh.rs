@@ -24,7 +24,7 @@ use shoal_net::mesh::renewal::{CoordinatorRecord, Renewal};
 use shoal_net::mesh::{self, FleetStatus, MembersStatus, unix_now};
 use shoal_net::node::AdmissionCheck;
 use shoal_net::operator_gate::OperatorGate;
-use shoal_net::revocations::SharedRevocations;
+use shoal_net::revocations::{SharedRevocations, close_revoked_connections};
 use shoal_store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -178,6 +178,7 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             Some((certificate.encode(), check)),
         )
         .await?;
+        close_revoked_connections(&revocations, node.clone());
         let shutdown = node.shutdown_signal();
         let config = mesh::Config {
             listen: args.net.listen,
@@ -404,6 +405,7 @@ pub fn node(args: NodeArgs) -> Outcome {
             Some((certificate.encode(), check)),
         )
         .await?;
+        close_revoked_connections(&revocations, node.clone());
         let shutdown = node.shutdown_signal();
         let config = mesh::Config {
             listen: args.net.listen,

@@ -175,6 +175,43 @@ fn only_a_newer_revocation_list_replaces_the_one_held() {
 }
 
 #[test]
+fn links_up_to_revoked_peers_are_cut_once_the_list_has_had_time_to_reach_them() {
+    let cut_offs = |out: &[Output<u32, u32>]| -> Vec<u64> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::CutOff(list) => Some(list.generation),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut list = crate::revocation::Revocations::default();
+    list.revoke([1; 16], 100, 0).unwrap();
+    let list = Arc::new(list);
+    let arrived = Duration::from_secs(1);
+    let due = arrived + CUT_OFF_AFTER;
+
+    // A member that hears the broadcast.
+    let mut m = machine(true);
+    let out = deliver(&mut m, 1, &Directive::Revoked(Arc::clone(&list)));
+    assert!(cut_offs(&out).is_empty(), "not cut at once: {out:?}");
+    assert!(m.poll_timeout() <= due);
+    m.handle_timeout(due - Duration::from_millis(1));
+    assert!(cut_offs(&drain(&mut m)).is_empty(), "cut too early");
+    m.handle_timeout(due);
+    assert_eq!(cut_offs(&drain(&mut m)), vec![1]);
+    m.handle_timeout(due + CUT_OFF_AFTER);
+    assert!(cut_offs(&drain(&mut m)).is_empty(), "cut once");
+
+    // The source that issues it.
+    let mut source = machine(false);
+    source.issue_revocations(arrived, Arc::clone(&list));
+    assert!(source.revocations().is_revoked(&[1; 16]));
+    assert!(source.poll_timeout() <= due);
+    source.handle_timeout(due);
+    assert_eq!(cut_offs(&drain(&mut source)), vec![1]);
+}
+
+#[test]
 fn a_node_answers_a_fleet_query_in_its_summary_until_it_expires() {
     let mut m = machine(true);
     let query = |id, select: &str, expires| crate::query::Query {
