@@ -196,6 +196,11 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
         }
         self.fetch.handle_timeout(now);
         self.carry_fetch();
+        if self.queries_expire_at().is_some_and(|t| t <= now) {
+            let unix = self.unix_at_epoch + now.as_secs();
+            self.queries.retain(|q| q.expires_unix_secs >= unix);
+            self.after_agent();
+        }
         if self.cut_off_at.is_some_and(|t| t <= now) {
             self.cut_off_at = None;
             self.out
@@ -206,10 +211,24 @@ impl<P: Peer, O: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> M
     /// When [`Machine::handle_timeout`] is next due.
     pub fn poll_timeout(&mut self) -> Duration {
         let agent = self.agent.as_ref().and_then(Agent::poll_timeout);
-        [agent, self.fetch.poll_timeout(), self.cut_off_at]
-            .into_iter()
-            .flatten()
-            .fold(self.control.poll_timeout(), Duration::min)
+        [
+            agent,
+            self.fetch.poll_timeout(),
+            self.cut_off_at,
+            self.queries_expire_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.control.poll_timeout(), Duration::min)
+    }
+
+    /// When the first query this node answers expires, in driver time: it leaves the node's
+    /// summary then.
+    fn queries_expire_at(&self) -> Option<Duration> {
+        let unix = self.queries.iter().map(|q| q.expires_unix_secs).min()?;
+        Some(Duration::from_secs(
+            unix.saturating_add(1).saturating_sub(self.unix_at_epoch),
+        ))
     }
 
     /// The store holds `root` (verified manifest), `complete` or not.

@@ -240,11 +240,22 @@ fn a_node_answers_a_fleet_query_in_its_summary_until_it_expires() {
     let none = subtree.query(2).expect("query 2 answered");
     assert_eq!((none.answered, none.matched), (1, 0));
     assert!(none.sample.is_empty());
-    // A query past its time is dropped at the next change.
-    deliver(&mut m, 3, &Directive::Query(Arc::new(query(3, "", unix))));
-    m.set_drained(true);
-    m.handle_timeout(Duration::from_secs(5));
-    m.set_drained(false);
+    // A query is dropped once its time is past, with nothing else happening: the machine wakes
+    // for it.
+    deliver(
+        &mut m,
+        3,
+        &Directive::Query(Arc::new(query(3, "", unix + 2))),
+    );
+    assert!(m.control().subtree().query(3).is_some());
+    let expiry = Duration::from_secs(3);
+    assert!(m.poll_timeout() <= expiry, "no wake-up for the expiry");
+    m.handle_timeout(expiry - Duration::from_millis(1));
+    assert!(
+        m.control().subtree().query(3).is_some(),
+        "dropped too early"
+    );
+    m.handle_timeout(expiry);
     let subtree = m.control().subtree();
     assert!(
         subtree.query(3).is_none(),
