@@ -164,13 +164,14 @@ pub async fn run(mesh: &Mesh, raw: Option<&str>) -> Result<QueryResult> {
     let request = parse(raw, next_id())?;
     let id = request.query.id;
     let start = Instant::now();
+    let fleet_when_asked = mesh.subtree().await?.nodes;
     mesh.broadcast_query(request.query).await?;
     loop {
         let summary = mesh.subtree().await?;
-        let fleet = summary.nodes;
+        let fleet = fleet_when_asked.max(summary.nodes);
         let answer = summary.query(id);
         let answered = answer.map_or(0, |a| a.answered);
-        let complete = fleet > 0 && answered >= fleet;
+        let complete = answer.is_some_and(|a| a.is_complete(fleet_when_asked, summary.nodes));
         if complete || start.elapsed() >= request.wait {
             let sample = answer.map_or_else(Vec::new, |a| a.sample.iter().map(sample).collect());
             return Ok(QueryResult {
