@@ -19,6 +19,8 @@
 //! [`Network::enable_rollouts`] the source also runs the real rollout conductor and every other
 //! machine a real rollout agent (see [`rollouts`]): directives travel by the simulated broadcast,
 //! reports by the simulated health tree, and only the executor is modelled.
+//! Fleet queries travel the same way ([`queries`]): the query by broadcast, the answers up the
+//! health tree.
 //!
 //! [`dataplane`] is the data plane: every node's real swarm scheduler, piece transfers as max-min
 //! fair flows over the nodes' caps ([`flows`], [`flowtable`]). [`fleet`] runs the two in one event
@@ -44,6 +46,7 @@ pub mod fleet;
 pub mod flows;
 pub mod flowtable;
 pub mod plot;
+pub mod queries;
 pub mod rollouts;
 pub mod run;
 pub mod scenario;
