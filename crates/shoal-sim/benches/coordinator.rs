@@ -16,7 +16,6 @@ use shoal_core::activation::Policy;
 use shoal_core::rollout::Plan;
 use shoal_sim::rollouts::release;
 use shoal_sim::{Config, Model, Network};
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const PLAN: &str = r#"
@@ -71,22 +70,14 @@ fn main() {
         let started = Instant::now();
         let mut net = Network::new(Config::default(), nodes);
         let v2 = release("2.0", 2);
+        let quick = Model::quick("web", release("1.0", 1));
         net.enable_rollouts(Model {
-            service: "web".into(),
-            running: release("1.0", 1),
             distributed: vec![v2.clone()],
-            announced: Vec::new(),
-            bad: BTreeSet::new(),
-            bad_nodes: None,
-            bad_from: Duration::ZERO,
-            prepare: Duration::from_millis(200),
-            switch: Duration::from_millis(300),
-            check: Duration::from_millis(50),
             policy: Policy {
                 grace: Duration::from_secs(10),
-                passes: 2,
-                interval: Duration::from_millis(500),
+                ..quick.policy
             },
+            ..quick
         });
         net.run_for(Duration::from_secs(50));
         let at = (net.stats().source_received, net.stats().source_health);

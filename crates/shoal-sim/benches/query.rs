@@ -13,11 +13,9 @@
 #[path = "support/sizes.rs"]
 mod sizes;
 
-use shoal_core::activation::Policy;
 use shoal_core::query::{Query, VersionRef};
 use shoal_sim::rollouts::release;
 use shoal_sim::{Config, Model, Network};
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// The step between looks at the source's summary: the resolution of the figures.
@@ -30,26 +28,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// Whether a node in (region, fault domain) matches, by the nodes' own places.
 type Truth = Box<dyn Fn(u32, u32) -> bool>;
 
-fn model() -> Model {
-    Model {
-        service: "web".into(),
-        running: release("1.0", 1),
-        distributed: Vec::new(),
-        announced: Vec::new(),
-        bad: BTreeSet::new(),
-        bad_nodes: None,
-        bad_from: Duration::ZERO,
-        prepare: Duration::from_millis(200),
-        switch: Duration::from_millis(300),
-        check: Duration::from_millis(50),
-        policy: Policy {
-            grace: Duration::from_secs(5),
-            passes: 2,
-            interval: Duration::from_millis(500),
-        },
-    }
-}
-
 fn main() {
     let sizes = sizes::sizes(&[10_000, 100_000], &[2_000]);
     println!(
@@ -57,7 +35,7 @@ fn main() {
     );
     for nodes in sizes {
         let mut net = Network::new(Config::default(), nodes);
-        net.enable_rollouts(model());
+        net.enable_rollouts(Model::quick("web", release("1.0", 1)));
         // Until the source counts every node: a query is complete against that count.
         while net.fleet().map_or(0, |s| s.nodes) < nodes - 1 {
             assert!(net.now() < SETTLE_LIMIT, "the fleet count did not settle");

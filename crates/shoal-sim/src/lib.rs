@@ -409,6 +409,11 @@ impl Network {
     ///
     /// If the source has crashed or not started.
     pub fn broadcast(&mut self, keep: bool) -> u64 {
+        self.broadcast_body(keep, Bytes::new())
+    }
+
+    /// Broadcasts an envelope carrying `body` from the source now; its sequence number.
+    fn broadcast_body(&mut self, keep: bool, body: Bytes) -> u64 {
         let now = self.now;
         let source = self.slots[0]
             .node
@@ -416,7 +421,7 @@ impl Network {
             .expect("the source is running")
             .control_mut();
         let seq = source.next_seq();
-        source.broadcast(now, Envelope::unsigned(seq, keep, Bytes::new()));
+        source.broadcast(now, Envelope::unsigned(seq, keep, body));
         self.flush(0);
         seq
     }

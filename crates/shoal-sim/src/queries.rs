@@ -4,7 +4,7 @@
 //! rollout agent only, so a network must run [`Network::enable_rollouts`] to be queried.
 
 use crate::{Network, NodeId, rollouts};
-use shoal_core::control::{Directive, Envelope};
+use shoal_core::control::Directive;
 use shoal_core::query::{Query, QueryAnswer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,16 +41,8 @@ impl Network {
     ///
     /// If the source has crashed or not started.
     pub fn query(&mut self, query: Query) {
-        let now = self.now;
-        let source = self.slots[0]
-            .node
-            .as_deref_mut()
-            .expect("the source is running")
-            .control_mut();
-        let seq = source.next_seq();
         let body = Directive::<NodeId>::Query(Arc::new(query)).encode();
-        source.broadcast(now, Envelope::unsigned(seq, false, body.into()));
-        self.flush(0);
+        self.broadcast_body(false, body.into());
     }
 
     /// The fleet's answer to query `id` as the source holds it now, for a query asked when the

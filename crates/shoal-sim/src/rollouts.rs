@@ -59,6 +59,31 @@ pub struct Model {
     pub policy: Policy,
 }
 
+impl Model {
+    /// Every node runs `service` at `running`, healthy, with a quick executor: staging takes
+    /// 200 ms, switching 300 ms and a check 50 ms; the policy's grace is 5 s, then 2 passing
+    /// checks 500 ms apart. No other release is held or announced, and none is bad.
+    pub fn quick(service: &str, running: Release) -> Self {
+        Model {
+            service: service.into(),
+            running,
+            distributed: Vec::new(),
+            announced: Vec::new(),
+            bad: BTreeSet::new(),
+            bad_nodes: None,
+            bad_from: Duration::ZERO,
+            prepare: Duration::from_millis(200),
+            switch: Duration::from_millis(300),
+            check: Duration::from_millis(50),
+            policy: Policy {
+                grace: Duration::from_secs(5),
+                passes: 2,
+                interval: Duration::from_millis(500),
+            },
+        }
+    }
+}
+
 /// A command in flight on a node's modelled executor.
 pub(crate) struct Job {
     pub node: NodeId,

@@ -2,12 +2,10 @@
 //! in its health summary, and the source's subtree holds the whole fleet's answer, exact
 //! whatever the shape of the tree.
 
-use shoal_core::activation::Policy;
 use shoal_core::query::{Query, VersionRef};
 use shoal_sim::queries::FleetAnswer;
 use shoal_sim::rollouts::release;
 use shoal_sim::{Config, Model, Network, NodeId};
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 const NODES: u32 = 600;
@@ -23,23 +21,7 @@ fn network(seed: u64) -> Network {
         },
         NODES,
     );
-    net.enable_rollouts(Model {
-        service: "web".into(),
-        running: release("1.0", 1),
-        distributed: Vec::new(),
-        announced: Vec::new(),
-        bad: BTreeSet::new(),
-        bad_nodes: None,
-        bad_from: Duration::ZERO,
-        prepare: Duration::from_millis(200),
-        switch: Duration::from_millis(300),
-        check: Duration::from_millis(50),
-        policy: Policy {
-            grace: Duration::from_secs(5),
-            passes: 2,
-            interval: Duration::from_millis(500),
-        },
-    });
+    net.enable_rollouts(Model::quick("web", release("1.0", 1)));
     net.run_for(Duration::from_secs(40));
     net
 }

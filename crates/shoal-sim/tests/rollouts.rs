@@ -1,7 +1,6 @@
 //! Rollouts over the simulated control plane: the real conductor at the source and the real
 //! rollout agent on every node, directives by broadcast and counts by the health tree.
 
-use shoal_core::activation::Policy;
 use shoal_core::rollout::Plan;
 use shoal_sim::rollouts::release;
 use shoal_sim::{Config, Model, Network};
@@ -60,25 +59,13 @@ fn network_after(seed: u64, bad: bool, warmup: Duration) -> Network {
     let mut net = Network::new(config, NODES);
     let v2 = release("2.0", 2);
     net.enable_rollouts(Model {
-        service: "web".into(),
-        running: release("1.0", 1),
         distributed: vec![v2.clone()],
-        announced: Vec::new(),
         bad: if bad {
             BTreeSet::from([v2.root])
         } else {
             BTreeSet::new()
         },
-        bad_nodes: None,
-        bad_from: Duration::ZERO,
-        prepare: Duration::from_millis(200),
-        switch: Duration::from_millis(300),
-        check: Duration::from_millis(50),
-        policy: Policy {
-            grace: Duration::from_secs(5),
-            passes: 2,
-            interval: Duration::from_millis(500),
-        },
+        ..Model::quick("web", release("1.0", 1))
     });
     net.run_for(warmup);
     net
