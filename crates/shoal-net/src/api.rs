@@ -225,6 +225,35 @@ fn outcome<T: serde::Serialize>(result: Result<T>) -> Answer {
     }
 }
 
+/// Serves the API on `listener` until `shutdown` turns true, on a thread of its own with a
+/// single-threaded runtime, so that a probe, a scrape or a status call does not queue behind
+/// the data plane's tasks when they take every core.
+///
+/// # Errors
+///
+/// If the thread cannot be started or the listener cannot be moved to it.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    node: Node,
+    extras: Extras,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("shoal-api".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, node, extras, shutdown).await,
+                    Err(e) => tracing::error!("control API cannot listen: {e}"),
+                }
+            });
+        })
+}
+
 /// Serves the API on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,

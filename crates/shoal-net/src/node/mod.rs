@@ -155,6 +155,9 @@ struct Inner {
     certificate: Mutex<Vec<u8>>,
     /// The certificates open connections were admitted with, for [`Node::recheck`].
     admitted: Arc<Admitted<quinn::Connection>>,
+    /// The runtime the node started on, which runs all its tasks, whichever runtime calls it
+    /// (the control API has its own).
+    runtime: tokio::runtime::Handle,
     shutdown: watch::Sender<bool>,
 }
 
@@ -216,6 +219,7 @@ impl Node {
                 gate: Mutex::new(Gate::new(config.gate.clone())),
                 certificate: Mutex::new(config.certificate.clone()),
                 admitted: Arc::default(),
+                runtime: tokio::runtime::Handle::current(),
                 shutdown,
             }),
         };
@@ -316,7 +320,9 @@ impl Node {
             status.clone(),
             complete_tx,
         );
-        tokio::spawn(task.run(self.inner.shutdown.subscribe()));
+        self.inner
+            .runtime
+            .spawn(task.run(self.inner.shutdown.subscribe()));
         let have = PieceMessage::Have {
             root,
             pieces: source.have(),
@@ -477,7 +483,7 @@ impl Node {
             match output {
                 peering::Output::Dial(addr) => {
                     if !self.is_shutting_down() {
-                        tokio::spawn(self.clone().dial_peer(addr));
+                        self.inner.runtime.spawn(self.clone().dial_peer(addr));
                     }
                 }
                 peering::Output::Close { peer, conn } => {

@@ -252,7 +252,8 @@ pub fn coordinator(args: CoordinatorArgs) -> Outcome {
             metrics: Some(metrics),
             gate: Some(gate),
         };
-        tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
+        api::spawn(listener, node.clone(), extras, shutdown)
+            .code(Code::General, || "cannot start the control API".into())?;
         eprintln!(
             "coordinator {} listening on {} (control plane UDP {})",
             node.peer_id(),
@@ -442,7 +443,8 @@ pub fn node(args: NodeArgs) -> Outcome {
             metrics: Some(shoal_daemon::metrics::node(agent.events)),
             gate: None,
         };
-        tokio::spawn(api::serve(listener, node.clone(), extras, shutdown));
+        api::spawn(listener, node.clone(), extras, shutdown)
+            .code(Code::General, || "cannot start the control API".into())?;
         eprintln!(
             "node {} listening on {}, joining through {}",
             node.peer_id(),

@@ -277,12 +277,13 @@ async fn start(
     download_limit: Option<u64>,
 ) -> Result<Node, Failure> {
     let (node, listener) = start_data_plane(net, peers, download_limit, None).await?;
-    tokio::spawn(api::serve(
+    api::spawn(
         listener,
         node.clone(),
         api::Extras::default(),
         node.shutdown_signal(),
-    ));
+    )
+    .code(Code::General, || "cannot start the control API".into())?;
     Ok(node)
 }
 
