@@ -368,9 +368,18 @@ mod tests {
         RequestAuth::sign(key, "POST", "/v1/rollouts", b"{}", time, [nonce; 16]).header()
     }
 
+    /// A `POST /v1/rollouts` with `body`, which needs the release scope.
+    fn post(
+        gate: &mut Gate,
+        now: u64,
+        body: &[u8],
+        header: Option<&str>,
+    ) -> Result<Operator, Refusal> {
+        gate.check(now, Scope::Release, "POST", "/v1/rollouts", body, header)
+    }
+
     fn check(gate: &mut Gate, now: u64, header: Option<&str>) -> Result<Operator, RefusalKind> {
-        gate.check(now, Scope::Release, "POST", "/v1/rollouts", b"{}", header)
-            .map_err(|r| r.kind)
+        post(gate, now, b"{}", header).map_err(|r| r.kind)
     }
 
     #[test]
@@ -405,40 +414,19 @@ mod tests {
             (Some(signed(&operator(2), NOW, 1)), RefusalKind::OutOfScope),
         ];
         for (header, kind) in cases {
-            let refusal = gate
-                .check(
-                    NOW,
-                    Scope::Release,
-                    "POST",
-                    "/v1/rollouts",
-                    b"{}",
-                    header.as_deref(),
-                )
-                .unwrap_err();
+            let refusal = post(&mut gate, NOW, b"{}", header.as_deref()).unwrap_err();
             assert_eq!(refusal.kind, kind, "{}", refusal.message);
             assert!(!refusal.message.is_empty());
         }
-        let other_body = gate
-            .check(
-                NOW,
-                Scope::Release,
-                "POST",
-                "/v1/rollouts",
-                b"{\"x\":1}",
-                Some(&signed(&operator(1), NOW, 2)),
-            )
-            .unwrap_err();
+        let other_body = post(
+            &mut gate,
+            NOW,
+            b"{\"x\":1}",
+            Some(&signed(&operator(1), NOW, 2)),
+        )
+        .unwrap_err();
         assert_eq!(other_body.kind, RefusalKind::BadSignature);
-        let scope = gate
-            .check(
-                NOW,
-                Scope::Release,
-                "POST",
-                "/v1/rollouts",
-                b"{}",
-                Some(&signed(&operator(2), NOW, 3)),
-            )
-            .unwrap_err();
+        let scope = post(&mut gate, NOW, b"{}", Some(&signed(&operator(2), NOW, 3))).unwrap_err();
         assert_eq!(scope.key, Some(operator(2).public()));
         assert!(scope.message.contains("[read]"), "{}", scope.message);
         assert_eq!(gate.counts().accepted, 0);
@@ -474,16 +462,7 @@ mod tests {
         for nonce in 0..3 {
             check(&mut gate, NOW, Some(&signed(&operator(1), NOW, nonce))).unwrap();
         }
-        let flood = gate
-            .check(
-                NOW,
-                Scope::Release,
-                "POST",
-                "/v1/rollouts",
-                b"{}",
-                Some(&signed(&operator(1), NOW, 9)),
-            )
-            .unwrap_err();
+        let flood = post(&mut gate, NOW, b"{}", Some(&signed(&operator(1), NOW, 9))).unwrap_err();
         assert_eq!(flood.kind, RefusalKind::Busy);
         assert!(flood.message.contains("slow down"), "{}", flood.message);
         for nonce in 0..2 {
