@@ -184,7 +184,11 @@ fn renders(proxy: SocketAddr) -> Vec<f64> {
         let mut page = browser::Browser::start();
         let opened = Instant::now();
         page.navigate(&format!("http://{proxy}/ui"));
-        while page.eval("document.body.dataset.renderedMs") == "" {
+        while page
+            .eval("document.body.dataset.renderedMs")
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
             assert!(
                 opened.elapsed() < Duration::from_secs(60),
                 "the page never rendered"

@@ -61,7 +61,12 @@ fn the_web_page_shows_the_fleet_and_follows_a_rollout() {
     let mut page = Browser::start();
     let opened = Instant::now();
     page.navigate(&format!("http://{proxy_at}/ui"));
-    let mut rendered = || page.eval("document.body.dataset.renderedMs") != "";
+    // Until the new document has set it: before it loads, the old one has no such attribute.
+    let mut rendered = || {
+        page.eval("document.body.dataset.renderedMs")
+            .as_str()
+            .is_some_and(|ms| !ms.is_empty())
+    };
     wait("the page renders", &mut rendered);
     let wall = opened.elapsed();
     let own = page.eval("document.body.dataset.renderedMs");
